@@ -1,0 +1,148 @@
+"""The HTTP API: parse, validate, call ``shared``, map errors to status codes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import stripe
+from flask import Flask, Response, jsonify, request
+from kombu.exceptions import OperationalError as BrokerError
+from werkzeug.exceptions import HTTPException
+
+from shared.config import Settings, load_settings
+from shared.db import make_engine, make_session_factory
+from shared.payments import IdempotencyConflict, PaymentService
+from shared.queue import EventPublisher, make_producer
+from shared.stripe_gateway import PaymentGateway, StripeGateway
+from shared.validation import ValidationError, validate_idempotency_key, validate_payment_request
+from shared.webhooks import WebhookRejected, verify_delivery
+
+log = logging.getLogger(__name__)
+
+# Stripe's events are a few kilobytes; anything near this is not a Stripe event.
+MAX_WEBHOOK_BYTES = 512 * 1024
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> tuple[Response, int]:
+    error: dict[str, Any] = {"code": code, "message": message, **extra}
+    return jsonify({"success": False, "error": error}), status
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    gateway: PaymentGateway | None = None,
+    publisher: EventPublisher | None = None,
+) -> Flask:
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_WEBHOOK_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    sessions = make_session_factory(make_engine(settings.database_url))
+    payments = PaymentService(sessions, gateway or StripeGateway.from_settings(settings))
+    events = publisher or EventPublisher(make_producer(settings))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "Something went wrong on our side.")
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify({"status": "ok"})
+
+    @app.post("/api/create-payment")
+    def create_payment() -> tuple[Response, int]:
+        body = request.get_json(silent=True)
+        if body is None:
+            return error_response(400, "invalid_json", "Send a JSON object as the request body.")
+        try:
+            payment_request = validate_payment_request(body)
+            key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
+        except ValidationError as exc:
+            return error_response(400, "invalid_request", exc.message, field=exc.field)
+        try:
+            created = payments.create(payment_request, key)
+        except IdempotencyConflict:
+            return error_response(
+                409,
+                "idempotency_key_reused",
+                "This Idempotency-Key was already used with a different request body.",
+                field="Idempotency-Key",
+            )
+        except stripe.StripeError as exc:
+            return stripe_error_response(exc)
+        response = jsonify(
+            {
+                "success": True,
+                "clientSecret": created.client_secret,
+                "paymentIntentId": created.payment_intent_id,
+            }
+        )
+        # Stripe's own header name for an answer that repeats an earlier request's result.
+        response.headers["Idempotent-Replayed"] = "true" if created.replayed else "false"
+        return response, 200
+
+    @app.get("/api/payments/<payment_intent_id>")
+    def get_payment(payment_intent_id: str) -> tuple[Response, int]:
+        view = payments.get(payment_intent_id)
+        if view is None:
+            return error_response(404, "not_found", "No payment with that PaymentIntent id.")
+        return jsonify(view), 200
+
+    @app.post("/webhook")
+    def webhook() -> tuple[Response, int]:
+        # Raw bytes: the signature covers the body exactly as sent.
+        body = request.get_data(cache=False)
+        try:
+            delivery = verify_delivery(
+                body,
+                request.headers.get("Stripe-Signature"),
+                settings.stripe_webhook_secrets,
+                settings.webhook_tolerance_seconds,
+            )
+        except WebhookRejected as exc:
+            log.warning("webhook rejected: %s", exc.code)
+            return error_response(400, exc.code, exc.message)
+        try:
+            events.publish_event(delivery.body, "webhook")
+        except BrokerError:
+            log.exception("broker refused event %s", delivery.event_id)
+            return error_response(
+                503, "queue_unavailable", "Could not queue the event; Stripe will retry."
+            )
+        log.info(
+            "webhook %s (%s) queued, verified with secret #%d",
+            delivery.event_id,
+            delivery.event_type,
+            delivery.secret_index,
+        )
+        return jsonify({"received": True}), 200
+
+    return app
+
+
+def stripe_error_response(exc: stripe.StripeError) -> tuple[Response, int]:
+    # Stripe's own messages are shown for card and request errors (they are written for
+    # customers); for the others we say what happened without passing Stripe's text on.
+    if isinstance(exc, stripe.CardError):
+        return error_response(
+            402, exc.code or "card_error", exc.user_message or "The card was declined."
+        )
+    if isinstance(exc, stripe.InvalidRequestError):
+        return error_response(
+            400, exc.code or "invalid_request", exc.user_message or "Stripe rejected the request."
+        )
+    if isinstance(exc, stripe.APIConnectionError):
+        return error_response(503, "stripe_unreachable", "Could not reach Stripe; try again.")
+    if isinstance(exc, stripe.RateLimitError):
+        return error_response(503, "stripe_rate_limited", "Stripe is busy; try again shortly.")
+    log.error("Stripe error %s (HTTP %s)", type(exc).__name__, exc.http_status)
+    return error_response(502, "stripe_error", "Stripe could not process the request.")

@@ -1,0 +1,154 @@
+"""Settings, read from the environment in one place.
+
+Nothing else in the project reads ``os.environ``: the web process, the workers and the CLI all call
+``load_settings()`` and pass the result along. A missing or malformed required value raises
+``ConfigError`` whose message is one line naming the variable; entry points print it and exit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """A required setting is missing or malformed. The message names the variable."""
+
+
+# Defaults chosen for production safety; each can be overridden from the environment.
+DEFAULT_WEBHOOK_TOLERANCE_SECONDS = 300
+DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 3600
+DEFAULT_HANDLER_MAX_ATTEMPTS = 8
+DEFAULT_STRIPE_TIMEOUT_SECONDS = 20
+
+
+@dataclass(frozen=True)
+class Settings:
+    stripe_secret_key: str = field(repr=False)
+    stripe_publishable_key: str
+    # Several secrets are valid at once while one is being rolled.
+    stripe_webhook_secrets: tuple[str, ...] = field(repr=False)
+    redis_url: str
+    database_url: str
+    stripe_api_base: str | None = None
+    sentry_dsn: str | None = field(default=None, repr=False)
+    webhook_tolerance_seconds: int = DEFAULT_WEBHOOK_TOLERANCE_SECONDS
+    visibility_timeout_seconds: int = DEFAULT_VISIBILITY_TIMEOUT_SECONDS
+    handler_max_attempts: int = DEFAULT_HANDLER_MAX_ATTEMPTS
+    stripe_timeout_seconds: int = DEFAULT_STRIPE_TIMEOUT_SECONDS
+    log_level: str = "INFO"
+
+    @property
+    def uses_stripe_stand_in(self) -> bool:
+        return self.stripe_api_base is not None
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is not set")
+    return value
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def _secret_key(env: Mapping[str, str]) -> str:
+    value = _required(env, "STRIPE_SECRET_KEY")
+    if value.startswith("pk_"):
+        raise ConfigError(
+            "STRIPE_SECRET_KEY holds a publishable key (pk_...); it needs a secret (sk_...) "
+            "or restricted (rk_...) key"
+        )
+    if not value.startswith(("sk_", "rk_")):
+        raise ConfigError("STRIPE_SECRET_KEY must start with sk_ or rk_")
+    return value
+
+
+def _publishable_key(env: Mapping[str, str]) -> str:
+    value = _required(env, "STRIPE_PUBLISHABLE_KEY")
+    if not value.startswith("pk_"):
+        raise ConfigError("STRIPE_PUBLISHABLE_KEY must start with pk_")
+    return value
+
+
+def _webhook_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = _required(env, "STRIPE_WEBHOOK_SECRET")
+    secrets = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not secrets or not all(s.startswith("whsec_") for s in secrets):
+        raise ConfigError(
+            "STRIPE_WEBHOOK_SECRET must be one whsec_ secret, or several separated by commas"
+        )
+    return secrets
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], *, required: bool) -> str:
+    value = _required(env, name) if required else _optional(env, name)
+    if value is None:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.netloc:
+        raise ConfigError(
+            f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}"
+        )
+    return value
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    value = _url(
+        env, "DATABASE_URL", ("postgres", "postgresql", "postgresql+psycopg2"), required=True
+    )
+    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; we ship psycopg2. Heroku-style
+    # postgres:// is common in the wild and SQLAlchemy does not know it at all.
+    scheme, rest = value.split("://", 1)
+    if scheme in ("postgres", "postgresql"):
+        value = "postgresql+psycopg2://" + rest
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from ``env`` (the process environment by default)."""
+    env = os.environ if env is None else env
+    api_base = _url(env, "STRIPE_API_BASE", ("http", "https"), required=False) or None
+    log_level = (env.get("LOG_LEVEL", "") or "INFO").strip().upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
+    return Settings(
+        stripe_secret_key=_secret_key(env),
+        stripe_publishable_key=_publishable_key(env),
+        stripe_webhook_secrets=_webhook_secrets(env),
+        stripe_api_base=api_base.rstrip("/") if api_base else None,
+        redis_url=_url(env, "REDIS_URL", ("redis", "rediss"), required=True),
+        database_url=_database_url(env),
+        sentry_dsn=_optional(env, "SENTRY_DSN"),
+        webhook_tolerance_seconds=_positive_int(
+            env, "WEBHOOK_TOLERANCE_SECONDS", DEFAULT_WEBHOOK_TOLERANCE_SECONDS
+        ),
+        visibility_timeout_seconds=_positive_int(
+            env, "BROKER_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_SECONDS
+        ),
+        handler_max_attempts=_positive_int(
+            env, "HANDLER_MAX_ATTEMPTS", DEFAULT_HANDLER_MAX_ATTEMPTS
+        ),
+        stripe_timeout_seconds=_positive_int(
+            env, "STRIPE_TIMEOUT_SECONDS", DEFAULT_STRIPE_TIMEOUT_SECONDS
+        ),
+        log_level=log_level,
+    )

@@ -1,0 +1,1 @@
+"""Dev and test tooling for the local Stripe stand-in (localstripe). Never used in production."""

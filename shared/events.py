@@ -1,0 +1,66 @@
+"""Recording Stripe events once and creating one run per registered handler."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db import transaction
+from shared.handlers import registry
+from shared.models import HandlerRun, StripeEvent
+from shared.webhooks import parse_event_body
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    event_id: str
+    event_type: str
+    newly_recorded: bool
+    # Runs still pending after the commit; the caller enqueues one handler task for each.
+    pending_handlers: list[str]
+
+
+def record_event(session: Session, event: dict[str, Any], source: str) -> bool:
+    """Insert the event unless it is known. Returns True when this call recorded it."""
+    inserted = session.execute(
+        insert(StripeEvent)
+        .values(
+            id=event["id"],
+            type=event["type"],
+            created=dt.datetime.fromtimestamp(event["created"], tz=dt.UTC),
+            livemode=bool(event.get("livemode", False)),
+            account=event.get("account"),
+            api_version=event.get("api_version"),
+            payload=event,
+            source=source,
+        )
+        # Two deliveries of one event may race here; the loser sees no row returned.
+        .on_conflict_do_nothing(index_elements=[StripeEvent.id])
+        .returning(StripeEvent.id)
+    ).scalar_one_or_none()
+    if inserted is None:
+        return False
+    for handler in registry.handlers_for(event["type"]):
+        session.add(HandlerRun(event_id=event["id"], handler=handler, status="pending"))
+    return True
+
+
+def ingest(sessions: sessionmaker[Session], body: str, source: str) -> IngestResult:
+    event = parse_event_body(body)
+    with transaction(sessions) as session:
+        newly_recorded = record_event(session, event, source)
+        # A duplicate delivery still returns the runs left pending: if the process that recorded
+        # the event died between its commit and its enqueue, this is what gets them going again.
+        pending = list(
+            session.execute(
+                select(HandlerRun.handler)
+                .where(HandlerRun.event_id == event["id"], HandlerRun.status == "pending")
+                .order_by(HandlerRun.handler)
+            ).scalars()
+        )
+    return IngestResult(event["id"], event["type"], newly_recorded, pending)

@@ -1,0 +1,24 @@
+"""Handlers that keep ``payments`` in step with Stripe's PaymentIntents."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from shared.handlers.registry import EventView, registry
+from shared.payments import apply_payment_intent
+
+PAYMENT_INTENT_EVENTS = (
+    "payment_intent.created",
+    "payment_intent.processing",
+    "payment_intent.requires_action",
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "payment_intent.canceled",
+)
+
+
+@registry.handles(*PAYMENT_INTENT_EVENTS, name="payments.sync_payment_intent")
+def sync_payment_intent(session: Session, event: EventView) -> None:
+    # The event's object is the PaymentIntent as it was when the event happened; its status is
+    # Stripe's word for that moment, whichever event type carried it.
+    apply_payment_intent(session, event.object, as_of=event.created)

@@ -1,0 +1,73 @@
+"""The handler registry: which handlers run for which Stripe event types.
+
+A handler is a function ``(session, event) -> None`` that applies its effect inside the session's
+transaction; the run is marked done in that same transaction, so the effect happens once. Its
+registered name is stored in ``handler_runs`` and must stay stable across releases.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class EventView:
+    """What a handler sees of a recorded Stripe event."""
+
+    id: str
+    type: str
+    created: Any  # datetime, timezone-aware
+    payload: dict[str, Any]
+
+    @property
+    def object(self) -> dict[str, Any]:
+        obj: dict[str, Any] = self.payload["data"]["object"]
+        return obj
+
+
+Handler = Callable[[Session, EventView], None]
+
+
+class HandlerRegistry:
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+        self._by_type: dict[str, list[str]] = defaultdict(list)
+
+    def handles(self, *event_types: str, name: str) -> Callable[[Handler], Handler]:
+        if not event_types:
+            raise ValueError("a handler must name at least one event type")
+
+        def register(func: Handler) -> Handler:
+            if name in self._handlers and self._handlers[name] is not func:
+                raise ValueError(f"handler name {name!r} is already registered")
+            self._handlers[name] = func
+            for event_type in event_types:
+                if name not in self._by_type[event_type]:
+                    self._by_type[event_type].append(name)
+            return func
+
+        return register
+
+    def handlers_for(self, event_type: str) -> list[str]:
+        return list(self._by_type.get(event_type, ()))
+
+    def get(self, name: str) -> Handler:
+        try:
+            return self._handlers[name]
+        except KeyError:
+            raise UnknownHandler(name) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+
+class UnknownHandler(LookupError):
+    """A run names a handler this release does not have (renamed or removed)."""
+
+
+registry = HandlerRegistry()

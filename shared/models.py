@@ -1,0 +1,120 @@
+"""The ledger: payments, the Stripe events we received, and one row per handler run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names, so Alembic migrations can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+HANDLER_RUN_STATUSES = ("pending", "done", "dead")
+EVENT_SOURCES = ("webhook", "reconcile", "replay")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _now_column() -> Mapped[dt.datetime]:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Payment(Base):
+    __tablename__ = "payments"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # Null only while the create request is between our insert and Stripe's answer.
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # Integer minor units (cents for usd), as Stripe counts them.
+    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    status: Mapped[str] = mapped_column(String(40), nullable=False)
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, nullable=False, server_default="{}"
+    )
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # sha256 of the canonical request body: the same key with another body is a conflict.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    last_error_code: Mapped[str | None] = mapped_column(String(255))
+    last_error_decline_code: Mapped[str | None] = mapped_column(String(255))
+    last_error_message: Mapped[str | None] = mapped_column(Text)
+    # `created` of the Stripe event (or object) that set the current status: the ordering guard.
+    status_as_of: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = _now_column()
+    updated_at: Mapped[dt.datetime] = _now_column()
+
+    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+
+
+class StripeEvent(Base):
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(255), nullable=False)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    livemode: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    account: Mapped[str | None] = mapped_column(String(255))
+    api_version: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    source: Mapped[str] = mapped_column(String(16), nullable=False)
+    received_at: Mapped[dt.datetime] = _now_column()
+
+    __table_args__ = (
+        CheckConstraint("source IN ('webhook', 'reconcile', 'replay')", name="source_known"),
+        Index("ix_stripe_events_created", "created"),
+        Index("ix_stripe_events_type_created", "type", "created"),
+    )
+
+
+class HandlerRun(Base):
+    __tablename__ = "handler_runs"
+
+    event_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("stripe_events.id", ondelete="CASCADE"), primary_key=True
+    )
+    handler: Mapped[str] = mapped_column(String(255), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _now_column()
+    updated_at: Mapped[dt.datetime] = _now_column()
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'done', 'dead')", name="status_known"),
+        # The sweeper and the dead-letter list both scan by status and age.
+        Index("ix_handler_runs_status_updated_at", "status", "updated_at"),
+    )
+
+
+class ReconcileCheckpoint(Base):
+    """Where the reconciler got to in Stripe's event list, one row per Stripe account."""
+
+    __tablename__ = "reconcile_checkpoints"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    last_event_created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[dt.datetime] = _now_column()

@@ -1,0 +1,244 @@
+"""Payments: creating PaymentIntents once per idempotency key, and following Stripe's status."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db import transaction
+from shared.models import Payment
+from shared.stripe_gateway import CreatedIntent, PaymentGateway
+from shared.validation import PaymentRequest
+
+log = logging.getLogger(__name__)
+
+# Statuses a PaymentIntent never leaves: a late event must not move a payment out of them.
+TERMINAL_STATUSES = frozenset({"succeeded", "canceled"})
+
+# When two events carry the same `created` second, the one further along the PaymentIntent
+# lifecycle wins. Stripe's `created` has one-second resolution, so ties are common in a burst.
+STATUS_PRECEDENCE = {
+    "requires_payment_method": 0,
+    "requires_confirmation": 1,
+    "requires_action": 2,
+    "processing": 3,
+    "requires_capture": 4,
+    "succeeded": 5,
+    "canceled": 5,
+}
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before with a different request body."""
+
+
+@dataclass(frozen=True)
+class PaymentCreated:
+    payment_intent_id: str
+    client_secret: str
+    replayed: bool
+
+
+def request_fingerprint(request: PaymentRequest) -> str:
+    canonical = json.dumps(request.canonical(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _utc(timestamp: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
+
+
+class PaymentService:
+    def __init__(self, session_factory: sessionmaker[Session], gateway: PaymentGateway) -> None:
+        self._sessions = session_factory
+        self._gateway = gateway
+
+    def create(self, request: PaymentRequest, idempotency_key: str | None) -> PaymentCreated:
+        if idempotency_key is None:
+            return self._create_without_key(request)
+        return self._create_with_key(request, idempotency_key)
+
+    def _create_without_key(self, request: PaymentRequest) -> PaymentCreated:
+        # The SDK retries network failures; a key of our own makes those retries safe at Stripe.
+        intent = self._gateway.create_payment_intent(
+            amount=request.amount,
+            currency=request.currency,
+            metadata=request.metadata,
+            idempotency_key=f"payments-{uuid.uuid4()}",
+        )
+        with transaction(self._sessions) as session:
+            payment = Payment(
+                amount=request.amount,
+                currency=request.currency,
+                status=intent.status,
+                metadata_=request.metadata,
+            )
+            session.add(payment)
+            _attach_intent(session, payment, intent)
+        return PaymentCreated(intent.id, intent.client_secret, replayed=False)
+
+    def _create_with_key(self, request: PaymentRequest, key: str) -> PaymentCreated:
+        fingerprint = request_fingerprint(request)
+        with transaction(self._sessions) as session:
+            # A concurrent request with the same key blocks on this insert until ours commits or
+            # rolls back, so exactly one of them reaches Stripe. The row lock is held across the
+            # Stripe call on purpose: a few hundred milliseconds of waiting is the price of never
+            # creating two PaymentIntents (the stand-in ignores Idempotency-Key, and real Stripe
+            # forgets it after 24 hours).
+            session.execute(
+                insert(Payment)
+                .values(
+                    idempotency_key=key,
+                    request_fingerprint=fingerprint,
+                    amount=request.amount,
+                    currency=request.currency,
+                    status="creating",
+                    metadata_=request.metadata,
+                )
+                .on_conflict_do_nothing(index_elements=[Payment.idempotency_key])
+            )
+            payment = session.execute(
+                select(Payment).where(Payment.idempotency_key == key).with_for_update()
+            ).scalar_one()
+            if payment.request_fingerprint != fingerprint:
+                raise IdempotencyConflict(key)
+            if payment.payment_intent_id is not None:
+                # Client secrets are never stored: fetch it again from Stripe for the replay.
+                intent = self._gateway.retrieve_payment_intent(payment.payment_intent_id)
+                return PaymentCreated(intent.id, intent.client_secret, replayed=True)
+            intent = self._gateway.create_payment_intent(
+                amount=request.amount,
+                currency=request.currency,
+                metadata=request.metadata,
+                idempotency_key=key,
+            )
+            _attach_intent(session, payment, intent)
+        return PaymentCreated(intent.id, intent.client_secret, replayed=False)
+
+    def get(self, payment_intent_id: str) -> dict[str, Any] | None:
+        with self._sessions() as session:
+            payment = session.execute(
+                select(Payment).where(Payment.payment_intent_id == payment_intent_id)
+            ).scalar_one_or_none()
+            return None if payment is None else payment_view(payment)
+
+
+def _attach_intent(session: Session, payment: Payment, intent: CreatedIntent) -> None:
+    key, fingerprint, row_id = payment.idempotency_key, payment.request_fingerprint, payment.id
+    payment.payment_intent_id = intent.id
+    payment.status = intent.status
+    payment.status_as_of = _utc(intent.created)
+    payment.amount = intent.amount
+    payment.currency = intent.currency
+    payment.updated_at = func.now()
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        # A webhook for this PaymentIntent got here first and created its row. Keep that row
+        # (it may carry a newer status) and move our idempotency key onto it.
+        if payment in session:
+            session.expunge(payment)
+        if row_id is not None:
+            session.execute(delete(Payment).where(Payment.id == row_id))
+        if key is not None:
+            existing = session.execute(
+                select(Payment).where(Payment.payment_intent_id == intent.id).with_for_update()
+            ).scalar_one()
+            existing.idempotency_key = key
+            existing.request_fingerprint = fingerprint
+            session.flush()
+
+
+def payment_view(payment: Payment) -> dict[str, Any]:
+    last_error = None
+    if payment.last_error_code or payment.last_error_message or payment.last_error_decline_code:
+        last_error = {
+            "code": payment.last_error_code,
+            "declineCode": payment.last_error_decline_code,
+            "message": payment.last_error_message,
+        }
+    return {
+        "paymentIntentId": payment.payment_intent_id,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "status": payment.status,
+        "metadata": payment.metadata_,
+        "lastError": last_error,
+        "updatedAt": payment.updated_at.isoformat(),
+    }
+
+
+def should_apply(
+    current_status: str,
+    current_as_of: dt.datetime | None,
+    new_status: str,
+    new_as_of: dt.datetime,
+) -> bool:
+    """Whether an event's status may replace the stored one.
+
+    The rule: a terminal status is final; otherwise the newer `created` wins; on a tie, the
+    status further along the lifecycle wins (a late `processing` never beats `succeeded`).
+    """
+    if current_status in TERMINAL_STATUSES:
+        return False
+    if current_as_of is None or new_as_of > current_as_of:
+        return True
+    if new_as_of < current_as_of:
+        return False
+    return STATUS_PRECEDENCE.get(new_status, -1) >= STATUS_PRECEDENCE.get(current_status, -1)
+
+
+def apply_payment_intent(session: Session, intent: dict[str, Any], as_of: dt.datetime) -> bool:
+    """Bring our row for a PaymentIntent to the state in ``intent`` unless ours is newer.
+
+    Creates the row for a PaymentIntent made outside this service (the Dashboard, another app).
+    Returns whether the stored status changed.
+    """
+    error = intent.get("last_payment_error") or {}
+    fields = {
+        "status": intent["status"],
+        "status_as_of": as_of,
+        "last_error_code": error.get("code"),
+        "last_error_decline_code": error.get("decline_code"),
+        "last_error_message": error.get("message"),
+    }
+    inserted = session.execute(
+        insert(Payment)
+        .values(
+            payment_intent_id=intent["id"],
+            amount=int(intent["amount"]),
+            currency=intent["currency"],
+            metadata_=dict(intent.get("metadata") or {}),
+            **fields,
+        )
+        .on_conflict_do_nothing(index_elements=[Payment.payment_intent_id])
+        .returning(Payment.id)
+    ).scalar_one_or_none()
+    if inserted is not None:
+        return True
+    payment = session.execute(
+        select(Payment).where(Payment.payment_intent_id == intent["id"]).with_for_update()
+    ).scalar_one()
+    if not should_apply(payment.status, payment.status_as_of, intent["status"], as_of):
+        log.info(
+            "payment %s stays %s: event status %s is older",
+            payment.payment_intent_id,
+            payment.status,
+            intent["status"],
+        )
+        return False
+    for name, value in fields.items():
+        setattr(payment, name, value)
+    payment.updated_at = func.now()
+    return True

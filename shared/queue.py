@@ -1,0 +1,96 @@
+"""Celery settings and the producer side of our queues.
+
+Both the web process (which only publishes) and the workers build their Celery app from
+``celery_settings``, so every setting that carries a delivery promise lives in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from shared.config import Settings
+
+INGEST_EVENT_TASK = "payments.ingest_event"
+RUN_HANDLER_TASK = "payments.run_handler"
+EVENTS_QUEUE = "events"
+HANDLERS_QUEUE = "handlers"
+
+# A publish from the webhook request must fail fast so we can answer 503 and Stripe redelivers.
+WEBHOOK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+
+
+def celery_settings(settings: Settings) -> dict[str, Any]:
+    transport_options = {
+        # Redis re-delivers an unacked message after this long; a retry countdown must stay
+        # well below it or the message is delivered twice while it waits.
+        "visibility_timeout": settings.visibility_timeout_seconds,
+        "socket_connect_timeout": 5,
+        "socket_timeout": 30,
+        "socket_keepalive": True,
+        "retry_on_timeout": True,
+    }
+    return {
+        "broker_url": settings.redis_url,
+        # Celery reads the visibility timeout from both; they must agree.
+        "broker_transport_options": transport_options,
+        "result_backend_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_seconds
+        },
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_connection_timeout": 5,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_queues": (Queue(EVENTS_QUEUE), Queue(HANDLERS_QUEUE)),
+        "task_default_queue": HANDLERS_QUEUE,
+        "task_routes": {
+            INGEST_EVENT_TASK: {"queue": EVENTS_QUEUE},
+            RUN_HANDLER_TASK: {"queue": HANDLERS_QUEUE},
+        },
+        "task_create_missing_queues": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }
+
+
+def retry_countdown_cap(settings: Settings) -> float:
+    return settings.visibility_timeout_seconds / 4
+
+
+def make_producer(settings: Settings) -> Celery:
+    app = Celery("payments-producer", set_as_current=False)
+    app.conf.update(celery_settings(settings))
+    return app
+
+
+class EventPublisher:
+    """Publishes verified webhook bodies to the ``events`` queue."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    def publish_event(self, body: str, source: str) -> None:
+        # Raises kombu.exceptions.OperationalError when the broker cannot take the message.
+        self._app.send_task(
+            INGEST_EVENT_TASK,
+            args=[body, source],
+            queue=EVENTS_QUEUE,
+            retry=True,
+            retry_policy=WEBHOOK_PUBLISH_RETRY_POLICY,
+        )

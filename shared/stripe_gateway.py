@@ -1,0 +1,87 @@
+"""The one place that talks to the Stripe API.
+
+Services receive a ``StripeGateway`` rather than calling the SDK's globals, so that the API key is
+never module state and tests or dev tooling can hand in another implementation of the same calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import stripe
+
+from shared.config import Settings
+
+
+@dataclass(frozen=True)
+class CreatedIntent:
+    id: str
+    client_secret: str
+    status: str
+    amount: int
+    currency: str
+    metadata: dict[str, str]
+    created: int
+
+
+class PaymentGateway(Protocol):
+    def create_payment_intent(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        metadata: dict[str, str],
+        idempotency_key: str | None,
+    ) -> CreatedIntent: ...
+
+    def retrieve_payment_intent(self, payment_intent_id: str) -> CreatedIntent: ...
+
+
+def make_stripe_client(settings: Settings) -> stripe.StripeClient:
+    base_addresses: Any = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
+    return stripe.StripeClient(
+        settings.stripe_secret_key,
+        base_addresses=base_addresses,
+        # The SDK retries connection errors, 409s and 5xx with its own idempotency key.
+        max_network_retries=2,
+        # requests is a dependency of the stripe SDK; its client is the one that takes a timeout.
+        http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_seconds),
+    )
+
+
+def _intent(resource: Any) -> CreatedIntent:
+    obj = resource.to_dict()
+    return CreatedIntent(
+        id=obj["id"],
+        client_secret=obj["client_secret"],
+        status=obj["status"],
+        amount=int(obj["amount"]),
+        currency=obj["currency"],
+        metadata=dict(obj.get("metadata") or {}),
+        created=int(obj["created"]),
+    )
+
+
+class StripeGateway:
+    def __init__(self, client: stripe.StripeClient) -> None:
+        self._client = client
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StripeGateway:
+        return cls(make_stripe_client(settings))
+
+    def create_payment_intent(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        metadata: dict[str, str],
+        idempotency_key: str | None,
+    ) -> CreatedIntent:
+        params: Any = {"amount": amount, "currency": currency, "metadata": metadata}
+        options: Any = {"idempotency_key": idempotency_key} if idempotency_key else {}
+        return _intent(self._client.v1.payment_intents.create(params=params, options=options))
+
+    def retrieve_payment_intent(self, payment_intent_id: str) -> CreatedIntent:
+        return _intent(self._client.v1.payment_intents.retrieve(payment_intent_id))

@@ -1,0 +1,133 @@
+"""Validation of the create-payment request, with Stripe's own limits.
+
+Every error names the field it is about, so a client can show it next to the right input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Stripe's largest amount for a PaymentIntent, in minor units (eight digits).
+MAX_AMOUNT = 99_999_999
+MAX_METADATA_KEYS = 50
+MAX_METADATA_KEY_LENGTH = 40
+MAX_METADATA_VALUE_LENGTH = 500
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+# Currencies Stripe can charge in (presentment currencies for card payments).
+SUPPORTED_CURRENCIES = frozenset(
+    """
+    usd aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bif bmd bnd bob brl bsd bwp byn
+    bzd cad cdf chf clp cny cop crc cve czk djf dkk dop dzd egp etb eur fjd fkp gbp gel gip gmd
+    gnf gtq gyd hkd hnl htg huf idr ils inr isk jmd jpy kes kgs khr kmf krw kyd kzt lak lbp lkr
+    lrd lsl mad mdl mga mkd mmk mnt mop mur mvr mwk mxn myr mzn nad ngn nio nok npr nzd pab pen
+    pgk php pkr pln pyg qar ron rsd rub rwf sar sbd scr sek sgd shp sle sos srd std szl thb tjs
+    top try ttd twd tzs uah ugx uyu uzs vnd vuv wst xaf xcd xof xpf yer zar zmw
+    """.split()
+)
+
+# Stripe's minimum charge per currency, in minor units; others default to the usd-equivalent
+# floor Stripe applies at confirmation (we only pre-check the ones Stripe documents).
+MINIMUM_AMOUNTS = {
+    "usd": 50, "aed": 200, "aud": 50, "bgn": 100, "brl": 50, "cad": 50, "chf": 50, "czk": 1500,
+    "dkk": 250, "eur": 50, "gbp": 30, "hkd": 400, "huf": 17500, "inr": 50, "jpy": 50, "mxn": 1000,
+    "myr": 200, "nok": 300, "nzd": 50, "pln": 200, "ron": 200, "sek": 300, "sgd": 50, "thb": 1000,
+}  # fmt: skip
+
+ALLOWED_FIELDS = frozenset({"amount", "currency", "metadata"})
+
+
+class ValidationError(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    amount: int
+    currency: str
+    metadata: dict[str, str]
+
+    def canonical(self) -> dict[str, Any]:
+        return {"amount": self.amount, "currency": self.currency, "metadata": self.metadata}
+
+
+def validate_payment_request(body: Any) -> PaymentRequest:
+    if not isinstance(body, dict):
+        raise ValidationError("body", "must be a JSON object")
+    unknown = sorted(set(body) - ALLOWED_FIELDS)
+    if unknown:
+        raise ValidationError(unknown[0], "is not a known field")
+    return PaymentRequest(
+        amount=_amount(body.get("amount"), body.get("currency")),
+        currency=_currency(body.get("currency")),
+        metadata=_metadata(body.get("metadata")),
+    )
+
+
+def _currency(value: Any) -> str:
+    if value is None:
+        raise ValidationError("currency", "is required")
+    if not isinstance(value, str) or value != value.lower() or len(value) != 3:
+        raise ValidationError("currency", "must be a lowercase three-letter ISO code, like usd")
+    if value not in SUPPORTED_CURRENCIES:
+        raise ValidationError("currency", f"{value} is not a currency Stripe supports")
+    return value
+
+
+def _amount(value: Any, currency: Any) -> int:
+    if value is None:
+        raise ValidationError("amount", "is required")
+    # bool is an int in Python; JSON true is not an amount.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("amount", "must be an integer in the currency's minor unit (cents)")
+    if value <= 0:
+        raise ValidationError("amount", "must be positive")
+    if value > MAX_AMOUNT:
+        raise ValidationError("amount", f"must be at most {MAX_AMOUNT}")
+    minimum = MINIMUM_AMOUNTS.get(currency) if isinstance(currency, str) else None
+    if minimum is not None and value < minimum:
+        raise ValidationError("amount", f"must be at least {minimum} for {currency}")
+    return value
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError("metadata", "must be an object of string keys and string values")
+    if len(value) > MAX_METADATA_KEYS:
+        raise ValidationError("metadata", f"may have at most {MAX_METADATA_KEYS} keys")
+    cleaned: dict[str, str] = {}
+    for key, item in value.items():
+        field = f"metadata.{key}"
+        if not key or len(key) > MAX_METADATA_KEY_LENGTH or "[" in key or "]" in key:
+            raise ValidationError(
+                field, f"keys must be 1 to {MAX_METADATA_KEY_LENGTH} characters without brackets"
+            )
+        # Stripe stores metadata as strings; numbers are accepted and stored as their text.
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            raise ValidationError(field, "must be a string")
+        text = str(item)
+        if len(text) > MAX_METADATA_VALUE_LENGTH:
+            raise ValidationError(field, f"must be at most {MAX_METADATA_VALUE_LENGTH} characters")
+        cleaned[key] = text
+    return cleaned
+
+
+def validate_idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        raise ValidationError("Idempotency-Key", "must not be empty")
+    if len(value) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise ValidationError(
+            "Idempotency-Key", f"must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
+        )
+    if not value.isprintable() or not value.isascii():
+        raise ValidationError("Idempotency-Key", "must be printable ASCII")
+    return value

@@ -1,0 +1,85 @@
+"""Verifying what arrives at ``POST /webhook`` before anything else touches it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+
+
+class WebhookRejected(Exception):
+    """The delivery is not a genuine, fresh Stripe event. ``code`` is safe to return."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class VerifiedDelivery:
+    event_id: str
+    event_type: str
+    # Index of the configured secret that matched: an operator rolling a secret watches for the
+    # old one (index 1 and up) to fall out of use before removing it.
+    secret_index: int
+    body: str
+
+
+def verify_signature(
+    body: str, header: str | None, secrets: tuple[str, ...], tolerance: int
+) -> int:
+    """Return the index of the first secret that signs ``body``; raise WebhookRejected if none."""
+    if not header:
+        raise WebhookRejected("signature_missing", "Stripe-Signature header is missing")
+    if not any(part.strip().startswith("v1=") for part in header.split(",")):
+        raise WebhookRejected("signature_invalid", "Stripe-Signature header has no v1 signature")
+    stale = False
+    for index, secret in enumerate(secrets):
+        try:
+            stripe.WebhookSignature.verify_header(body, header, secret, tolerance)
+        except stripe.SignatureVerificationError as exc:
+            # The SDK checks the signature before the timestamp, so this message means the
+            # signature matched this secret and only the age is wrong.
+            stale = stale or "tolerance" in str(exc)
+            continue
+        return index
+    if stale:
+        raise WebhookRejected("signature_expired", "Stripe-Signature timestamp is too old")
+    raise WebhookRejected("signature_invalid", "Stripe-Signature does not match")
+
+
+def parse_event_body(body: str) -> dict[str, Any]:
+    """Check that a verified body is a Stripe event we can record."""
+    try:
+        event = json.loads(body)
+    except ValueError:
+        raise WebhookRejected("invalid_event", "body is not JSON") from None
+    if not isinstance(event, dict) or event.get("object") not in (None, "event"):
+        raise WebhookRejected("invalid_event", "body is not a Stripe event")
+    event_id, event_type = event.get("id"), event.get("type")
+    data = event.get("data")
+    if not isinstance(event_id, str) or not event_id.startswith("evt_"):
+        raise WebhookRejected("invalid_event", "event id is missing or malformed")
+    if not isinstance(event_type, str) or not event_type:
+        raise WebhookRejected("invalid_event", "event type is missing")
+    created = event.get("created")
+    if isinstance(created, bool) or not isinstance(created, int):
+        raise WebhookRejected("invalid_event", "event created is missing")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        raise WebhookRejected("invalid_event", "event data.object is missing")
+    return event
+
+
+def verify_delivery(
+    body_bytes: bytes, header: str | None, secrets: tuple[str, ...], tolerance: int
+) -> VerifiedDelivery:
+    try:
+        body = body_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WebhookRejected("invalid_event", "body is not UTF-8") from None
+    secret_index = verify_signature(body, header, secrets, tolerance)
+    event = parse_event_body(body)
+    return VerifiedDelivery(event["id"], event["type"], secret_index, body)
