@@ -1,0 +1,209 @@
+"""Fixtures: real PostgreSQL, real Redis, the localstripe stand-in and a real Celery worker.
+
+Each test session gets its own database (dropped at the end) and its own Redis database index
+(flushed at the start), so a test run never touches the data of a running dev stack.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import requests
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from api import create_app
+from shared.config import Settings, load_settings
+from shared.db import make_engine, make_session_factory
+from shared.dev.standin import StandIn
+from shared.queue import make_producer
+from tests.support.processes import (
+    Process,
+    ServedApp,
+    free_port,
+    port_open,
+    python_module,
+    venv_script,
+    wait_until,
+)
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+REDIS_HOST = "redis://127.0.0.1:6379"
+# Redis database indexes used only by the tests: one with a worker consuming it, one without,
+# where a test can look at what was enqueued.
+WORKER_REDIS_DB = 13
+QUIET_REDIS_DB = 12
+
+WEBHOOK_SECRET = "whsec_test_" + "a" * 32
+OLD_WEBHOOK_SECRET = "whsec_test_" + "b" * 32
+
+
+@pytest.fixture(scope="session")
+def stand_in_port() -> Iterator[int]:
+    port = free_port()
+    proc = Process(
+        "localstripe",
+        python_module("shared.dev.localstripe_server", "--port", str(port)),
+        dict(os.environ),
+    )
+    try:
+        wait_until(lambda: port_open(port), 20, "localstripe start")
+        yield port
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def base_env(stand_in_port: int) -> dict[str, str]:
+    database = f"payments_test_{os.getpid()}"
+    return {
+        "STRIPE_SECRET_KEY": "sk_test_" + "x" * 24,
+        "STRIPE_PUBLISHABLE_KEY": "pk_test_" + "x" * 24,
+        "STRIPE_WEBHOOK_SECRET": f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}",
+        "STRIPE_API_BASE": f"http://127.0.0.1:{stand_in_port}",
+        "REDIS_URL": f"{REDIS_HOST}/{WORKER_REDIS_DB}",
+        "DATABASE_URL": f"{POSTGRES}/{database}",
+        "HANDLER_MAX_ATTEMPTS": "3",
+        "LOG_LEVEL": "DEBUG",
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(base_env: dict[str, str]) -> Settings:
+    return load_settings(base_env)
+
+
+@pytest.fixture(scope="session")
+def database(settings: Settings) -> Iterator[Engine]:
+    from sqlalchemy import create_engine, text
+
+    from shared.db import upgrade
+
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    yield engine
+    engine.dispose()
+    admin = create_engine(
+        f"{POSTGRES}/postgres".replace("postgresql:", "postgresql+psycopg2:"),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        name = settings.database_url.rsplit("/", 1)[1]
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(database: Engine) -> sessionmaker[Session]:
+    return make_session_factory(database)
+
+
+@pytest.fixture(scope="session")
+def stand_in(settings: Settings) -> StandIn:
+    return StandIn(settings)
+
+
+@pytest.fixture(scope="session")
+def worker(base_env: dict[str, str], settings: Settings, database: Engine) -> Iterator[Process]:
+    redis.Redis.from_url(settings.redis_url).flushdb()
+    env = {**os.environ, **base_env}
+    proc = Process(
+        "celery-worker",
+        [
+            venv_script("celery"),
+            "-A",
+            "workers.celery_app",
+            "worker",
+            "-Q",
+            "events,handlers",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "INFO",
+            "--hostname",
+            f"test-{os.getpid()}@%h",
+        ],
+        env,
+    )
+    producer = make_producer(settings)
+    try:
+        wait_until(
+            lambda: bool(producer.control.ping(timeout=0.5)) or not proc.alive(),
+            60,
+            "celery worker start",
+            interval=0.5,
+        )
+        assert proc.alive(), proc.output()
+        yield proc
+    finally:
+        proc.stop()
+        producer.close()
+
+
+@pytest.fixture(scope="session")
+def live_api(settings: Settings, worker: Process, stand_in: StandIn) -> Iterator[ServedApp]:
+    """Our API on a real port, with the stand-in's webhooks pointed at it."""
+    served = ServedApp(create_app(settings))
+    stand_in.register_webhook(f"{served.url}/webhook")
+    yield served
+    served.stop()
+
+
+@pytest.fixture
+def api(live_api: ServedApp) -> Any:
+    return ApiClient(live_api.url)
+
+
+class ApiClient:
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def create_payment(self, body: dict[str, Any], **headers: str) -> requests.Response:
+        return requests.post(
+            f"{self.base}/api/create-payment", json=body, headers=headers, timeout=30
+        )
+
+    def payment(self, payment_intent_id: str) -> requests.Response:
+        return requests.get(f"{self.base}/api/payments/{payment_intent_id}", timeout=10)
+
+    def post_webhook(self, body: bytes, headers: dict[str, str]) -> requests.Response:
+        return requests.post(f"{self.base}/webhook", data=body, headers=headers, timeout=10)
+
+    def wait_for_status(
+        self, payment_intent_id: str, status: str, timeout: float = 20
+    ) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+
+        def reached() -> bool:
+            response = self.payment(payment_intent_id)
+            if response.status_code == 200:
+                seen.update(response.json())
+            return seen.get("status") == status
+
+        try:
+            wait_until(reached, timeout, f"{payment_intent_id} reaching {status}", interval=0.2)
+        except TimeoutError:
+            raise AssertionError(
+                f"{payment_intent_id} is {seen.get('status')}, not {status}"
+            ) from None
+        return seen
+
+
+@pytest.fixture
+def quiet_redis(settings: Settings) -> Iterator[redis.Redis]:
+    """A Redis database no worker consumes, flushed around each test that uses it."""
+    client = redis.Redis.from_url(f"{REDIS_HOST}/{QUIET_REDIS_DB}")
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def quiet_settings(settings: Settings) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, redis_url=f"{REDIS_HOST}/{QUIET_REDIS_DB}")

@@ -1,0 +1,206 @@
+"""POST /api/create-payment and GET /api/payments/<id> against PostgreSQL and the stand-in."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import replace
+
+import pytest
+import requests
+import stripe
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from api import create_app, stripe_error_response
+from shared.config import Settings
+from shared.models import Payment
+from tests.support.processes import free_port
+
+
+@pytest.fixture(scope="module")
+def app(settings: Settings, database):
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app) -> FlaskClient:
+    return app.test_client()
+
+
+def stand_in_intents(settings: Settings, marker: str) -> list[dict]:
+    response = requests.get(
+        f"{settings.stripe_api_base}/v1/payment_intents",
+        auth=(settings.stripe_secret_key, ""),
+        params={"limit": 100},
+        timeout=10,
+    )
+    # localstripe lists every object regardless of limit; filter on our marker.
+    return [pi for pi in response.json()["data"] if pi["metadata"].get("marker") == marker]
+
+
+def test_creates_a_payment_intent_and_records_it(client, settings, sessions):
+    marker = secrets.token_hex(6)
+    response = client.post(
+        "/api/create-payment",
+        json={"amount": 1000, "currency": "usd", "metadata": {"orderId": "123", "marker": marker}},
+    )
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["success"] is True
+    assert body["paymentIntentId"].startswith("pi_")
+    assert body["clientSecret"].startswith(body["paymentIntentId"] + "_secret_")
+    assert [pi["id"] for pi in stand_in_intents(settings, marker)] == [body["paymentIntentId"]]
+
+    view = client.get(f"/api/payments/{body['paymentIntentId']}").get_json()
+    assert view["amount"] == 1000
+    assert view["currency"] == "usd"
+    assert view["status"] == "requires_payment_method"
+    assert view["metadata"] == {"orderId": "123", "marker": marker}
+    assert view["lastError"] is None
+    assert set(view) == {
+        "paymentIntentId", "amount", "currency", "status", "metadata", "lastError", "updatedAt"
+    }  # fmt: skip
+
+
+def test_client_secret_is_never_stored(client, sessions):
+    body = client.post("/api/create-payment", json={"amount": 500, "currency": "eur"}).get_json()
+    with sessions() as session:
+        row = session.execute(
+            select(Payment).where(Payment.payment_intent_id == body["paymentIntentId"])
+        ).scalar_one()
+        stored = " ".join(str(getattr(row, c.key)) for c in Payment.__mapper__.column_attrs)
+    assert body["clientSecret"] not in stored
+    assert "_secret_" not in stored
+
+
+def test_unknown_payment_is_404_json(client):
+    response = client.get("/api/payments/pi_doesnotexist")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"currency": "usd"}, "amount"),
+        ({"amount": 10.5, "currency": "usd"}, "amount"),
+        ({"amount": "1000", "currency": "usd"}, "amount"),
+        ({"amount": True, "currency": "usd"}, "amount"),
+        ({"amount": -5, "currency": "usd"}, "amount"),
+        ({"amount": 100_000_000, "currency": "usd"}, "amount"),
+        ({"amount": 10, "currency": "usd"}, "amount"),
+        ({"amount": 1000}, "currency"),
+        ({"amount": 1000, "currency": "USD"}, "currency"),
+        ({"amount": 1000, "currency": "xyz"}, "currency"),
+        ({"amount": 1000, "currency": "usd", "metadata": {"a": {"nested": 1}}}, "metadata.a"),
+        ({"amount": 1000, "currency": "usd", "metadata": ["x"]}, "metadata"),
+        ({"amount": 1000, "currency": "usd", "metadata": {"k" * 41: "v"}}, "metadata." + "k" * 41),
+        ({"amount": 1000, "currency": "usd", "metadata": {"k": "v" * 501}}, "metadata.k"),
+        (
+            {"amount": 1000, "currency": "usd", "metadata": {str(i): "v" for i in range(51)}},
+            "metadata",
+        ),
+        ({"amount": 1000, "currency": "usd", "customer": "cus_1"}, "customer"),
+    ],
+)
+def test_invalid_input_is_400_naming_the_field(client, body, field):
+    response = client.post("/api/create-payment", json=body)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert response.get_json()["success"] is False
+    assert error["field"] == field
+    assert error["message"]
+
+
+def test_non_json_body_is_400(client):
+    response = client.post("/api/create-payment", data="amount=1000", content_type="text/plain")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_json"
+
+
+def test_same_key_and_body_returns_the_same_payment_intent(client, settings):
+    key = secrets.token_hex(16)
+    marker = secrets.token_hex(6)
+    body = {"amount": 2500, "currency": "usd", "metadata": {"marker": marker}}
+
+    first = client.post("/api/create-payment", json=body, headers={"Idempotency-Key": key})
+    second = client.post("/api/create-payment", json=body, headers={"Idempotency-Key": key})
+
+    assert first.status_code == second.status_code == 200
+    assert first.get_json() == second.get_json()
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert len(stand_in_intents(settings, marker)) == 1
+
+
+def test_same_key_with_another_body_is_409(client):
+    key = secrets.token_hex(16)
+    ok = client.post(
+        "/api/create-payment",
+        json={"amount": 2500, "currency": "usd"},
+        headers={"Idempotency-Key": key},
+    )
+    conflict = client.post(
+        "/api/create-payment",
+        json={"amount": 2600, "currency": "usd"},
+        headers={"Idempotency-Key": key},
+    )
+    assert ok.status_code == 200
+    assert conflict.status_code == 409
+    assert conflict.get_json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_concurrent_requests_with_one_key_create_one_payment_intent(app, settings, sessions):
+    key = secrets.token_hex(16)
+    marker = secrets.token_hex(6)
+    body = {"amount": 4200, "currency": "usd", "metadata": {"marker": marker}}
+    start = threading.Barrier(8)
+    results: list[tuple[int, dict]] = []
+
+    def request() -> None:
+        client = app.test_client()
+        start.wait()
+        response = client.post("/api/create-payment", json=body, headers={"Idempotency-Key": key})
+        results.append((response.status_code, response.get_json()))
+
+    threads = [threading.Thread(target=request) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert [status for status, _ in results] == [200] * 8
+    assert len({body["paymentIntentId"] for _, body in results}) == 1
+    assert len(stand_in_intents(settings, marker)) == 1
+    with sessions() as session:
+        rows = session.execute(
+            select(func.count()).select_from(Payment).where(Payment.idempotency_key == key)
+        ).scalar_one()
+    assert rows == 1
+
+
+def test_stripe_unreachable_is_503(settings, database):
+    offline = replace(settings, stripe_api_base=f"http://127.0.0.1:{free_port()}")
+    client = create_app(offline).test_client()
+
+    response = client.post("/api/create-payment", json={"amount": 1000, "currency": "usd"})
+
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "stripe_unreachable"
+
+
+def test_stripe_card_error_is_402_and_request_error_400(app):
+    card = stripe.CardError("Your card was declined.", None, code="card_declined")
+    invalid = stripe.InvalidRequestError("No such customer", "customer", code="resource_missing")
+    server = stripe.APIError("boom", http_status=500)
+    with app.app_context():
+        card_response, card_status = stripe_error_response(card)
+        invalid_response, invalid_status = stripe_error_response(invalid)
+        _, server_status = stripe_error_response(server)
+
+    assert card_status == 402
+    assert card_response.get_json()["error"]["code"] == "card_declined"
+    assert invalid_status == 400
+    assert invalid_response.get_json()["error"]["code"] == "resource_missing"
+    assert server_status == 502

@@ -1,0 +1,220 @@
+"""The whole path on real parts: our API, the stand-in, its signed webhooks, Redis, a Celery
+worker process and PostgreSQL. A payment's status in GET /api/payments/<id> follows Stripe's."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import pytest
+from sqlalchemy import select
+
+from shared.models import HandlerRun, Payment, StripeEvent
+from tests.conftest import WEBHOOK_SECRET
+from tests.support import stripe_events
+from tests.support.processes import wait_until
+
+
+def new_payment(api, amount: int = 1000) -> str:
+    response = api.create_payment(
+        {"amount": amount, "currency": "usd", "metadata": {"orderId": secrets.token_hex(4)}}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["paymentIntentId"]
+
+
+def runs_of(sessions, event_id: str) -> list[HandlerRun]:
+    with sessions() as session:
+        return list(
+            session.execute(select(HandlerRun).where(HandlerRun.event_id == event_id)).scalars()
+        )
+
+
+def wait_for_runs_done(sessions, event_id: str, timeout: float = 20) -> list[HandlerRun]:
+    def done() -> bool:
+        runs = runs_of(sessions, event_id)
+        return bool(runs) and all(run.status == "done" for run in runs)
+
+    wait_until(done, timeout, f"handler runs of {event_id} done", interval=0.2)
+    return runs_of(sessions, event_id)
+
+
+def test_card_4242_succeeds(api, stand_in, sessions):
+    intent_id = new_payment(api)
+
+    stand_in.pay(intent_id, "4242424242424242")
+
+    view = api.wait_for_status(intent_id, "succeeded")
+    assert view["lastError"] is None
+    assert view["amount"] == 1000
+    with sessions() as session:
+        events = session.execute(
+            select(StripeEvent).where(StripeEvent.type == "payment_intent.succeeded")
+        ).scalars()
+        ours = [e for e in events if e.payload["data"]["object"]["id"] == intent_id]
+    assert len(ours) == 1
+    assert ours[0].source == "webhook"
+    # Stripe puts the client secret in PaymentIntent events; it must not reach the database.
+    assert "client_secret" not in ours[0].payload["data"]["object"]
+
+
+def test_card_0341_is_declined_with_the_error_recorded(api, stand_in):
+    intent_id = new_payment(api)
+
+    stand_in.pay(intent_id, "4000000000000341")
+
+    # Wait for the failure event to be applied, not merely for the initial status.
+    def failed() -> bool:
+        return api.payment(intent_id).json().get("lastError") is not None
+
+    wait_until(failed, 20, "decline recorded", interval=0.2)
+    view = api.payment(intent_id).json()
+    assert view["status"] == "requires_payment_method"
+    assert view["lastError"]["code"] == "card_declined"
+    assert view["lastError"]["message"] == "Your card was declined."
+
+
+def test_card_3155_requires_action_then_succeeds_after_authentication(api, stand_in):
+    intent_id = new_payment(api)
+
+    intent = stand_in.pay(intent_id, "4000002500003155")
+    assert intent["status"] == "requires_action"
+    # The stand-in sends no event for requires_action; Stripe does. Deliver Stripe's shape.
+    requires_action = stripe_events.event(
+        "payment_intent.requires_action",
+        stripe_events.payment_intent(intent_id=intent_id, status="requires_action"),
+        created=int(time.time()),
+    )
+    assert (
+        api.post_webhook(*stripe_events.signed(requires_action, WEBHOOK_SECRET)).status_code == 200
+    )
+    api.wait_for_status(intent_id, "requires_action")
+
+    stand_in.authenticate(intent_id)
+
+    api.wait_for_status(intent_id, "succeeded")
+
+
+@pytest.mark.parametrize(
+    ("card", "decline_code"),
+    [("4000000000000002", "generic_decline"), ("4000000000009995", "insufficient_funds")],
+)
+def test_decline_cards_via_stripe_shaped_events(api, card, decline_code):
+    # The stand-in does not decline these cards; real Stripe answers them with this event.
+    intent_id = new_payment(api)
+    event = stripe_events.payment_failed(intent_id, card, created=int(time.time()) + 1)
+
+    response = api.post_webhook(*stripe_events.signed(event, WEBHOOK_SECRET))
+
+    assert response.status_code == 200
+
+    def applied() -> bool:
+        return api.payment(intent_id).json().get("lastError") is not None
+
+    wait_until(applied, 20, "decline recorded", interval=0.2)
+    view = api.payment(intent_id).json()
+    assert view["status"] == "requires_payment_method"
+    assert view["lastError"]["code"] == "card_declined"
+    assert view["lastError"]["declineCode"] == decline_code
+
+
+def test_same_event_twice_is_applied_once(api, sessions):
+    intent_id = new_payment(api)
+    event = stripe_events.event(
+        "payment_intent.succeeded",
+        stripe_events.payment_intent(intent_id=intent_id, status="succeeded"),
+        created=int(time.time()) + 1,
+    )
+    body, headers = stripe_events.signed(event, WEBHOOK_SECRET)
+
+    first = api.post_webhook(body, headers)
+    second = api.post_webhook(body, headers)
+
+    assert first.status_code == second.status_code == 200
+    api.wait_for_status(intent_id, "succeeded")
+    runs = wait_for_runs_done(sessions, event["id"])
+    # Give a duplicate run a chance to happen before checking it did not.
+    time.sleep(1)
+    runs = runs_of(sessions, event["id"])
+    assert [(r.handler, r.status, r.attempts) for r in runs] == [
+        ("payments.sync_payment_intent", "done", 1)
+    ]
+    with sessions() as session:
+        count = len(
+            session.execute(select(StripeEvent.id).where(StripeEvent.id == event["id"])).all()
+        )
+    assert count == 1
+
+
+def test_events_out_of_order_converge_to_the_later_status(api, sessions):
+    intent_id = new_payment(api)
+    now = int(time.time())
+    processing = stripe_events.event(
+        "payment_intent.processing",
+        stripe_events.payment_intent(intent_id=intent_id, status="processing"),
+        created=now + 1,
+    )
+    succeeded = stripe_events.event(
+        "payment_intent.succeeded",
+        stripe_events.payment_intent(intent_id=intent_id, status="succeeded"),
+        created=now + 2,
+    )
+
+    # The later event arrives first; the earlier one arrives late.
+    assert api.post_webhook(*stripe_events.signed(succeeded, WEBHOOK_SECRET)).status_code == 200
+    api.wait_for_status(intent_id, "succeeded")
+    assert api.post_webhook(*stripe_events.signed(processing, WEBHOOK_SECRET)).status_code == 200
+    wait_for_runs_done(sessions, processing["id"])
+
+    assert api.payment(intent_id).json()["status"] == "succeeded"
+
+
+def test_same_second_tie_prefers_the_later_lifecycle_status(api, sessions):
+    intent_id = new_payment(api)
+    created = int(time.time()) + 1
+    events = [
+        stripe_events.event(
+            f"payment_intent.{name}",
+            stripe_events.payment_intent(intent_id=intent_id, status=status),
+            created=created,
+        )
+        for name, status in (("succeeded", "succeeded"), ("processing", "processing"))
+    ]
+    for event in events:
+        assert api.post_webhook(*stripe_events.signed(event, WEBHOOK_SECRET)).status_code == 200
+    for event in events:
+        wait_for_runs_done(sessions, event["id"])
+
+    assert api.payment(intent_id).json()["status"] == "succeeded"
+
+
+def test_payment_created_elsewhere_is_recorded_from_its_event(api, sessions):
+    # A PaymentIntent made in the Dashboard reaches us first through its webhook.
+    intent = stripe_events.payment_intent(status="processing", amount=777, currency="eur")
+    event = stripe_events.event("payment_intent.processing", intent)
+
+    assert api.post_webhook(*stripe_events.signed(event, WEBHOOK_SECRET)).status_code == 200
+
+    view = api.wait_for_status(intent["id"], "processing")
+    assert (view["amount"], view["currency"]) == (777, "eur")
+    with sessions() as session:
+        row = session.execute(
+            select(Payment).where(Payment.payment_intent_id == intent["id"])
+        ).scalar_one()
+    assert row.idempotency_key is None
+
+
+def test_unknown_event_type_is_recorded_and_acknowledged_without_runs(api, sessions):
+    event = stripe_events.event("customer.created", stripe_events.resource("customer"))
+
+    response = api.post_webhook(*stripe_events.signed(event, WEBHOOK_SECRET))
+
+    assert response.status_code == 200
+
+    def recorded() -> bool:
+        with sessions() as session:
+            return session.get(StripeEvent, event["id"]) is not None
+
+    wait_until(recorded, 20, "unknown event recorded", interval=0.2)
+    time.sleep(0.5)
+    assert runs_of(sessions, event["id"]) == []
