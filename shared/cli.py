@@ -109,12 +109,16 @@ def dev_bootstrap(web: str, timeout: float) -> None:
 
     settings = _settings()
     deadline = time.monotonic() + timeout
-    for url in (f"{settings.stripe_api_base}/v1/events", f"{web}/healthz"):
+    stand_in_auth = (settings.stripe_secret_key, "")
+    for url, auth in (
+        (f"{settings.stripe_api_base}/v1/events", stand_in_auth),
+        (f"{web}/healthz", None),
+    ):
         while True:
             try:
-                requests.get(url, auth=(settings.stripe_secret_key, ""), timeout=2)
+                requests.get(url, auth=auth, timeout=5)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 if time.monotonic() > deadline:
                     raise click.ClickException(f"{url} did not answer within {timeout}s") from None
                 time.sleep(0.5)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from shared.config import Settings
 
@@ -55,7 +55,16 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "result_serializer": "json",
         "task_ignore_result": True,
         "result_backend": None,
-        "task_queues": (Queue(EVENTS_QUEUE), Queue(HANDLERS_QUEUE)),
+        # Each queue gets its own exchange and routing key. Left to defaults, both bind to the
+        # default queue's exchange with one key; Celery publishes straight to the queue so that
+        # does no harm today, but anything publishing by exchange (or RabbitMQ, where the broker
+        # routes) would put every task in both queues.
+        "task_queues": tuple(
+            Queue(name, Exchange(name, type="direct"), routing_key=name)
+            for name in (EVENTS_QUEUE, HANDLERS_QUEUE)
+        ),
+        "task_default_exchange": HANDLERS_QUEUE,
+        "task_default_routing_key": HANDLERS_QUEUE,
         "task_default_queue": HANDLERS_QUEUE,
         "task_routes": {
             INGEST_EVENT_TASK: {"queue": EVENTS_QUEUE},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from dataclasses import replace
@@ -12,14 +13,21 @@ from flask.testing import FlaskClient
 
 from api import create_app
 from shared.config import Settings
-from shared.queue import EVENTS_QUEUE
+from shared.queue import EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
 from tests.conftest import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
 from tests.support import stripe_events
 from tests.support.processes import free_port
 
 
 @pytest.fixture
-def client(quiet_settings: Settings) -> FlaskClient:
+def client(quiet_settings: Settings, quiet_redis: redis.Redis) -> FlaskClient:
+    # Declare every queue with its bindings, as a worker does on start, so a message routed to
+    # more than one queue would show up here.
+    producer = make_producer(quiet_settings)
+    with producer.connection_for_write() as connection:
+        for queue in producer.amqp.queues.values():
+            queue(connection.default_channel).declare()
+    producer.close()
     return create_app(quiet_settings).test_client()
 
 
@@ -44,6 +52,10 @@ def test_valid_delivery_is_queued_with_its_exact_body(client, quiet_redis):
     messages = queued(quiet_redis)
     assert len(messages) == 1
     assert messages[0]["headers"]["task"] == "payments.ingest_event"
+    args, _kwargs, _embed = json.loads(base64.b64decode(messages[0]["body"]))
+    assert args == [body.decode(), "webhook"]
+    # The event goes to the events queue only, never also to the handlers queue.
+    assert quiet_redis.llen(HANDLERS_QUEUE) == 0
 
 
 def test_old_secret_still_verifies_while_rolling(client, quiet_redis):

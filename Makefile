@@ -1,0 +1,48 @@
+# `make help` lists the targets. `make test T=tests/test_x.py` runs one file.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+DEV_ENV := set -a; . ./.env.dev; set +a; export PATH="$(CURDIR)/$(BIN):$$PATH"
+T ?= tests
+
+.PHONY: help install services migrate run test lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed ## create the virtualenv and install the project with its dev tools
+
+services: ## start the machine's PostgreSQL and Redis if they are not answering
+	@bash .ci/services
+
+migrate: install services ## create and migrate the dev database
+	@$(DEV_ENV); payments db upgrade
+
+run: migrate ## run the whole stack (web, worker, flower, Stripe stand-in) with .env.dev
+	@$(DEV_ENV); \
+	honcho start -f Procfile & stack=$$!; \
+	trap 'kill $$stack 2>/dev/null; wait $$stack' INT TERM EXIT; \
+	payments dev bootstrap --web http://127.0.0.1:8000 || exit 1; \
+	wait $$stack
+
+test: install services lint ## lint, type-check and run the test suite on the real services
+	$(BIN)/pytest $(T)
+
+lint: install ## ruff (lint and format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+format: install ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts *.egg-info
