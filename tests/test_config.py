@@ -1,0 +1,132 @@
+"""Configuration comes from the environment only, and bad values stop start-up clearly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from shared.config import ConfigError, load_settings
+from tests.support.processes import REPO_ROOT, venv_script
+
+VALID = {
+    "STRIPE_SECRET_KEY": "sk_test_abc",
+    "STRIPE_PUBLISHABLE_KEY": "pk_test_abc",
+    "STRIPE_WEBHOOK_SECRET": "whsec_one",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/payments",
+}
+
+
+def test_valid_environment_loads():
+    settings = load_settings(VALID)
+    assert settings.stripe_webhook_secrets == ("whsec_one",)
+    assert settings.stripe_api_base is None
+    assert settings.sentry_dsn is None
+    # psycopg2 is the driver we ship; SQLAlchemy 2.1 would pick psycopg 3 for a bare URL.
+    assert settings.database_url.startswith("postgresql+psycopg2://")
+
+
+def test_several_webhook_secrets_while_rolling():
+    settings = load_settings({**VALID, "STRIPE_WEBHOOK_SECRET": "whsec_new, whsec_old"})
+    assert settings.stripe_webhook_secrets == ("whsec_new", "whsec_old")
+
+
+def test_restricted_key_is_accepted():
+    assert (
+        load_settings({**VALID, "STRIPE_SECRET_KEY": "rk_test_abc"}).stripe_secret_key
+        == "rk_test_abc"
+    )
+
+
+def test_secrets_stay_out_of_repr():
+    text = repr(load_settings(VALID))
+    assert "sk_test_abc" not in text
+    assert "whsec_one" not in text
+
+
+@pytest.mark.parametrize("name", sorted(VALID))
+def test_missing_required_variable_is_named(name):
+    env = {k: v for k, v in VALID.items() if k != name}
+    with pytest.raises(ConfigError, match=name):
+        load_settings(env)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STRIPE_SECRET_KEY", "pk_test_abc"),
+        ("STRIPE_SECRET_KEY", "nonsense"),
+        ("STRIPE_PUBLISHABLE_KEY", "sk_test_abc"),
+        ("STRIPE_WEBHOOK_SECRET", "not_a_secret"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_ok,bad"),
+        ("REDIS_URL", "localhost:6379"),
+        ("DATABASE_URL", "mysql://x@y/z"),
+        ("STRIPE_API_BASE", "localhost:8420"),
+        ("HANDLER_MAX_ATTEMPTS", "zero"),
+        ("HANDLER_MAX_ATTEMPTS", "0"),
+        ("LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_malformed_variable_is_named(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_settings({**VALID, name: value})
+
+
+def test_publishable_key_as_secret_key_says_so():
+    with pytest.raises(ConfigError, match="publishable"):
+        load_settings({**VALID, "STRIPE_SECRET_KEY": "pk_live_abc"})
+
+
+def test_cli_stops_with_one_line_naming_the_variable():
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE_", "REDIS_"))
+    }
+    env.update({k: v for k, v in VALID.items() if k != "DATABASE_URL"})
+
+    result = subprocess.run(
+        [venv_script("payments"), "db", "upgrade"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["Error: configuration error: DATABASE_URL is not set"]
+
+
+def test_web_process_stops_with_one_line_naming_the_variable():
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "DATABASE_", "REDIS_"))
+    }
+    env.update({k: v for k, v in VALID.items() if k != "STRIPE_SECRET_KEY"})
+
+    result = subprocess.run(
+        [venv_script("python"), "-c", "import api.wsgi"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == "configuration error: STRIPE_SECRET_KEY is not set"
+
+
+def test_nothing_but_config_reads_the_environment():
+    readers = []
+    for path in REPO_ROOT.glob("*/**/*.py"):
+        relative = path.relative_to(REPO_ROOT)
+        if relative.parts[0] not in ("api", "workers", "shared") or relative.parts[:2] == (
+            "shared",
+            "dev",
+        ):
+            continue
+        if "os.environ" in path.read_text() or "getenv" in path.read_text():
+            readers.append(str(relative))
+    assert readers == ["shared/config.py"]

@@ -1,0 +1,64 @@
+"""The handler registry and what is stored of an event."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.events import redact_event
+from shared.handlers import HandlerRegistry, UnknownHandler, registry
+from shared.handlers.payment_intents import PAYMENT_INTENT_EVENTS
+from tests.support import stripe_events
+
+
+def test_payment_intent_events_have_the_sync_handler():
+    for event_type in PAYMENT_INTENT_EVENTS:
+        assert registry.handlers_for(event_type) == ["payments.sync_payment_intent"]
+
+
+def test_unknown_event_type_has_no_handlers():
+    assert registry.handlers_for("customer.created") == []
+
+
+def test_one_event_type_fans_out_to_every_handler():
+    local = HandlerRegistry()
+
+    @local.handles("invoice.paid", name="a")
+    def a(session, event):  # pragma: no cover - registration only
+        pass
+
+    @local.handles("invoice.paid", "invoice.created", name="b")
+    def b(session, event):  # pragma: no cover - registration only
+        pass
+
+    assert local.handlers_for("invoice.paid") == ["a", "b"]
+    assert local.handlers_for("invoice.created") == ["b"]
+    assert local.get("b") is b
+
+
+def test_handler_names_are_unique():
+    local = HandlerRegistry()
+    local.handles("x.y", name="same")(lambda s, e: None)
+    with pytest.raises(ValueError, match="same"):
+        local.handles("x.z", name="same")(lambda s, e: None)
+
+
+def test_unknown_handler_name_raises():
+    with pytest.raises(UnknownHandler):
+        registry.get("no.such.handler")
+
+
+def test_client_secret_is_removed_before_storing():
+    intent = stripe_events.payment_intent(status="succeeded")
+    event = stripe_events.event("payment_intent.succeeded", intent)
+    event["data"]["previous_attributes"] = {
+        "client_secret": "pi_x_secret_y",
+        "status": "processing",
+    }
+
+    stored = redact_event(event)
+
+    assert "client_secret" not in stored["data"]["object"]
+    assert stored["data"]["previous_attributes"] == {"status": "processing"}
+    assert stored["data"]["object"]["id"] == intent["id"]
+    # The original is left alone: the receiver's raw body is not ours to change.
+    assert "client_secret" in event["data"]["object"]
