@@ -10,11 +10,14 @@ from flask import Flask, Response, jsonify, request
 from kombu.exceptions import OperationalError as BrokerError
 from werkzeug.exceptions import HTTPException
 
+from api.admin import make_admin_blueprint
 from shared.config import Settings, load_settings
 from shared.db import make_engine, make_session_factory
+from shared.handlers import load_handler_modules
 from shared.payments import IdempotencyConflict, PaymentService
 from shared.queue import EventPublisher, make_producer
-from shared.stripe_gateway import PaymentGateway, StripeGateway
+from shared.reconcile import StripeEventSource
+from shared.stripe_gateway import PaymentGateway, StripeGateway, make_stripe_client
 from shared.validation import ValidationError, validate_idempotency_key, validate_payment_request
 from shared.webhooks import WebhookRejected, verify_delivery
 
@@ -29,20 +32,23 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> tuple[
     return jsonify({"success": False, "error": error}), status
 
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    gateway: PaymentGateway | None = None,
-    publisher: EventPublisher | None = None,
-) -> Flask:
+def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | None = None) -> Flask:
     settings = settings or load_settings()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_WEBHOOK_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
+    load_handler_modules(settings.handler_modules)
     sessions = make_session_factory(make_engine(settings.database_url))
-    payments = PaymentService(sessions, gateway or StripeGateway.from_settings(settings))
-    events = publisher or EventPublisher(make_producer(settings))
+    stripe_client = make_stripe_client(settings)
+    payments = PaymentService(sessions, gateway or StripeGateway(stripe_client))
+    producer = make_producer(settings)
+    events = EventPublisher(producer)
+    app.register_blueprint(
+        make_admin_blueprint(
+            settings, sessions, producer, StripeEventSource(stripe_client).retrieve
+        )
+    )
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import time
+from typing import Any
 
 import click
 import requests
@@ -71,6 +73,219 @@ def webhook_register(url: str) -> None:
     click.echo(f"created webhook endpoint {endpoint.id} for {url}")
     click.echo("set STRIPE_WEBHOOK_SECRET to this signing secret (shown once):")
     click.echo(endpoint.secret)
+
+
+def _runtime() -> tuple[Settings, Any, Any]:
+    from shared.db import make_engine, make_session_factory
+    from shared.handlers import load_handler_modules
+    from shared.queue import make_producer
+
+    settings = _settings()
+    configure_logging("WARNING")
+    load_handler_modules(settings.handler_modules)
+    sessions = make_session_factory(make_engine(settings.database_url))
+    return settings, sessions, make_producer(settings)
+
+
+def format_table(headers: list[str], rows: list[list[str]], max_width: int = 60) -> str:
+    """A plain-text table: columns padded to their widest cell, cells cut at ``max_width``."""
+    cells = [[h.upper() for h in headers]] + [
+        [c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    )
+
+
+_DATE = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"])
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+def _filters(
+    event_type: str | None, handler: str | None, since: dt.datetime | None, error: str | None
+) -> Any:
+    from shared.dlq import RunFilter
+
+    return RunFilter(event_type, handler, _utc(since), error)
+
+
+def _filter_options(func: Any) -> Any:
+    func = click.option("--error", help="Only runs whose error contains this text.")(func)
+    func = click.option("--since", type=_DATE, help="Only runs dead since this UTC date/time.")(
+        func
+    )
+    func = click.option("--handler", help="Only runs of this handler.")(func)
+    func = click.option("--type", "event_type", help="Only events of this type.")(func)
+    return func
+
+
+def _run_table(rows: list[Any]) -> str:
+    return format_table(
+        ["run", "event type", "attempts", "replays", "dead since", "error"],
+        [
+            [
+                r.run_id,
+                r.event_type,
+                str(r.attempts),
+                str(r.replays),
+                r.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+                r.error_line,
+            ]
+            for r in rows
+        ],
+    )
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter list: handler runs that used up their attempts."""
+
+
+@dlq.command("list")
+@_filter_options
+@click.option("--limit", default=200, show_default=True, help="Show at most this many runs.")
+def dlq_list(
+    event_type: str | None,
+    handler: str | None,
+    since: dt.datetime | None,
+    error: str | None,
+    limit: int,
+) -> None:
+    """List dead runs, oldest first."""
+    from shared.dlq import count_dead, list_dead
+
+    _, sessions, _ = _runtime()
+    rows = list_dead(sessions, _filters(event_type, handler, since, error), limit=limit)
+    if not rows:
+        click.echo("no dead runs match")
+        return
+    click.echo(_run_table(rows))
+    click.echo(f"\n{len(rows)} shown, {count_dead(sessions)} dead in all")
+
+
+@dlq.command("replay")
+@click.argument("run_ids", nargs=-1)
+@click.option("--all", "replay_all", is_flag=True, help="Every dead run matching the filters.")
+@_filter_options
+@click.option("--dry-run", is_flag=True, help="Show what would be replayed; change nothing.")
+def dlq_replay(
+    run_ids: tuple[str, ...],
+    replay_all: bool,
+    event_type: str | None,
+    handler: str | None,
+    since: dt.datetime | None,
+    error: str | None,
+    dry_run: bool,
+) -> None:
+    """Send dead runs back to the queue: RUN_IDS (evt_.../handler, or evt_... for all of an
+    event's dead runs), or --all with optional filters."""
+    from shared.dlq import replay_dead
+    from shared.queue import enqueue_run
+
+    if bool(run_ids) == replay_all:
+        raise click.UsageError("name run ids, or give --all (with optional filters), not both")
+    _, sessions, producer = _runtime()
+    filters = _filters(event_type, handler, since, error)
+    try:
+        chosen = replay_dead(sessions, run_ids=run_ids, filters=filters, dry_run=True)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not chosen:
+        click.echo("no dead runs match")
+        return
+    click.echo(_run_table(chosen))
+    if dry_run:
+        click.echo(f"\ndry run: {len(chosen)} run(s) would be replayed")
+        return
+    with click.progressbar(length=len(chosen), label="replaying", file=sys.stderr) as bar:
+        replayed = replay_dead(
+            sessions,
+            run_ids=run_ids,
+            filters=filters,
+            enqueue=lambda event_id, name: enqueue_run(producer, event_id, name),
+            progress=bar.update,
+            batch_size=100,
+        )
+    click.echo(f"\n{len(replayed)} run(s) sent back to the queue")
+
+
+@main.group()
+def events() -> None:
+    """Recorded Stripe events."""
+
+
+@events.command("replay")
+@click.argument("event_id")
+@click.option("--handler", help="Re-run only this handler, even if it already finished.")
+def events_replay(event_id: str, handler: str | None) -> None:
+    """Re-run EVENT_ID's handlers that did not finish (or only --handler). An event we never
+    received is fetched from Stripe first."""
+    from shared.dlq import replay_event
+    from shared.events import EventNotFound
+    from shared.handlers import UnknownHandler
+    from shared.queue import enqueue_run
+    from shared.reconcile import StripeEventSource
+    from shared.stripe_gateway import make_stripe_client
+
+    settings, sessions, producer = _runtime()
+    source = StripeEventSource(make_stripe_client(settings))
+    try:
+        names = replay_event(
+            sessions,
+            event_id,
+            handler=handler,
+            fetch_event=source.retrieve,
+            enqueue=lambda evt, name: enqueue_run(producer, evt, name),
+        )
+    except UnknownHandler as exc:
+        raise click.UsageError(f"no handler named {exc}") from None
+    except EventNotFound:
+        raise click.ClickException(f"no event {event_id} here or at Stripe") from None
+    if not names:
+        click.echo(f"{event_id}: every handler already finished; name one with --handler")
+        return
+    click.echo(format_table(["event", "handler"], [[event_id, name] for name in names]))
+    click.echo(f"\n{len(names)} run(s) sent to the queue")
+
+
+@main.command("reconcile")
+@click.option("--since", type=_DATE, help="List Stripe events from this UTC date/time.")
+def reconcile_command(since: dt.datetime | None) -> None:
+    """Ingest every Stripe event since the checkpoint (or --since) that we never recorded."""
+    from shared.queue import enqueue_run
+    from shared.reconcile import StripeEventSource, reconcile
+    from shared.stripe_gateway import make_stripe_client
+
+    settings, sessions, producer = _runtime()
+    result = reconcile(
+        sessions,
+        StripeEventSource(make_stripe_client(settings)),
+        overlap_seconds=settings.reconcile_overlap_seconds,
+        lookback_seconds=settings.reconcile_lookback_seconds,
+        since=_utc(since),
+    )
+    if result.skipped:
+        raise click.ClickException("another reconciler is running; try again shortly")
+    for event_id, name in result.pending_runs:
+        enqueue_run(producer, event_id, name)
+    click.echo(
+        format_table(
+            ["since", "listed", "recovered", "runs queued"],
+            [
+                [
+                    result.since.strftime("%Y-%m-%d %H:%M:%S"),
+                    str(result.listed),
+                    str(result.recovered),
+                    str(len(result.pending_runs)),
+                ]
+            ],
+        )
+    )
 
 
 @main.group()

@@ -22,6 +22,13 @@ DEFAULT_WEBHOOK_TOLERANCE_SECONDS = 300
 DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 3600
 DEFAULT_HANDLER_MAX_ATTEMPTS = 8
 DEFAULT_STRIPE_TIMEOUT_SECONDS = 20
+DEFAULT_HANDLER_MAX_PERMANENT_ATTEMPTS = 3
+DEFAULT_RETRY_BASE_SECONDS = 2
+DEFAULT_SWEEP_INTERVAL_SECONDS = 60
+DEFAULT_SWEEP_PENDING_SECONDS = 300
+DEFAULT_RECONCILE_INTERVAL_SECONDS = 300
+DEFAULT_RECONCILE_OVERLAP_SECONDS = 600
+DEFAULT_RECONCILE_LOOKBACK_SECONDS = 3 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,19 @@ class Settings:
     handler_max_attempts: int = DEFAULT_HANDLER_MAX_ATTEMPTS
     stripe_timeout_seconds: int = DEFAULT_STRIPE_TIMEOUT_SECONDS
     log_level: str = "INFO"
+    # Attempts for failures that retrying cannot fix (a handler bug); transient ones get
+    # handler_max_attempts.
+    handler_max_permanent_attempts: int = DEFAULT_HANDLER_MAX_PERMANENT_ATTEMPTS
+    retry_base_seconds: int = DEFAULT_RETRY_BASE_SECONDS
+    sweep_interval_seconds: int = DEFAULT_SWEEP_INTERVAL_SECONDS
+    sweep_pending_seconds: int = DEFAULT_SWEEP_PENDING_SECONDS
+    reconcile_interval_seconds: int = DEFAULT_RECONCILE_INTERVAL_SECONDS
+    reconcile_overlap_seconds: int = DEFAULT_RECONCILE_OVERLAP_SECONDS
+    reconcile_lookback_seconds: int = DEFAULT_RECONCILE_LOOKBACK_SECONDS
+    # Bearer token for /admin/; None turns the admin API off.
+    admin_token: str | None = field(default=None, repr=False)
+    # Extra modules whose handlers the workers load (our own are always loaded).
+    handler_modules: tuple[str, ...] = ()
 
     @property
     def uses_stripe_stand_in(self) -> bool:
@@ -123,6 +143,24 @@ def _database_url(env: Mapping[str, str]) -> str:
     return value
 
 
+# Stripe's Events API only returns the last 30 days.
+STRIPE_EVENTS_RETENTION_SECONDS = 30 * 24 * 3600
+
+
+def _lookback(env: Mapping[str, str]) -> int:
+    value = _positive_int(env, "RECONCILE_LOOKBACK_SECONDS", DEFAULT_RECONCILE_LOOKBACK_SECONDS)
+    if value > STRIPE_EVENTS_RETENTION_SECONDS:
+        raise ConfigError("RECONCILE_LOOKBACK_SECONDS must be at most 30 days (2592000)")
+    return value
+
+
+def _admin_token(env: Mapping[str, str]) -> str | None:
+    value = _optional(env, "ADMIN_TOKEN")
+    if value is not None and len(value) < 24:
+        raise ConfigError("ADMIN_TOKEN must be at least 24 characters")
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from ``env`` (the process environment by default)."""
     env = os.environ if env is None else env
@@ -151,4 +189,25 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "STRIPE_TIMEOUT_SECONDS", DEFAULT_STRIPE_TIMEOUT_SECONDS
         ),
         log_level=log_level,
+        handler_max_permanent_attempts=_positive_int(
+            env, "HANDLER_MAX_PERMANENT_ATTEMPTS", DEFAULT_HANDLER_MAX_PERMANENT_ATTEMPTS
+        ),
+        retry_base_seconds=_positive_int(env, "RETRY_BASE_SECONDS", DEFAULT_RETRY_BASE_SECONDS),
+        sweep_interval_seconds=_positive_int(
+            env, "SWEEP_INTERVAL_SECONDS", DEFAULT_SWEEP_INTERVAL_SECONDS
+        ),
+        sweep_pending_seconds=_positive_int(
+            env, "SWEEP_PENDING_SECONDS", DEFAULT_SWEEP_PENDING_SECONDS
+        ),
+        reconcile_interval_seconds=_positive_int(
+            env, "RECONCILE_INTERVAL_SECONDS", DEFAULT_RECONCILE_INTERVAL_SECONDS
+        ),
+        reconcile_overlap_seconds=_positive_int(
+            env, "RECONCILE_OVERLAP_SECONDS", DEFAULT_RECONCILE_OVERLAP_SECONDS
+        ),
+        reconcile_lookback_seconds=_lookback(env),
+        admin_token=_admin_token(env),
+        handler_modules=tuple(
+            part.strip() for part in env.get("HANDLER_MODULES", "").split(",") if part.strip()
+        ),
     )

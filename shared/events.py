@@ -16,6 +16,10 @@ from shared.models import HandlerRun, StripeEvent
 from shared.webhooks import parse_event_body
 
 
+class EventNotFound(LookupError):
+    """Neither we nor Stripe have an event with that id."""
+
+
 @dataclass(frozen=True)
 class IngestResult:
     event_id: str

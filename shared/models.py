@@ -99,6 +99,10 @@ class HandlerRun(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
+    # When the next retry is due; the sweeper leaves a run alone until then.
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # How many times an operator sent this run back from the dead-letter list (or forced it).
+    replays: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     created_at: Mapped[dt.datetime] = _now_column()
     updated_at: Mapped[dt.datetime] = _now_column()
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sentry_sdk
 
 from shared.config import Settings
+from shared.metrics import DEAD_LETTERED
 
 
 def init_sentry(settings: Settings, *, component: str) -> bool:
@@ -24,3 +25,16 @@ def init_sentry(settings: Settings, *, component: str) -> bool:
     )
     sentry_sdk.set_tag("component", component)
     return True
+
+
+def report_dead_letter(
+    error: BaseException, *, event_id: str, handler: str, event_type: str | None
+) -> None:
+    """Count a dead-lettered run and send it to Sentry (a no-op when Sentry is off)."""
+    DEAD_LETTERED.labels(handler=handler).inc()
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("handler", handler)
+        scope.set_tag("event_type", event_type or "unknown")
+        scope.set_tag("dead_letter", "true")
+        scope.set_context("handler_run", {"event_id": event_id, "handler": handler})
+        sentry_sdk.capture_exception(error)

@@ -15,6 +15,8 @@ from shared.config import Settings
 
 INGEST_EVENT_TASK = "payments.ingest_event"
 RUN_HANDLER_TASK = "payments.run_handler"
+SWEEP_TASK = "payments.sweep_pending_runs"
+RECONCILE_TASK = "payments.reconcile"
 EVENTS_QUEUE = "events"
 HANDLERS_QUEUE = "handlers"
 
@@ -69,6 +71,22 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             INGEST_EVENT_TASK: {"queue": EVENTS_QUEUE},
             RUN_HANDLER_TASK: {"queue": HANDLERS_QUEUE},
+            # Maintenance rides on the events queue: it is short and every worker consumes it.
+            SWEEP_TASK: {"queue": EVENTS_QUEUE},
+            RECONCILE_TASK: {"queue": EVENTS_QUEUE},
+        },
+        "beat_schedule": {
+            "sweep-pending-runs": {
+                "task": SWEEP_TASK,
+                "schedule": float(settings.sweep_interval_seconds),
+                # A sweep that waited longer than its interval is superseded by the next one.
+                "options": {"expires": float(settings.sweep_interval_seconds)},
+            },
+            "reconcile-stripe-events": {
+                "task": RECONCILE_TASK,
+                "schedule": float(settings.reconcile_interval_seconds),
+                "options": {"expires": float(settings.reconcile_interval_seconds)},
+            },
         },
         "task_create_missing_queues": False,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
@@ -79,7 +97,9 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
 
 
 def retry_countdown_cap(settings: Settings) -> float:
-    return settings.visibility_timeout_seconds / 4
+    # Redis re-delivers a message its worker holds longer than the visibility timeout, and a
+    # countdown task is held by the worker until it is due: stay well below it.
+    return min(900.0, settings.visibility_timeout_seconds / 4)
 
 
 def make_producer(settings: Settings) -> Celery:
@@ -103,3 +123,7 @@ class EventPublisher:
             retry=True,
             retry_policy=WEBHOOK_PUBLISH_RETRY_POLICY,
         )
+
+
+def enqueue_run(app: Celery, event_id: str, handler: str) -> None:
+    app.send_task(RUN_HANDLER_TASK, args=[event_id, handler])

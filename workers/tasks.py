@@ -12,19 +12,37 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings, load_settings
 from shared.db import make_engine, make_session_factory
+from shared.dlq import sweep_pending
 from shared.events import ingest
-from shared.queue import INGEST_EVENT_TASK, RUN_HANDLER_TASK, retry_countdown_cap
-from shared.runs import RunOutcome, backoff_seconds, execute_run, record_failure
+from shared.handlers import load_handler_modules
+from shared.metrics import SWEPT
+from shared.observability import report_dead_letter
+from shared.queue import (
+    INGEST_EVENT_TASK,
+    RECONCILE_TASK,
+    RUN_HANDLER_TASK,
+    SWEEP_TASK,
+    enqueue_run,
+    retry_countdown_cap,
+)
+from shared.reconcile import StripeEventSource, reconcile
+from shared.runs import RetryPolicy, RunOutcome, execute_run, record_failure
+from shared.stripe_gateway import make_stripe_client
 from shared.webhooks import WebhookRejected
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)
+
+# Ingest is cheap and its message is the only copy of the event until it commits: retry it
+# quickly and for ever.
+INGEST_RETRY_CAP_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
     sessions: sessionmaker[Session]
+    policy: RetryPolicy
 
 
 @functools.cache
@@ -32,10 +50,21 @@ def runtime() -> Runtime:
     # Built on first use inside each prefork child, never at import in the parent: a database
     # connection must not be shared across fork.
     settings = load_settings()
-    return Runtime(settings, make_session_factory(make_engine(settings.database_url)))
+    load_handler_modules(settings.handler_modules)
+    policy = RetryPolicy(
+        max_transient_attempts=settings.handler_max_attempts,
+        max_permanent_attempts=settings.handler_max_permanent_attempts,
+        base_seconds=settings.retry_base_seconds,
+        cap_seconds=retry_countdown_cap(settings),
+    )
+    return Runtime(settings, make_session_factory(make_engine(settings.database_url)), policy)
 
 
-@app.task(name=INGEST_EVENT_TASK, bind=True, max_retries=None, acks_late=True)
+def _enqueue(event_id: str, handler: str) -> None:
+    enqueue_run(app, event_id, handler)
+
+
+@app.task(name=INGEST_EVENT_TASK, bind=True, max_retries=None)
 def ingest_event(self: Task, body: str, source: str = "webhook") -> None:
     rt = runtime()
     try:
@@ -47,7 +76,8 @@ def ingest_event(self: Task, body: str, source: str = "webhook") -> None:
         return
     except Exception as exc:
         # Nothing is recorded yet, so the event exists only in this message: keep retrying.
-        countdown = backoff_seconds(self.request.retries, cap=retry_countdown_cap(rt.settings))
+        countdown = rt.policy.countdown(self.request.retries + 1)
+        countdown = min(countdown, INGEST_RETRY_CAP_SECONDS)
         log.warning("ingest failed, retrying in %.1fs: %s", countdown, exc)
         raise self.retry(exc=exc, countdown=countdown) from exc
     log.info(
@@ -58,36 +88,73 @@ def ingest_event(self: Task, body: str, source: str = "webhook") -> None:
         len(result.pending_handlers),
     )
     for handler in result.pending_handlers:
-        run_handler.apply_async(args=[result.event_id, handler])
+        _enqueue(result.event_id, handler)
 
 
-@app.task(name=RUN_HANDLER_TASK, bind=True, max_retries=None, acks_late=True)
+@app.task(name=RUN_HANDLER_TASK, bind=True, max_retries=None)
 def run_handler(self: Task, event_id: str, handler: str) -> None:
     rt = runtime()
     try:
         outcome = execute_run(rt.sessions, event_id, handler)
     except Exception as exc:
         try:
-            attempts, dead = record_failure(
-                rt.sessions, event_id, handler, exc, max_attempts=rt.settings.handler_max_attempts
-            )
+            failure = record_failure(rt.sessions, event_id, handler, exc, rt.policy)
         except SQLAlchemyError:
-            # The database is unreachable: the run is still pending there, so retry.
+            # The database is unreachable, so the run is still pending there: retry. Should
+            # this message be lost too, the sweeper finds the pending row later.
             log.warning("could not record the failure of %s/%s", event_id, handler)
-            attempts, dead = self.request.retries + 1, False
-        if dead:
-            log.error("run %s/%s is dead after %d attempts", event_id, handler, attempts)
+            countdown = rt.policy.countdown(self.request.retries + 1)
+            raise self.retry(exc=exc, countdown=countdown) from exc
+        if failure.dead:
+            log.error(
+                "run %s/%s is dead after %d attempts: %s",
+                event_id,
+                handler,
+                failure.attempts,
+                type(exc).__name__,
+            )
+            report_dead_letter(
+                exc, event_id=event_id, handler=handler, event_type=failure.event_type
+            )
             return
-        countdown = backoff_seconds(attempts, cap=retry_countdown_cap(rt.settings))
+        if failure.attempts == 0:
+            return  # finished elsewhere meanwhile
         log.warning(
-            "run %s/%s failed (attempt %d), retrying in %.1fs",
+            "run %s/%s failed (attempt %d, %s), retrying in %.1fs",
             event_id,
             handler,
-            attempts,
-            countdown,
+            failure.attempts,
+            "transient" if failure.transient else "permanent",
+            failure.countdown,
         )
-        raise self.retry(exc=exc, countdown=countdown) from exc
+        raise self.retry(exc=exc, countdown=failure.countdown) from exc
     if outcome is RunOutcome.MISSING:
         log.error("run %s/%s does not exist; nothing to do", event_id, handler)
     else:
         log.info("run %s/%s: %s", event_id, handler, outcome.value)
+
+
+@app.task(name=SWEEP_TASK, ignore_result=True)
+def sweep_pending_runs() -> int:
+    rt = runtime()
+    runs = sweep_pending(rt.sessions, rt.settings.sweep_pending_seconds)
+    for event_id, handler in runs:
+        _enqueue(event_id, handler)
+    if runs:
+        SWEPT.inc(len(runs))
+        log.warning("sweeper re-sent %d pending run(s)", len(runs))
+    return len(runs)
+
+
+@app.task(name=RECONCILE_TASK, ignore_result=True)
+def reconcile_events() -> int:
+    rt = runtime()
+    result = reconcile(
+        rt.sessions,
+        StripeEventSource(make_stripe_client(rt.settings)),
+        overlap_seconds=rt.settings.reconcile_overlap_seconds,
+        lookback_seconds=rt.settings.reconcile_lookback_seconds,
+    )
+    for event_id, handler in result.pending_runs:
+        _enqueue(event_id, handler)
+    return result.recovered

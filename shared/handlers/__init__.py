@@ -1,6 +1,26 @@
-"""Event handlers. Importing this package registers every handler."""
+"""Event handlers. Importing this package registers our own handlers."""
+
+import importlib
 
 from shared.handlers import payment_intents
 from shared.handlers.registry import EventView, HandlerRegistry, UnknownHandler, registry
 
-__all__ = ["EventView", "HandlerRegistry", "UnknownHandler", "payment_intents", "registry"]
+
+def load_handler_modules(modules: tuple[str, ...]) -> None:
+    """Import extra handler modules (``HANDLER_MODULES``) so their decorators register them.
+
+    Every process that ingests events or runs handlers must load the same modules, or an event
+    would fan out to a handler a worker does not know.
+    """
+    for module in modules:
+        importlib.import_module(module)
+
+
+__all__ = [
+    "EventView",
+    "HandlerRegistry",
+    "UnknownHandler",
+    "load_handler_modules",
+    "payment_intents",
+    "registry",
+]

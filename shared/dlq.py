@@ -1,0 +1,251 @@
+"""The dead-letter list and replays: listing dead runs, sending them back, re-running events.
+
+Every operation changes rows first and returns the runs to enqueue; the caller sends the tasks
+after the commit, so a task never looks for a row that is not there yet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db import transaction
+from shared.events import EventNotFound, record_event
+from shared.handlers import registry
+from shared.models import HandlerRun, StripeEvent
+from shared.runs import lock_run
+
+Enqueue = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    event_type: str | None = None
+    handler: str | None = None
+    since: dt.datetime | None = None
+    error_contains: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRow:
+    event_id: str
+    handler: str
+    event_type: str
+    status: str
+    attempts: int
+    replays: int
+    updated_at: dt.datetime
+    last_error: str | None
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.event_id}/{self.handler}"
+
+    @property
+    def error_line(self) -> str:
+        """The last line of the error: the exception type and message."""
+        if not self.last_error:
+            return ""
+        lines = [line for line in self.last_error.strip().splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.run_id,
+            "eventId": self.event_id,
+            "handler": self.handler,
+            "eventType": self.event_type,
+            "status": self.status,
+            "attempts": self.attempts,
+            "replays": self.replays,
+            "updatedAt": self.updated_at.isoformat(),
+            "error": self.error_line,
+            "lastError": self.last_error,
+        }
+
+
+def _dead_runs_query(filters: RunFilter) -> Select[HandlerRun, str]:
+    query = (
+        select(HandlerRun, StripeEvent.type)
+        .join(StripeEvent, StripeEvent.id == HandlerRun.event_id)
+        .where(HandlerRun.status == "dead")
+    )
+    if filters.event_type:
+        query = query.where(StripeEvent.type == filters.event_type)
+    if filters.handler:
+        query = query.where(HandlerRun.handler == filters.handler)
+    if filters.since:
+        query = query.where(HandlerRun.updated_at >= filters.since)
+    if filters.error_contains:
+        query = query.where(
+            HandlerRun.last_error.icontains(filters.error_contains, autoescape=True)
+        )
+    return query.order_by(HandlerRun.updated_at, HandlerRun.event_id, HandlerRun.handler)
+
+
+def _row(run: HandlerRun, event_type: str) -> RunRow:
+    return RunRow(
+        run.event_id,
+        run.handler,
+        event_type,
+        run.status,
+        run.attempts,
+        run.replays,
+        run.updated_at,
+        run.last_error,
+    )
+
+
+def list_dead(
+    sessions: sessionmaker[Session], filters: RunFilter, limit: int | None = None
+) -> list[RunRow]:
+    query = _dead_runs_query(filters)
+    if limit is not None:
+        query = query.limit(limit)
+    with sessions() as session:
+        return [_row(run, event_type) for run, event_type in session.execute(query)]
+
+
+def count_dead(sessions: sessionmaker[Session]) -> int:
+    with sessions() as session:
+        return session.execute(
+            select(func.count()).select_from(HandlerRun).where(HandlerRun.status == "dead")
+        ).scalar_one()
+
+
+def parse_run_id(run_id: str) -> tuple[str, str | None]:
+    """``evt_x/handler`` names one run; a bare ``evt_x`` names all of that event's dead runs."""
+    event_id, _, handler = run_id.partition("/")
+    if not event_id.startswith("evt_"):
+        raise ValueError(f"{run_id!r} is not a run id (evt_.../handler) or an event id")
+    return event_id, handler or None
+
+
+def _reset(run: HandlerRun) -> None:
+    run.status = "pending"
+    run.attempts = 0
+    run.replays = run.replays + 1
+    run.next_attempt_at = None
+    run.finished_at = None
+    run.updated_at = func.now()
+
+
+def replay_dead(
+    sessions: sessionmaker[Session],
+    *,
+    run_ids: Iterable[str] = (),
+    filters: RunFilter | None = None,
+    dry_run: bool = False,
+    batch_size: int = 500,
+    enqueue: Enqueue | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[RunRow]:
+    """Send dead runs back to pending and enqueue them. Named ids, or every dead run matching
+    ``filters`` (both may be given: the ids are then also filtered). Returns the runs chosen."""
+    wanted = [parse_run_id(run_id) for run_id in run_ids]
+    query = _dead_runs_query(filters or RunFilter())
+    chosen = []
+    with sessions() as session:
+        for run, event_type in session.execute(query):
+            if wanted and not any(
+                run.event_id == event_id and handler in (None, run.handler)
+                for event_id, handler in wanted
+            ):
+                continue
+            chosen.append(_row(run, event_type))
+    if dry_run:
+        return chosen
+    # Batches keep each transaction short on a large replay, and let progress be shown.
+    for start in range(0, len(chosen), batch_size):
+        batch = chosen[start : start + batch_size]
+        revived: list[RunRow] = []
+        with transaction(sessions) as session:
+            for row in batch:
+                locked = lock_run(session, row.event_id, row.handler)
+                # Another operator may have replayed it meanwhile.
+                if locked is not None and locked.status == "dead":
+                    _reset(locked)
+                    revived.append(row)
+        if enqueue:
+            for row in revived:
+                enqueue(row.event_id, row.handler)
+        if progress:
+            progress(len(batch))
+    return chosen
+
+
+def replay_event(
+    sessions: sessionmaker[Session],
+    event_id: str,
+    *,
+    handler: str | None = None,
+    fetch_event: Callable[[str], dict[str, Any]] | None = None,
+    enqueue: Enqueue | None = None,
+) -> list[str]:
+    """Re-run an event's handlers. Returns the handler names enqueued.
+
+    With ``handler``: that handler runs again even if it already finished (the operator asked for
+    it). Without: every registered handler that has not finished runs, including handlers added
+    since the event arrived. An event we never received is fetched from Stripe first (source
+    ``replay``) when ``fetch_event`` is given.
+    """
+    if handler is not None:
+        registry.get(handler)  # raises UnknownHandler for a typo, before anything changes
+    with transaction(sessions) as session:
+        event = session.get(StripeEvent, event_id)
+        if event is None:
+            if fetch_event is None:
+                raise EventNotFound(event_id)
+            record_event(session, fetch_event(event_id), "replay")
+            event = session.get(StripeEvent, event_id)
+            assert event is not None
+        names = [handler] if handler else registry.handlers_for(event.type)
+        to_run = []
+        for name in names:
+            run = lock_run(session, event_id, name)
+            if run is None:
+                session.add(HandlerRun(event_id=event_id, handler=name, status="pending"))
+                to_run.append(name)
+            elif run.status == "dead" or (handler is not None and run.status == "done"):
+                _reset(run)
+                to_run.append(name)
+            elif run.status == "pending":
+                to_run.append(name)
+    if enqueue:
+        for name in to_run:
+            enqueue(event_id, name)
+    return to_run
+
+
+def sweep_pending(
+    sessions: sessionmaker[Session], older_than_seconds: int, *, limit: int = 1000
+) -> list[tuple[str, str]]:
+    """Pending runs nobody has touched for a while and whose retry is not still ahead.
+
+    The broker can lose a message (a killed worker, a Redis restart); the row cannot. Each run
+    returned is marked touched, so it is re-sent at most once per threshold.
+    """
+    cutoff = func.now() - dt.timedelta(seconds=older_than_seconds)
+    with transaction(sessions) as session:
+        runs = list(
+            session.execute(
+                select(HandlerRun)
+                .where(
+                    HandlerRun.status == "pending",
+                    HandlerRun.updated_at < cutoff,
+                    func.coalesce(HandlerRun.next_attempt_at, HandlerRun.updated_at) < cutoff,
+                )
+                .order_by(HandlerRun.updated_at)
+                .limit(limit)
+                # Two sweepers at once split the work instead of sending everything twice.
+                .with_for_update(skip_locked=True)
+            ).scalars()
+        )
+        for run in runs:
+            run.updated_at = func.now()
+        return [(run.event_id, run.handler) for run in runs]

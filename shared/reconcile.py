@@ -1,0 +1,186 @@
+"""The reconciler: recover events Stripe has but we never recorded.
+
+Stripe's webhook delivery can leave gaps (a Redis crash after we answered 2xx, a message lost in
+flight, a delivery Stripe gave up on). The Events API is the source of truth for the last 30 days:
+list everything since our checkpoint minus an overlap, and ingest what we do not have.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import stripe
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.config import STRIPE_EVENTS_RETENTION_SECONDS
+from shared.db import transaction
+from shared.events import EventNotFound, record_event
+from shared.metrics import RECONCILE_RECOVERED
+from shared.models import HandlerRun, ReconcileCheckpoint, StripeEvent
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "stripe-events"
+PAGE_SIZE = 100
+# One reconciler at a time across all machines; a second one skips instead of doing it twice.
+ADVISORY_LOCK_KEY = 7428873002
+
+
+class EventSource(Protocol):
+    def events_since(self, created_gte: int) -> Iterable[dict[str, Any]]: ...
+
+
+class StripeEventSource:
+    """Pages through ``GET /v1/events`` with ``created[gte]`` and ``starting_after``.
+
+    Real Stripe lists newest first; the stand-in lists oldest first. Paging by ``starting_after``
+    the last id seen is correct for both, and the caller sorts what it gets.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def events_since(self, created_gte: int) -> Iterator[dict[str, Any]]:
+        params: dict[str, Any] = {"created": {"gte": created_gte}, "limit": PAGE_SIZE}
+        while True:
+            page = self._client.v1.events.list(params=params)
+            data = [event.to_dict() for event in page.data]
+            yield from data
+            if not page.has_more or not data:
+                return
+            params["starting_after"] = data[-1]["id"]
+
+    def retrieve(self, event_id: str) -> dict[str, Any]:
+        try:
+            event: dict[str, Any] = self._client.v1.events.retrieve(event_id).to_dict()
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                raise EventNotFound(event_id) from None
+            raise
+        return event
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    since: dt.datetime
+    listed: int
+    recovered: int
+    # (event id, handler) runs created for recovered events; the caller enqueues them.
+    pending_runs: list[tuple[str, str]]
+    skipped: bool = False
+
+
+def _utc(seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
+
+
+def reconcile(
+    sessions: sessionmaker[Session],
+    source: EventSource,
+    *,
+    overlap_seconds: int,
+    lookback_seconds: int,
+    since: dt.datetime | None = None,
+    now: Callable[[], float] = time.time,
+) -> ReconcileResult:
+    started = now()
+    with sessions() as lock_session:
+        # A session-level advisory lock, held for the whole pass on this connection.
+        got_lock = lock_session.execute(
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
+        ).scalar_one()
+        if not got_lock:
+            log.info("another reconciler is running; skipping this pass")
+            return ReconcileResult(_utc(started), 0, 0, [], skipped=True)
+        try:
+            return _reconcile_locked(
+                sessions, source, overlap_seconds, lookback_seconds, since, started
+            )
+        finally:
+            lock_session.execute(
+                text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY}
+            )
+            lock_session.commit()
+
+
+def _reconcile_locked(
+    sessions: sessionmaker[Session],
+    source: EventSource,
+    overlap_seconds: int,
+    lookback_seconds: int,
+    since: dt.datetime | None,
+    started: float,
+) -> ReconcileResult:
+    oldest_listable = _utc(started - STRIPE_EVENTS_RETENTION_SECONDS + 60)
+    if since is None:
+        with sessions() as session:
+            checkpoint = session.get(ReconcileCheckpoint, CHECKPOINT_NAME)
+        if checkpoint is None:
+            since = _utc(started - lookback_seconds)
+        else:
+            since = checkpoint.last_event_created - dt.timedelta(seconds=overlap_seconds)
+    if since < oldest_listable:
+        log.warning("Stripe lists only 30 days of events; reconciling from %s", oldest_listable)
+        since = oldest_listable
+
+    events = sorted(
+        source.events_since(int(since.timestamp())), key=lambda e: (e["created"], e["id"])
+    )
+    recovered = 0
+    pending: list[tuple[str, str]] = []
+    newest = None
+    # Oldest first, in small transactions: a crash part-way keeps what was recovered.
+    for start in range(0, len(events), PAGE_SIZE):
+        batch = events[start : start + PAGE_SIZE]
+        with transaction(sessions) as session:
+            known = set(
+                session.execute(
+                    select(StripeEvent.id).where(StripeEvent.id.in_([e["id"] for e in batch]))
+                ).scalars()
+            )
+            for event in batch:
+                if event["id"] in known:
+                    continue
+                if record_event(session, event, "reconcile"):
+                    recovered += 1
+                    log.info("recovered event %s (%s)", event["id"], event["type"])
+            new_ids = [e["id"] for e in batch if e["id"] not in known]
+            if new_ids:
+                pending += [
+                    (run.event_id, run.handler)
+                    for run in session.execute(
+                        select(HandlerRun).where(
+                            HandlerRun.event_id.in_(new_ids), HandlerRun.status == "pending"
+                        )
+                    ).scalars()
+                ]
+            newest = _utc(batch[-1]["created"])
+            _save_checkpoint(session, newest)
+    if recovered:
+        RECONCILE_RECOVERED.inc(recovered)
+    log.info(
+        "reconciled since %s: %d listed, %d recovered", since.isoformat(), len(events), recovered
+    )
+    return ReconcileResult(since, len(events), recovered, pending)
+
+
+def _save_checkpoint(session: Session, newest: dt.datetime) -> None:
+    statement = insert(ReconcileCheckpoint).values(name=CHECKPOINT_NAME, last_event_created=newest)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[ReconcileCheckpoint.name],
+            # Never move the checkpoint backwards (an on-demand run with an old --since).
+            set_={
+                "last_event_created": statement.excluded.last_event_created,
+                "updated_at": dt.datetime.now(dt.UTC),
+            },
+            where=ReconcileCheckpoint.last_event_created < statement.excluded.last_event_created,
+        )
+    )
