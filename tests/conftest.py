@@ -22,6 +22,7 @@ from shared.db import make_engine, make_session_factory
 from shared.dev.standin import StandIn
 from shared.queue import make_producer
 from tests.support.processes import (
+    REPO_ROOT,
     Process,
     ServedApp,
     free_port,
@@ -40,6 +41,7 @@ QUIET_REDIS_DB = 12
 
 WEBHOOK_SECRET = "whsec_test_" + "a" * 32
 OLD_WEBHOOK_SECRET = "whsec_test_" + "b" * 32
+ADMIN_TOKEN = "admin-token-for-tests-" + "z" * 16
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +69,12 @@ def base_env(stand_in_port: int) -> dict[str, str]:
         "STRIPE_API_BASE": f"http://127.0.0.1:{stand_in_port}",
         "REDIS_URL": f"{REDIS_HOST}/{WORKER_REDIS_DB}",
         "DATABASE_URL": f"{POSTGRES}/{database}",
-        "HANDLER_MAX_ATTEMPTS": "3",
+        "HANDLER_MAX_ATTEMPTS": "4",
+        "HANDLER_MAX_PERMANENT_ATTEMPTS": "2",
+        # Short backoff, so retries happen within a test's patience.
+        "RETRY_BASE_SECONDS": "1",
+        "HANDLER_MODULES": "tests.support.test_handlers",
+        "ADMIN_TOKEN": ADMIN_TOKEN,
         "LOG_LEVEL": "DEBUG",
     }
 
@@ -82,9 +89,12 @@ def database(settings: Settings) -> Iterator[Engine]:
     from sqlalchemy import create_engine, text
 
     from shared.db import upgrade
+    from tests.support.test_handlers import TABLES
 
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(TABLES)
     yield engine
     engine.dispose()
     admin = create_engine(
@@ -110,7 +120,8 @@ def stand_in(settings: Settings) -> StandIn:
 @pytest.fixture(scope="session")
 def worker(base_env: dict[str, str], settings: Settings, database: Engine) -> Iterator[Process]:
     redis.Redis.from_url(settings.redis_url).flushdb()
-    env = {**os.environ, **base_env}
+    # PYTHONPATH: the worker imports the test-only handlers in tests/support.
+    env = {**os.environ, **base_env, "PYTHONPATH": str(REPO_ROOT)}
     proc = Process(
         "celery-worker",
         [

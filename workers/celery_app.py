@@ -6,6 +6,7 @@ from celery import Celery
 from celery.signals import worker_init
 
 from shared.config import load_settings
+from shared.handlers import load_handler_modules
 from shared.observability import init_sentry
 
 app = Celery("payments")
@@ -14,5 +15,8 @@ app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
 
 
 @worker_init.connect
-def _start_sentry(**_: Any) -> None:
-    init_sentry(load_settings(), component="worker")
+def _prepare_worker(**_: Any) -> None:
+    settings = load_settings()
+    init_sentry(settings, component="worker")
+    # Fail at start, not on the first task, when a configured handler module does not import.
+    load_handler_modules(settings.handler_modules)

@@ -95,5 +95,16 @@ class StandIn:
         result: dict[str, Any] = response.json()
         return result
 
+    def events(self) -> list[dict[str, Any]]:
+        """Every event the stand-in holds (it lists them all, oldest first)."""
+        response = requests.get(
+            f"{self._base}/v1/events",
+            auth=self._auth,
+            params={"limit": 1000},
+            timeout=self._timeout,
+        )
+        events: list[dict[str, Any]] = response.json()["data"]
+        return events
+
     def clear(self) -> None:
         requests.delete(f"{self._base}/_config/data", timeout=self._timeout)

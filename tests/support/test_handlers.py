@@ -1,0 +1,75 @@
+"""Handlers that exist only in the test worker (loaded through HANDLER_MODULES).
+
+They make failure controllable: ``tests.flaky`` fails transiently a set number of times,
+``tests.poisoned`` fails permanently while a poison row exists, and ``tests.effect`` records
+that it ran, to show one handler's failure does not hold up another of the same event.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from shared.handlers import EventView, registry
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS test_handler_calls (
+    event_id text NOT NULL, handler text NOT NULL, called_at timestamptz DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS test_effects (
+    event_id text NOT NULL, handler text NOT NULL, PRIMARY KEY (event_id, handler)
+);
+CREATE TABLE IF NOT EXISTS test_poison (handler text PRIMARY KEY);
+"""
+
+
+def _count_call(session: Session, event: EventView, handler: str) -> int:
+    # On its own connection and committed at once: the handler's transaction may roll back.
+    engine = session.get_bind().engine
+    with engine.connect() as conn:
+        conn.execute(
+            text("INSERT INTO test_handler_calls (event_id, handler) VALUES (:e, :h)"),
+            {"e": event.id, "h": handler},
+        )
+        calls = conn.execute(
+            text("SELECT count(*) FROM test_handler_calls WHERE event_id = :e AND handler = :h"),
+            {"e": event.id, "h": handler},
+        ).scalar_one()
+        conn.commit()
+    return int(calls)
+
+
+def _effect(session: Session, event: EventView, handler: str) -> None:
+    # Idempotent, as real handlers must be: a forced replay applies it again harmlessly.
+    session.execute(
+        text("INSERT INTO test_effects (event_id, handler) VALUES (:e, :h) ON CONFLICT DO NOTHING"),
+        {"e": event.id, "h": handler},
+    )
+
+
+@registry.handles("test.flaky", name="tests.flaky")
+def flaky(session: Session, event: EventView) -> None:
+    calls = _count_call(session, event, "tests.flaky")
+    if calls <= int(event.object.get("fail_times", 0)):
+        raise ConnectionError(f"simulated outage, call {calls}")
+    _effect(session, event, "tests.flaky")
+
+
+@registry.handles("test.poison", name="tests.poisoned")
+def poisoned(session: Session, event: EventView) -> None:
+    _count_call(session, event, "tests.poisoned")
+    poisoned_now = session.execute(
+        text("SELECT 1 FROM test_poison WHERE handler = 'tests.poisoned'")
+    ).scalar()
+    if poisoned_now:
+        # The message carries a fake key: the stored error must show it masked.
+        raise ValueError(
+            "cannot read this payload (configured key sk_test_4eC39HqLyjWDarjtT1zdp7dc)"
+        )
+    _effect(session, event, "tests.poisoned")
+
+
+@registry.handles("test.poison", "test.flaky", name="tests.effect")
+def effect(session: Session, event: EventView) -> None:
+    _count_call(session, event, "tests.effect")
+    _effect(session, event, "tests.effect")
