@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -77,14 +77,12 @@ class PaymentService:
             idempotency_key=f"payments-{uuid.uuid4()}",
         )
         with transaction(self._sessions) as session:
-            payment = Payment(
-                amount=request.amount,
-                currency=request.currency,
-                status=intent.status,
-                metadata_=request.metadata,
+            # A webhook for this PaymentIntent may have created its row already; keep that one.
+            session.execute(
+                insert(Payment)
+                .values(metadata_=request.metadata, **_intent_fields(intent))
+                .on_conflict_do_nothing(index_elements=[Payment.payment_intent_id])
             )
-            session.add(payment)
-            _attach_intent(session, payment, intent)
         return PaymentCreated(intent.id, intent.client_secret, replayed=False)
 
     def _create_with_key(self, request: PaymentRequest, key: str) -> PaymentCreated:
@@ -133,31 +131,36 @@ class PaymentService:
             return None if payment is None else payment_view(payment)
 
 
+def _intent_fields(intent: CreatedIntent) -> dict[str, Any]:
+    return {
+        "payment_intent_id": intent.id,
+        "status": intent.status,
+        "status_as_of": _utc(intent.created),
+        "amount": intent.amount,
+        "currency": intent.currency,
+    }
+
+
 def _attach_intent(session: Session, payment: Payment, intent: CreatedIntent) -> None:
-    key, fingerprint, row_id = payment.idempotency_key, payment.request_fingerprint, payment.id
-    payment.payment_intent_id = intent.id
-    payment.status = intent.status
-    payment.status_as_of = _utc(intent.created)
-    payment.amount = intent.amount
-    payment.currency = intent.currency
-    payment.updated_at = func.now()
+    """Record the created PaymentIntent on our (locked, unchanged) idempotency row."""
+    row_id, key, fingerprint = payment.id, payment.idempotency_key, payment.request_fingerprint
     try:
+        # The savepoint keeps the transaction usable if the update hits the unique id.
         with session.begin_nested():
-            session.flush()
+            session.execute(
+                update(Payment)
+                .where(Payment.id == row_id)
+                .values(updated_at=func.now(), **_intent_fields(intent))
+            )
     except IntegrityError:
         # A webhook for this PaymentIntent got here first and created its row. Keep that row
         # (it may carry a newer status) and move our idempotency key onto it.
-        if payment in session:
-            session.expunge(payment)
-        if row_id is not None:
-            session.execute(delete(Payment).where(Payment.id == row_id))
-        if key is not None:
-            existing = session.execute(
-                select(Payment).where(Payment.payment_intent_id == intent.id).with_for_update()
-            ).scalar_one()
-            existing.idempotency_key = key
-            existing.request_fingerprint = fingerprint
-            session.flush()
+        session.execute(delete(Payment).where(Payment.id == row_id))
+        session.execute(
+            update(Payment)
+            .where(Payment.payment_intent_id == intent.id)
+            .values(idempotency_key=key, request_fingerprint=fingerprint)
+        )
 
 
 def payment_view(payment: Payment) -> dict[str, Any]:

@@ -204,3 +204,66 @@ def test_stripe_card_error_is_402_and_request_error_400(app):
     assert invalid_status == 400
     assert invalid_response.get_json()["error"]["code"] == "resource_missing"
     assert server_status == 502
+
+
+class WebhookFirstGateway:
+    """Stripe's gateway, plus the race where the PaymentIntent's webhook is processed before our
+    create request commits (an SDK network retry makes that window seconds wide)."""
+
+    def __init__(self, settings: Settings, sessions) -> None:
+        from shared.stripe_gateway import StripeGateway
+
+        self._real = StripeGateway.from_settings(settings)
+        self._sessions = sessions
+
+    def create_payment_intent(self, **kwargs):
+        import time as _time
+
+        from shared.payments import apply_payment_intent
+
+        intent = self._real.create_payment_intent(**kwargs)
+        later = {
+            "id": intent.id,
+            "status": "processing",
+            "amount": intent.amount,
+            "currency": intent.currency,
+            "metadata": intent.metadata,
+        }
+        with self._sessions.begin() as session:
+            apply_payment_intent(session, later, as_of=_as_of(int(_time.time()) + 1))
+        return intent
+
+    def retrieve_payment_intent(self, payment_intent_id):
+        return self._real.retrieve_payment_intent(payment_intent_id)
+
+
+def _as_of(seconds: int):
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
+
+
+@pytest.mark.parametrize("with_key", [True, False])
+def test_webhook_row_created_first_is_kept_and_takes_the_key(settings, sessions, with_key):
+    app = create_app(settings, gateway=WebhookFirstGateway(settings, sessions))
+    client = app.test_client()
+    key = secrets.token_hex(16)
+    headers = {"Idempotency-Key": key} if with_key else {}
+    body = {"amount": 3100, "currency": "usd"}
+
+    response = client.post("/api/create-payment", json=body, headers=headers)
+
+    assert response.status_code == 200, response.get_json()
+    intent_id = response.get_json()["paymentIntentId"]
+    with sessions() as session:
+        rows = list(
+            session.execute(select(Payment).where(Payment.payment_intent_id == intent_id)).scalars()
+        )
+    assert len(rows) == 1
+    # The webhook's newer status survives our create.
+    assert rows[0].status == "processing"
+    assert rows[0].idempotency_key == (key if with_key else None)
+    if with_key:
+        again = client.post("/api/create-payment", json=body, headers=headers)
+        assert again.status_code == 200
+        assert again.get_json()["paymentIntentId"] == intent_id
