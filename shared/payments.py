@@ -7,7 +7,9 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -25,17 +27,26 @@ log = logging.getLogger(__name__)
 # Statuses a PaymentIntent never leaves: a late event must not move a payment out of them.
 TERMINAL_STATUSES = frozenset({"succeeded", "canceled"})
 
-# When two events carry the same `created` second, the one further along the PaymentIntent
-# lifecycle wins. Stripe's `created` has one-second resolution, so ties are common in a burst.
+# When two events carry the same `created` second and Stripe cannot be asked, the one further
+# along the PaymentIntent lifecycle wins. Stripe's `created` has one-second resolution, so ties
+# are common in a burst. A failed attempt (`requires_payment_method` with an error) comes after
+# the `requires_action` or `processing` it failed from.
 STATUS_PRECEDENCE = {
     "requires_payment_method": 0,
     "requires_confirmation": 1,
     "requires_action": 2,
     "processing": 3,
-    "requires_capture": 4,
-    "succeeded": 5,
-    "canceled": 5,
+    "requires_capture": 5,
+    "succeeded": 6,
+    "canceled": 6,
 }
+FAILED_ATTEMPT_PRECEDENCE = 4
+
+
+def lifecycle_rank(status: str, has_error: bool) -> int:
+    if status == "requires_payment_method" and has_error:
+        return FAILED_ATTEMPT_PRECEDENCE
+    return STATUS_PRECEDENCE.get(status, -1)
 
 
 class IdempotencyConflict(Exception):
@@ -182,40 +193,68 @@ def payment_view(payment: Payment) -> dict[str, Any]:
     }
 
 
+class Decision(Enum):
+    APPLY = "apply"
+    IGNORE = "ignore"
+    # Same second, different status: ask Stripe for the PaymentIntent as it is now.
+    TIE = "tie"
+
+
+def decide(
+    current_status: str,
+    current_has_error: bool,
+    current_as_of: dt.datetime | None,
+    new_status: str,
+    new_has_error: bool,
+    new_as_of: dt.datetime,
+) -> Decision:
+    """Whether an event's status may replace the stored one.
+
+    The rule: a terminal status is final; otherwise the newer `created` wins; on a tie between
+    different statuses, Stripe's current object decides, or failing that the lifecycle rank.
+    """
+    if current_status in TERMINAL_STATUSES:
+        return Decision.IGNORE
+    if current_as_of is None or new_as_of > current_as_of:
+        return Decision.APPLY
+    if new_as_of < current_as_of:
+        return Decision.IGNORE
+    if (new_status, new_has_error) == (current_status, current_has_error):
+        return Decision.APPLY
+    return Decision.TIE
+
+
 def should_apply(
     current_status: str,
     current_as_of: dt.datetime | None,
     new_status: str,
     new_as_of: dt.datetime,
+    *,
+    current_has_error: bool = False,
+    new_has_error: bool = False,
 ) -> bool:
-    """Whether an event's status may replace the stored one.
-
-    The rule: a terminal status is final; otherwise the newer `created` wins; on a tie, the
-    status further along the lifecycle wins (a late `processing` never beats `succeeded`).
-    """
-    if current_status in TERMINAL_STATUSES:
-        return False
-    if current_as_of is None or new_as_of > current_as_of:
-        return True
-    if new_as_of < current_as_of:
-        return False
-    return STATUS_PRECEDENCE.get(new_status, -1) >= STATUS_PRECEDENCE.get(current_status, -1)
+    """The rule without Stripe to ask: ties go to the later lifecycle rank."""
+    decision = decide(
+        current_status, current_has_error, current_as_of, new_status, new_has_error, new_as_of
+    )
+    if decision is Decision.TIE:
+        return lifecycle_rank(new_status, new_has_error) >= lifecycle_rank(
+            current_status, current_has_error
+        )
+    return decision is Decision.APPLY
 
 
-def apply_payment_intent(session: Session, intent: dict[str, Any], as_of: dt.datetime) -> bool:
+def apply_payment_intent(
+    session: Session,
+    intent: dict[str, Any],
+    as_of: dt.datetime,
+    fetch_current: Callable[[str], dict[str, Any] | None] | None = None,
+) -> bool:
     """Bring our row for a PaymentIntent to the state in ``intent`` unless ours is newer.
 
     Creates the row for a PaymentIntent made outside this service (the Dashboard, another app).
     Returns whether the stored status changed.
     """
-    error = intent.get("last_payment_error") or {}
-    fields = {
-        "status": intent["status"],
-        "status_as_of": as_of,
-        "last_error_code": error.get("code"),
-        "last_error_decline_code": error.get("decline_code"),
-        "last_error_message": error.get("message"),
-    }
     inserted = session.execute(
         insert(Payment)
         .values(
@@ -223,7 +262,7 @@ def apply_payment_intent(session: Session, intent: dict[str, Any], as_of: dt.dat
             amount=int(intent["amount"]),
             currency=intent["currency"],
             metadata_=dict(intent.get("metadata") or {}),
-            **fields,
+            **_status_fields(intent, as_of),
         )
         .on_conflict_do_nothing(index_elements=[Payment.payment_intent_id])
         .returning(Payment.id)
@@ -233,7 +272,33 @@ def apply_payment_intent(session: Session, intent: dict[str, Any], as_of: dt.dat
     payment = session.execute(
         select(Payment).where(Payment.payment_intent_id == intent["id"]).with_for_update()
     ).scalar_one()
-    if not should_apply(payment.status, payment.status_as_of, intent["status"], as_of):
+    current_has_error = (
+        payment.last_error_code is not None or payment.last_error_message is not None
+    )
+    new_has_error = bool(intent.get("last_payment_error"))
+    decision = decide(
+        payment.status,
+        current_has_error,
+        payment.status_as_of,
+        intent["status"],
+        new_has_error,
+        as_of,
+    )
+    if decision is Decision.TIE:
+        now = fetch_current(intent["id"]) if fetch_current else None
+        if now is not None:
+            # Stripe's present state settles which of the two same-second events is later.
+            intent = now
+        elif not should_apply(
+            payment.status,
+            payment.status_as_of,
+            intent["status"],
+            as_of,
+            current_has_error=current_has_error,
+            new_has_error=new_has_error,
+        ):
+            decision = Decision.IGNORE
+    if decision is Decision.IGNORE:
         log.info(
             "payment %s stays %s: event status %s is older",
             payment.payment_intent_id,
@@ -241,7 +306,18 @@ def apply_payment_intent(session: Session, intent: dict[str, Any], as_of: dt.dat
             intent["status"],
         )
         return False
-    for name, value in fields.items():
+    for name, value in _status_fields(intent, as_of).items():
         setattr(payment, name, value)
     payment.updated_at = func.now()
     return True
+
+
+def _status_fields(intent: dict[str, Any], as_of: dt.datetime) -> dict[str, Any]:
+    error = intent.get("last_payment_error") or {}
+    return {
+        "status": intent["status"],
+        "status_as_of": as_of,
+        "last_error_code": error.get("code"),
+        "last_error_decline_code": error.get("decline_code"),
+        "last_error_message": error.get("message"),
+    }

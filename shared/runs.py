@@ -17,6 +17,7 @@ from shared.errors import is_transient
 from shared.handlers import EventView, registry
 from shared.models import HandlerRun, StripeEvent
 from shared.redaction import redact
+from shared.stripe_gateway import PaymentIntentReader
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,12 @@ class FailureRecord:
     event_type: str | None
 
 
-def execute_run(sessions: sessionmaker[Session], event_id: str, handler_name: str) -> RunOutcome:
+def execute_run(
+    sessions: sessionmaker[Session],
+    event_id: str,
+    handler_name: str,
+    stripe: PaymentIntentReader | None = None,
+) -> RunOutcome:
     """Apply one handler to one event and mark the run done, in a single transaction.
 
     The row lock makes concurrent deliveries of the same task wait for each other; the second one
@@ -71,7 +77,7 @@ def execute_run(sessions: sessionmaker[Session], event_id: str, handler_name: st
         event = session.get(StripeEvent, event_id)
         assert event is not None  # handler_runs.event_id is a foreign key
         handler = registry.get(handler_name)
-        handler(session, EventView(event.id, event.type, event.created, event.payload))
+        handler(session, EventView(event.id, event.type, event.created, event.payload, stripe))
         run.status = "done"
         run.attempts = run.attempts + 1
         run.last_error = None

@@ -38,6 +38,12 @@ class PaymentGateway(Protocol):
     def retrieve_payment_intent(self, payment_intent_id: str) -> CreatedIntent: ...
 
 
+class PaymentIntentReader(Protocol):
+    def current_payment_intent(self, payment_intent_id: str) -> dict[str, Any] | None:
+        """The PaymentIntent as Stripe has it now, or None if Stripe does not know it."""
+        ...
+
+
 def make_stripe_client(settings: Settings) -> stripe.StripeClient:
     base_addresses: Any = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
     return stripe.StripeClient(
@@ -85,3 +91,15 @@ class StripeGateway:
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> CreatedIntent:
         return _intent(self._client.v1.payment_intents.retrieve(payment_intent_id))
+
+    def current_payment_intent(self, payment_intent_id: str) -> dict[str, Any] | None:
+        try:
+            resource = self._client.v1.payment_intents.retrieve(payment_intent_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        intent: dict[str, Any] = resource.to_dict()
+        # Never let the client secret travel further than this call.
+        intent.pop("client_secret", None)
+        return intent

@@ -218,3 +218,24 @@ def test_unknown_event_type_is_recorded_and_acknowledged_without_runs(api, sessi
     wait_until(recorded, 20, "unknown event recorded", interval=0.2)
     time.sleep(0.5)
     assert runs_of(sessions, event["id"]) == []
+
+
+def test_same_second_tie_is_settled_by_asking_stripe(api, stand_in, sessions):
+    # At the stand-in this PaymentIntent really is waiting for 3-D Secure.
+    intent_id = new_payment(api)
+    assert stand_in.pay(intent_id, "4000002500003155")["status"] == "requires_action"
+    created = int(time.time()) + 1
+    # Two events in one second; ranking alone would pick processing, Stripe says otherwise.
+    requires_action, processing = (
+        stripe_events.event(
+            f"payment_intent.{status}",
+            stripe_events.payment_intent(intent_id=intent_id, status=status),
+            created=created,
+        )
+        for status in ("requires_action", "processing")
+    )
+    for event in (requires_action, processing):
+        assert api.post_webhook(*stripe_events.signed(event, WEBHOOK_SECRET)).status_code == 200
+        wait_for_runs_done(sessions, event["id"])
+
+    assert api.payment(intent_id).json()["status"] == "requires_action"

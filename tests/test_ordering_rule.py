@@ -43,3 +43,14 @@ def test_unknown_current_time_accepts():
 )
 def test_same_second_prefers_later_lifecycle_status(current, new, expected):
     assert should_apply(current, T0, new, T0) is expected
+
+
+@pytest.mark.parametrize("before", ["requires_action", "processing"])
+def test_same_second_failure_after_an_attempt_wins(before):
+    # payment_failed (requires_payment_method with an error) in the second of the attempt.
+    assert should_apply(before, T0, "requires_payment_method", T0, new_has_error=True) is True
+    assert should_apply("requires_payment_method", T0, before, T0, current_has_error=True) is False
+
+
+def test_same_second_new_attempt_without_error_does_not_beat_progress():
+    assert should_apply("requires_action", T0, "requires_payment_method", T0) is False

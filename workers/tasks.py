@@ -27,7 +27,7 @@ from shared.queue import (
 )
 from shared.reconcile import StripeEventSource, reconcile
 from shared.runs import RetryPolicy, RunOutcome, execute_run, record_failure
-from shared.stripe_gateway import make_stripe_client
+from shared.stripe_gateway import StripeGateway, make_stripe_client
 from shared.webhooks import WebhookRejected
 from workers.celery_app import app
 
@@ -43,6 +43,7 @@ class Runtime:
     settings: Settings
     sessions: sessionmaker[Session]
     policy: RetryPolicy
+    stripe: StripeGateway
 
 
 @functools.cache
@@ -57,7 +58,8 @@ def runtime() -> Runtime:
         base_seconds=settings.retry_base_seconds,
         cap_seconds=retry_countdown_cap(settings),
     )
-    return Runtime(settings, make_session_factory(make_engine(settings.database_url)), policy)
+    sessions = make_session_factory(make_engine(settings.database_url))
+    return Runtime(settings, sessions, policy, StripeGateway.from_settings(settings))
 
 
 def _enqueue(event_id: str, handler: str) -> None:
@@ -95,7 +97,7 @@ def ingest_event(self: Task, body: str, source: str = "webhook") -> None:
 def run_handler(self: Task, event_id: str, handler: str) -> None:
     rt = runtime()
     try:
-        outcome = execute_run(rt.sessions, event_id, handler)
+        outcome = execute_run(rt.sessions, event_id, handler, rt.stripe)
     except Exception as exc:
         try:
             failure = record_failure(rt.sessions, event_id, handler, exc, rt.policy)

@@ -21,4 +21,5 @@ PAYMENT_INTENT_EVENTS = (
 def sync_payment_intent(session: Session, event: EventView) -> None:
     # The event's object is the PaymentIntent as it was when the event happened; its status is
     # Stripe's word for that moment, whichever event type carried it.
-    apply_payment_intent(session, event.object, as_of=event.created)
+    current = None if event.stripe is None else event.stripe.current_payment_intent
+    apply_payment_intent(session, event.object, as_of=event.created, fetch_current=current)

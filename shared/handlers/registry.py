@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from shared.stripe_gateway import PaymentIntentReader
+
 
 @dataclass(frozen=True)
 class EventView:
@@ -23,6 +25,9 @@ class EventView:
     type: str
     created: Any  # datetime, timezone-aware
     payload: dict[str, Any]
+    # Read access to Stripe's current objects, for handlers that must settle a tie; None where
+    # the caller has no Stripe client (handlers then fall back to the event alone).
+    stripe: PaymentIntentReader | None = None
 
     @property
     def object(self) -> dict[str, Any]:
