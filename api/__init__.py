@@ -14,6 +14,7 @@ from api.admin import make_admin_blueprint
 from shared.config import Settings, load_settings
 from shared.db import make_engine, make_session_factory
 from shared.handlers import load_handler_modules
+from shared.logging import install_redaction
 from shared.payments import IdempotencyConflict, PaymentService
 from shared.queue import EventPublisher, make_producer
 from shared.reconcile import StripeEventSource
@@ -34,6 +35,7 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> tuple[
 
 def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | None = None) -> Flask:
     settings = settings or load_settings()
+    install_redaction()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_WEBHOOK_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]

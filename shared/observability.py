@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sentry_sdk
 
 from shared.config import Settings
 from shared.metrics import DEAD_LETTERED
+from shared.redaction import redact
 
 
 def init_sentry(settings: Settings, *, component: str) -> bool:
@@ -21,10 +24,33 @@ def init_sentry(settings: Settings, *, component: str) -> bool:
         # Request bodies and headers carry signatures and client secrets; keep them out.
         send_default_pii=False,
         max_request_body_size="never",
+        # Frame locals would carry payloads, PaymentIntents and settings.
+        include_local_variables=False,
         traces_sample_rate=0.0,
+        before_send=scrub_event,
+        before_breadcrumb=scrub_breadcrumb,
     )
     sentry_sdk.set_tag("component", component)
     return True
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _scrub(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(item) for item in value]
+    return value
+
+
+def scrub_event(event: Any, hint: Any) -> Any:
+    """Sentry's before_send: mask secrets and card numbers anywhere in the event."""
+    return _scrub(event)
+
+
+def scrub_breadcrumb(crumb: Any, hint: Any) -> Any:
+    return _scrub(crumb)
 
 
 def report_dead_letter(

@@ -133,8 +133,9 @@ def worker(base_env: dict[str, str], settings: Settings, database: Engine) -> It
             "events,handlers",
             "--concurrency",
             "2",
+            # DEBUG on purpose: the secret-scanning test reads everything the worker logs.
             "--loglevel",
-            "INFO",
+            "DEBUG",
             "--hostname",
             f"test-{os.getpid()}@%h",
         ],

@@ -7,7 +7,11 @@ from celery.signals import worker_init
 
 from shared.config import load_settings
 from shared.handlers import load_handler_modules
+from shared.logging import install_redaction
 from shared.observability import init_sentry
+
+# Before Celery sets up its own handlers: every record it prints is redacted at creation.
+install_redaction()
 
 app = Celery("payments")
 app.config_from_object("celeryconfig")
