@@ -8,6 +8,8 @@ from typing import Any
 import stripe
 from flask import Flask, Response, jsonify, request
 from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from api.admin import make_admin_blueprint
@@ -56,6 +58,16 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
     def http_error(exc: HTTPException) -> tuple[Response, int]:
         code = (exc.name or "error").lower().replace(" ", "_")
         return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(SQLAlchemyTimeoutError)
+    def database_unavailable(exc: Exception) -> tuple[Response, int]:
+        log.error("database unavailable on %s %s: %s", request.method, request.path, exc)
+        response, status = error_response(
+            503, "database_unavailable", "The service is briefly unavailable; try again."
+        )
+        response.headers["Retry-After"] = "5"
+        return response, status
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception) -> tuple[Response, int]:
@@ -120,7 +132,12 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
             log.warning("webhook rejected: %s", exc.code)
             return error_response(400, exc.code, exc.message)
         try:
-            events.publish_event(delivery.body, "webhook")
+            events.publish_event(
+                delivery.queue_body(),
+                "webhook",
+                event_id=delivery.event_id,
+                event_type=delivery.event_type,
+            )
         except BrokerError:
             log.exception("broker refused event %s", delivery.event_id)
             return error_response(

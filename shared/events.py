@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.db import transaction
 from shared.handlers import registry
 from shared.models import HandlerRun, StripeEvent
-from shared.webhooks import parse_event_body
+from shared.webhooks import parse_event_body, storable_event
 
 
 class EventNotFound(LookupError):
@@ -29,21 +29,6 @@ class IngestResult:
     pending_handlers: list[str]
 
 
-# Fields that Stripe includes in event objects but that must never be stored: a PaymentIntent's
-# client secret lets whoever holds it confirm the payment from a browser.
-SECRET_OBJECT_FIELDS = ("client_secret",)
-
-
-def redact_event(event: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``event`` without secrets in ``data.object`` or ``data.previous_attributes``."""
-    data = dict(event.get("data") or {})
-    for part in ("object", "previous_attributes"):
-        section = data.get(part)
-        if isinstance(section, dict) and any(f in section for f in SECRET_OBJECT_FIELDS):
-            data[part] = {k: v for k, v in section.items() if k not in SECRET_OBJECT_FIELDS}
-    return {**event, "data": data}
-
-
 def record_event(session: Session, event: dict[str, Any], source: str) -> bool:
     """Insert the event unless it is known. Returns True when this call recorded it."""
     inserted = session.execute(
@@ -55,7 +40,7 @@ def record_event(session: Session, event: dict[str, Any], source: str) -> bool:
             livemode=bool(event.get("livemode", False)),
             account=event.get("account"),
             api_version=event.get("api_version"),
-            payload=redact_event(event),
+            payload=storable_event(event),
             source=source,
         )
         # Two deliveries of one event may race here; the loser sees no row returned.

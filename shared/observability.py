@@ -64,3 +64,9 @@ def report_dead_letter(
         scope.set_tag("dead_letter", "true")
         scope.set_context("handler_run", {"event_id": event_id, "handler": handler})
         sentry_sdk.capture_exception(error)
+
+
+def report_ingest_failure(error: BaseException) -> None:
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("ingest_failure", "true")
+        sentry_sdk.capture_exception(error)

@@ -114,11 +114,13 @@ class EventPublisher:
     def __init__(self, app: Celery) -> None:
         self._app = app
 
-    def publish_event(self, body: str, source: str) -> None:
+    def publish_event(self, body: str, source: str, *, event_id: str, event_type: str) -> None:
         # Raises kombu.exceptions.OperationalError when the broker cannot take the message.
         self._app.send_task(
             INGEST_EVENT_TASK,
             args=[body, source],
+            # What Flower and the worker log show instead of the whole payload.
+            argsrepr=repr((event_id, event_type, source)),
             queue=EVENTS_QUEUE,
             retry=True,
             retry_policy=WEBHOOK_PUBLISH_RETRY_POLICY,

@@ -112,6 +112,8 @@ def _metadata(value: Any) -> dict[str, str]:
         if isinstance(item, bool) or not isinstance(item, str | int):
             raise ValidationError(field, "must be a string")
         text = str(item)
+        if "\x00" in key or "\x00" in text:
+            raise ValidationError(field, "must not contain NUL characters")
         if len(text) > MAX_METADATA_VALUE_LENGTH:
             raise ValidationError(field, f"must be at most {MAX_METADATA_VALUE_LENGTH} characters")
         cleaned[key] = text

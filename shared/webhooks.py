@@ -25,7 +25,40 @@ class VerifiedDelivery:
     # Index of the configured secret that matched: an operator rolling a secret watches for the
     # old one (index 1 and up) to fall out of use before removing it.
     secret_index: int
-    body: str
+    event: dict[str, Any]
+
+    def queue_body(self) -> str:
+        """What goes to the queue: the verified event without what must not rest in Redis."""
+        return json.dumps(storable_event(self.event), separators=(",", ":"))
+
+
+# Fields that Stripe includes in event objects but that must never be stored: a PaymentIntent's
+# client secret lets whoever holds it confirm the payment from a browser.
+SECRET_OBJECT_FIELDS = ("client_secret",)
+
+
+def _without_nul(value: Any) -> Any:
+    # PostgreSQL text and JSONB cannot hold U+0000; Stripe passes through whatever a customer
+    # typed into a metadata value or a name. Replace it rather than fail the event for ever.
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    return value
+
+
+def storable_event(event: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``event`` fit to queue and store: no secrets in ``data.object`` or
+    ``data.previous_attributes``, no NUL characters."""
+    data = dict(event.get("data") or {})
+    for part in ("object", "previous_attributes"):
+        section = data.get(part)
+        if isinstance(section, dict) and any(f in section for f in SECRET_OBJECT_FIELDS):
+            data[part] = {k: v for k, v in section.items() if k not in SECRET_OBJECT_FIELDS}
+    cleaned: dict[str, Any] = _without_nul({**event, "data": data})
+    return cleaned
 
 
 def verify_signature(
@@ -82,4 +115,4 @@ def verify_delivery(
         raise WebhookRejected("invalid_event", "body is not UTF-8") from None
     secret_index = verify_signature(body, header, secrets, tolerance)
     event = parse_event_body(body)
-    return VerifiedDelivery(event["id"], event["type"], secret_index, body)
+    return VerifiedDelivery(event["id"], event["type"], secret_index, event)

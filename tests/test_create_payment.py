@@ -103,6 +103,7 @@ def test_unknown_payment_is_404_json(client):
             "metadata",
         ),
         ({"amount": 1000, "currency": "usd", "customer": "cus_1"}, "customer"),
+        ({"amount": 1000, "currency": "usd", "metadata": {"k": "a\x00b"}}, "metadata.k"),
     ],
 )
 def test_invalid_input_is_400_naming_the_field(client, body, field):
@@ -267,3 +268,21 @@ def test_webhook_row_created_first_is_kept_and_takes_the_key(settings, sessions,
         again = client.post("/api/create-payment", json=body, headers=headers)
         assert again.status_code == 200
         assert again.get_json()["paymentIntentId"] == intent_id
+
+
+def test_database_unreachable_is_503_json(settings):
+    offline = replace(
+        settings, database_url=f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x"
+    )
+    client = create_app(offline).test_client()
+
+    read = client.get("/api/payments/pi_anything")
+    create = client.post(
+        "/api/create-payment",
+        json={"amount": 1000, "currency": "usd"},
+        headers={"Idempotency-Key": secrets.token_hex(8)},
+    )
+
+    for response in (read, create):
+        assert response.status_code == 503
+        assert response.get_json()["error"]["code"] == "database_unavailable"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.events import redact_event
 from shared.handlers import HandlerRegistry, UnknownHandler, registry
 from shared.handlers.payment_intents import PAYMENT_INTENT_EVENTS
+from shared.webhooks import storable_event
 from tests.support import stripe_events
 
 
@@ -55,10 +55,19 @@ def test_client_secret_is_removed_before_storing():
         "status": "processing",
     }
 
-    stored = redact_event(event)
+    stored = storable_event(event)
 
     assert "client_secret" not in stored["data"]["object"]
     assert stored["data"]["previous_attributes"] == {"status": "processing"}
     assert stored["data"]["object"]["id"] == intent["id"]
     # The original is left alone: the receiver's raw body is not ours to change.
     assert "client_secret" in event["data"]["object"]
+
+
+def test_nul_characters_are_replaced_so_postgres_can_store_the_event():
+    intent = stripe_events.payment_intent(metadata={"note": "a\x00b"})
+    event = stripe_events.event("payment_intent.created", intent)
+
+    stored = storable_event(event)
+
+    assert stored["data"]["object"]["metadata"] == {"note": "a\ufffdb"}

@@ -53,7 +53,14 @@ def test_valid_delivery_is_queued_with_its_exact_body(client, quiet_redis):
     assert len(messages) == 1
     assert messages[0]["headers"]["task"] == "payments.ingest_event"
     args, _kwargs, _embed = json.loads(base64.b64decode(messages[0]["body"]))
-    assert args == [body.decode(), "webhook"]
+    queued_event = json.loads(args[0])
+    assert args[1] == "webhook"
+    # The verified event, less the client secret, which must not rest in Redis either.
+    assert queued_event["id"] == event["id"]
+    assert queued_event["data"]["object"]["amount"] == event["data"]["object"]["amount"]
+    assert "client_secret" not in queued_event["data"]["object"]
+    assert event["data"]["object"]["client_secret"] not in args[0]
+    assert messages[0]["headers"]["argsrepr"] == repr((event["id"], event["type"], "webhook"))
     # The event goes to the events queue only, never also to the handlers queue.
     assert quiet_redis.llen(HANDLERS_QUEUE) == 0
 

@@ -13,10 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.config import Settings, load_settings
 from shared.db import make_engine, make_session_factory
 from shared.dlq import sweep_pending
+from shared.errors import is_transient
 from shared.events import ingest
 from shared.handlers import load_handler_modules
 from shared.metrics import SWEPT
-from shared.observability import report_dead_letter
+from shared.observability import report_dead_letter, report_ingest_failure
 from shared.queue import (
     INGEST_EVENT_TASK,
     RECONCILE_TASK,
@@ -77,9 +78,15 @@ def ingest_event(self: Task, body: str, source: str = "webhook") -> None:
         log.exception("dropping an event body that does not parse")
         return
     except Exception as exc:
+        attempt = self.request.retries + 1
+        if not is_transient(exc) and attempt >= rt.policy.max_permanent_attempts:
+            # Retrying cannot fix it. The event stays listed at Stripe, where the reconciler
+            # will try it again; Sentry and the error log tell a person to look.
+            log.critical("giving up on ingesting an event after %d attempts", attempt, exc_info=exc)
+            report_ingest_failure(exc)
+            return
         # Nothing is recorded yet, so the event exists only in this message: keep retrying.
-        countdown = rt.policy.countdown(self.request.retries + 1)
-        countdown = min(countdown, INGEST_RETRY_CAP_SECONDS)
+        countdown = min(rt.policy.countdown(attempt), INGEST_RETRY_CAP_SECONDS)
         log.warning("ingest failed, retrying in %.1fs: %s", countdown, exc)
         raise self.retry(exc=exc, countdown=countdown) from exc
     log.info(
