@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEV_ENV := set -a; . ./.env.dev; set +a; export PATH="$(CURDIR)/$(BIN):$$PATH"
 T ?= tests
 
-.PHONY: help install services migrate run test lint format clean
+.PHONY: help install services migrate run test lint format clean chaos chaos-small
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -34,6 +34,12 @@ run: migrate ## run the whole stack (web, worker, flower, Stripe stand-in) with 
 
 test: install services lint ## lint, type-check and run the test suite on the real services
 	$(BIN)/pytest $(T)
+
+chaos: install services ## fault-injection suite: 2,000+ events while worker, Redis and PostgreSQL die
+	$(BIN)/python -m bench.chaos
+
+chaos-small: install services ## the same faults on a smaller load (what CI runs)
+	$(BIN)/python -m bench.chaos --payments 60 --pairs 250 --poison 10 --duration 60
 
 lint: install ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check .

@@ -1,0 +1,53 @@
+"""Handlers the chaos suite adds to the workers (through HANDLER_MODULES).
+
+``chaos.effect`` runs for every event the suite sends and records its effect twice over: in
+``chaos_effects``, one row per (event, handler), and in ``chaos_execution_log``, one row per
+committed execution. A double application shows as two log rows; it cannot hide behind the
+unique key. ``chaos.poisoned`` fails permanently while ``chaos_control`` holds the poison.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from shared.handlers import EventView, registry
+from shared.handlers.payment_intents import PAYMENT_INTENT_EVENTS
+
+POISON_EVENT = "chaos.poison"
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS chaos_effects (
+    event_id text NOT NULL, handler text NOT NULL, PRIMARY KEY (event_id, handler)
+);
+CREATE TABLE IF NOT EXISTS chaos_execution_log (
+    id bigserial PRIMARY KEY, event_id text NOT NULL, handler text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS chaos_control (name text PRIMARY KEY);
+"""
+
+
+def _apply(session: Session, event: EventView, handler: str) -> None:
+    session.execute(
+        text(
+            "INSERT INTO chaos_effects (event_id, handler) VALUES (:e, :h) ON CONFLICT DO NOTHING"
+        ),
+        {"e": event.id, "h": handler},
+    )
+    session.execute(
+        text("INSERT INTO chaos_execution_log (event_id, handler) VALUES (:e, :h)"),
+        {"e": event.id, "h": handler},
+    )
+
+
+@registry.handles(*PAYMENT_INTENT_EVENTS, POISON_EVENT, name="chaos.effect")
+def effect(session: Session, event: EventView) -> None:
+    _apply(session, event, "chaos.effect")
+
+
+@registry.handles(POISON_EVENT, name="chaos.poisoned")
+def poisoned(session: Session, event: EventView) -> None:
+    if session.execute(text("SELECT 1 FROM chaos_control WHERE name = 'poison'")).scalar():
+        raise ValueError("poisoned handler: cannot process this event")
+    _apply(session, event, "chaos.poisoned")
