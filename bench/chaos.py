@@ -194,6 +194,8 @@ class Stack:
         self.worker: Process | None = None
         self.others: list[Process] = []
         self.worker_starts = 0
+        self.worker_crashes = 0
+        self.worker_lock = threading.Lock()
 
     def start(self) -> None:
         self.postgres.start()
@@ -263,11 +265,29 @@ class Stack:
             self.env,
         )
 
-    def kill_worker(self) -> None:
-        assert self.worker is not None
-        # The main process and every prefork child, at once, with no chance to clean up.
-        os.killpg(self.worker.proc.pid, signal.SIGKILL)
-        self.worker.proc.wait(10)
+    def kill_and_restart_worker(self, down_seconds: float) -> None:
+        # Under the lock: the supervisor must not take this death for a crash.
+        with self.worker_lock:
+            assert self.worker is not None
+            # The main process and every prefork child, at once, with no chance to clean up.
+            os.killpg(self.worker.proc.pid, signal.SIGKILL)
+            self.worker.proc.wait(10)
+            time.sleep(down_seconds)
+            self.start_worker()
+
+    def supervise_worker(self, stop: threading.Event) -> None:
+        """Restart the worker when it exits on its own, as systemd or Docker would.
+
+        Celery's worker can exit on a broker connection loss ("Unrecoverable error" from kombu
+        while restoring unacked messages after Redis died); production runs it under a
+        supervisor that restarts it, and so does this suite. Each restart is counted.
+        """
+        while not stop.wait(1):
+            with self.worker_lock:
+                if self.worker is not None and not self.worker.alive():
+                    self.worker_crashes += 1
+                    log(f"worker exited by itself (code {self.worker.proc.returncode}); restarting")
+                    self.start_worker()
 
     def stop(self) -> None:
         for proc in [*self.others, *([self.worker] if self.worker else [])]:
@@ -424,10 +444,8 @@ def faults(stack: Stack, duration: float, stop: threading.Event, record: list[st
             if stop.wait(0.2):
                 return
         if fault == "kill-worker":
-            stack.kill_worker()
             record.append(f"{time.monotonic() - started:5.1f}s SIGKILL worker and children")
-            time.sleep(2)
-            stack.start_worker()
+            stack.kill_and_restart_worker(2)
         elif fault == "kill-redis":
             stack.redis.kill()
             record.append(f"{time.monotonic() - started:5.1f}s SIGKILL redis (no AOF)")
@@ -554,9 +572,15 @@ def main() -> int:
     stack = Stack(workdir, args)
     ledger = Ledger(accepted_log=(args.out / "accepted-event-ids.txt").open("w"))
     fault_log: list[str] = []
+    supervisor_stop = threading.Event()
+    # A SIGTERM (CI's timeout, Ctrl-C from make) still stops every process this suite started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         log(f"starting own PostgreSQL :{stack.postgres.port}, Redis :{stack.redis.port}, stack")
         stack.start()
+        threading.Thread(
+            target=stack.supervise_worker, args=(supervisor_stop,), daemon=True
+        ).start()
         load = LoadGenerator(stack, ledger, args)
         load.standin.register_webhook(f"{load.api}/webhook")
         with _poison(stack):
@@ -583,6 +607,7 @@ def main() -> int:
         )
         after = wait_for_quiet(stack, load, 120, poison_applied=True)
     finally:
+        supervisor_stop.set()
         ledger.accepted_log.close()
         stack.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -601,6 +626,7 @@ def main() -> int:
         ("poisoned runs still dead after replay", after.poisoned_dead),
         ("payments not succeeded", after.wrong_status),
         ("seconds to converge", round(converged, 1)),
+        ("worker exits restarted by the supervisor", stack.worker_crashes),
     ]
     width = max(len(name) for name, _ in rows)
     print("\n".join(f"{name.ljust(width)}  {value}" for name, value in rows))
