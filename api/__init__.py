@@ -7,16 +7,19 @@ from typing import Any
 
 import stripe
 from flask import Flask, Response, jsonify, request
+from flask_limiter import Limiter, RateLimitExceeded
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api.admin import make_admin_blueprint
 from shared.config import Settings, load_settings
 from shared.db import make_engine, make_session_factory
 from shared.handlers import load_handler_modules
 from shared.logging import install_redaction
+from shared.metrics import WEBHOOK_SECRET_MATCHES
 from shared.payments import IdempotencyConflict, PaymentService
 from shared.queue import EventPublisher, make_producer
 from shared.reconcile import StripeEventSource
@@ -39,6 +42,26 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
     settings = settings or load_settings()
     install_redaction()
     app = Flask(__name__)
+    if settings.trusted_proxy_hops:
+        # Only as many X-Forwarded-* hops as there are proxies we run: anything further left
+        # was written by the client and proves nothing.
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+    limiter = Limiter(
+        key_func=lambda: request.remote_addr or "unknown",
+        app=app,
+        storage_uri=settings.rate_limit_storage_url or settings.redis_url,
+        default_limits=[settings.rate_limit],
+        # Stripe delivers webhooks in bursts and retries what we refuse: never limit them.
+        default_limits_exempt_when=lambda: not request.path.startswith("/api/"),
+        headers_enabled=True,
+        strategy="moving-window",
+        # If Redis is unreachable, count per process instead of failing the request.
+        swallow_errors=True,
+        in_memory_fallback_enabled=True,
+        key_prefix="payments-ratelimit",
+    )
+    del limiter  # registered on the app; nothing else needs it
     app.config["MAX_CONTENT_LENGTH"] = MAX_WEBHOOK_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
@@ -57,7 +80,25 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(exc.code or 500, code, exc.description or exc.name)
+        response, status = error_response(exc.code or 500, code, exc.description or exc.name)
+        if isinstance(exc, RateLimitExceeded):
+            response.headers["Retry-After"] = str(_retry_after_seconds(exc))
+        return response, status
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers.setdefault(
+            "Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"
+        )
+        if request.path.startswith(("/api/", "/admin/", "/webhook")):
+            # Responses carry client secrets and payment state: never cache them anywhere.
+            response.headers["Cache-Control"] = "no-store"
+        if request.is_secure:
+            response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+        return response
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(SQLAlchemyTimeoutError)
@@ -80,9 +121,13 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
 
     @app.post("/api/create-payment")
     def create_payment() -> tuple[Response, int]:
+        if not request.is_json:
+            return error_response(
+                415, "unsupported_media_type", "Send the body as application/json."
+            )
         body = request.get_json(silent=True)
         if body is None:
-            return error_response(400, "invalid_json", "Send a JSON object as the request body.")
+            return error_response(400, "invalid_json", "The body is not valid JSON.")
         try:
             payment_request = validate_payment_request(body)
             key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
@@ -120,7 +165,7 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
     @app.post("/webhook")
     def webhook() -> tuple[Response, int]:
         # Raw bytes: the signature covers the body exactly as sent.
-        body = request.get_data(cache=False)
+        body = read_capped_body(MAX_WEBHOOK_BYTES)
         try:
             delivery = verify_delivery(
                 body,
@@ -143,6 +188,7 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
             return error_response(
                 503, "queue_unavailable", "Could not queue the event; Stripe will retry."
             )
+        WEBHOOK_SECRET_MATCHES.labels(secret_index=str(delivery.secret_index)).inc()
         log.info(
             "webhook %s (%s) queued, verified with secret #%d",
             delivery.event_id,
@@ -152,6 +198,30 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
         return jsonify({"received": True}), 200
 
     return app
+
+
+def read_capped_body(limit: int) -> bytes:
+    """The request body, or 413 once it is longer than ``limit``, without reading past it.
+
+    A declared Content-Length is checked before anything is read. A chunked body has none, and
+    Werkzeug's own limit silently truncates it (a truncated webhook would then fail its
+    signature with a misleading 400), so read one byte past the limit and refuse.
+    """
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise RequestEntityTooLarge()
+        return request.get_data(cache=False)
+    if not request.environ.get("wsgi.input_terminated"):
+        return b""  # a server that cannot frame a chunked body: nothing is safe to read
+    body: bytes = request.environ["wsgi.input"].read(limit + 1)
+    if len(body) > limit:
+        raise RequestEntityTooLarge()
+    return body
+
+
+def _retry_after_seconds(exc: RateLimitExceeded) -> int:
+    # The window's length is the longest a client may have to wait; never advise 0.
+    return max(1, int(exc.limit.limit.get_expiry()))
 
 
 def stripe_error_response(exc: stripe.StripeError) -> tuple[Response, int]:

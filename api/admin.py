@@ -14,6 +14,7 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings
+from shared.crypto import PayloadCipher
 from shared.dlq import RunFilter, count_dead, list_dead, replay_dead, replay_event
 from shared.events import EventNotFound
 from shared.handlers import UnknownHandler
@@ -65,6 +66,7 @@ def make_admin_blueprint(
     settings: Settings, sessions: sessionmaker[Session], producer: Celery, fetch_event: Any
 ) -> Blueprint:
     admin = Blueprint("admin", __name__, url_prefix="/admin")
+    cipher = PayloadCipher(settings.encryption_keys)
 
     def enqueue(event_id: str, handler: str) -> None:
         enqueue_run(producer, event_id, handler)
@@ -133,7 +135,12 @@ def make_admin_blueprint(
         handler = _text(body, "handler")
         try:
             names = replay_event(
-                sessions, event_id, handler=handler, fetch_event=fetch_event, enqueue=enqueue
+                sessions,
+                event_id,
+                cipher=cipher,
+                handler=handler,
+                fetch_event=fetch_event,
+                enqueue=enqueue,
             )
         except UnknownHandler:
             raise AdminInputError("handler", f"no handler named {handler}") from None

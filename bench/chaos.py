@@ -182,6 +182,8 @@ class Stack:
             "REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/0",
             "DATABASE_URL": self.postgres.url,
             "HANDLER_MODULES": "bench.chaos_handlers",
+            # base64 of "chaos-only-key-not-a-secret-32b!"
+            "PAYMENTS_ENCRYPTION_KEYS": "Y2hhb3Mtb25seS1rZXktbm90LWEtc2VjcmV0LTMyYiE=",
             "HANDLER_MAX_ATTEMPTS": "10",
             "HANDLER_MAX_PERMANENT_ATTEMPTS": "3",
             "RETRY_BASE_SECONDS": "1",

@@ -11,6 +11,7 @@ import click
 import requests
 
 from shared.config import ConfigError, Settings, load_settings
+from shared.crypto import PayloadCipher
 from shared.handlers import payment_intents
 from shared.logging import configure_logging
 
@@ -238,6 +239,7 @@ def events_replay(event_id: str, handler: str | None) -> None:
         names = replay_event(
             sessions,
             event_id,
+            cipher=PayloadCipher(settings.encryption_keys),
             handler=handler,
             fetch_event=source.retrieve,
             enqueue=lambda evt, name: enqueue_run(producer, evt, name),
@@ -267,6 +269,7 @@ def reconcile_command(since: dt.datetime | None) -> None:
         StripeEventSource(make_stripe_client(settings)),
         overlap_seconds=settings.reconcile_overlap_seconds,
         lookback_seconds=settings.reconcile_lookback_seconds,
+        cipher=PayloadCipher(settings.encryption_keys),
         since=_utc(since),
     )
     if result.skipped:
@@ -284,6 +287,46 @@ def reconcile_command(since: dt.datetime | None) -> None:
                     str(len(result.pending_runs)),
                 ]
             ],
+        )
+    )
+
+
+@main.group()
+def keys() -> None:
+    """Encryption keys for stored event payloads."""
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new key, to put first in PAYMENTS_ENCRYPTION_KEYS."""
+    from shared.crypto import generate_key
+
+    click.echo(generate_key())
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every stored payload under the first key of PAYMENTS_ENCRYPTION_KEYS.
+
+    Put the new key first, keep the old ones after it, deploy, run this; then the old keys can
+    be removed.
+    """
+    from sqlalchemy import func, select
+
+    from shared.crypto import rotate_stored_payloads
+    from shared.models import StripeEvent
+
+    settings, sessions, _ = _runtime()
+    with sessions() as session:
+        total = session.execute(select(func.count()).select_from(StripeEvent)).scalar_one()
+    with click.progressbar(length=total, label="re-encrypting", file=sys.stderr) as bar:
+        rotated, encrypted = rotate_stored_payloads(
+            sessions, PayloadCipher(settings.encryption_keys), progress=bar.update
+        )
+    click.echo(
+        format_table(
+            ["events", "re-encrypted", "encrypted from plaintext", "already current"],
+            [[str(total), str(rotated), str(encrypted), str(total - rotated - encrypted)]],
         )
     )
 

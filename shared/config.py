@@ -59,6 +59,13 @@ class Settings:
     admin_token: str | None = field(default=None, repr=False)
     # Extra modules whose handlers the workers load (our own are always loaded).
     handler_modules: tuple[str, ...] = ()
+    # Per client address on /api/*, in flask-limiter's notation ("60 per minute").
+    rate_limit: str = "60 per minute"
+    rate_limit_storage_url: str | None = None
+    # How many proxies in front of us set X-Forwarded-For/-Proto; 0 trusts none.
+    trusted_proxy_hops: int = 0
+    # Fernet keys for stored event payloads, newest first (it encrypts; all decrypt).
+    encryption_keys: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def uses_stripe_stand_in(self) -> bool:
@@ -154,6 +161,48 @@ def _lookback(env: Mapping[str, str]) -> int:
     return value
 
 
+def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}")
+    return int(raw)
+
+
+def _rate_limit_storage(env: Mapping[str, str]) -> str | None:
+    # memory:// keeps counts per process: for a single-process dev server only.
+    if env.get("RATE_LIMIT_STORAGE_URL", "").strip() == "memory://":
+        return "memory://"
+    return _url(env, "RATE_LIMIT_STORAGE_URL", ("redis", "rediss"), required=False) or None
+
+
+def _rate_limit(env: Mapping[str, str]) -> str:
+    from limits import parse_many
+
+    value = (env.get("RATE_LIMIT", "") or "60 per minute").strip()
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(
+            f"RATE_LIMIT must be like '60 per minute' or '10/second;500/hour', got {value!r}"
+        ) from None
+    return value
+
+
+def _encryption_keys(env: Mapping[str, str]) -> tuple[str, ...]:
+    from shared.crypto import is_valid_key
+
+    raw = _required(env, "PAYMENTS_ENCRYPTION_KEYS")
+    keys = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not keys or not all(is_valid_key(key) for key in keys):
+        raise ConfigError(
+            "PAYMENTS_ENCRYPTION_KEYS must be one or more Fernet keys (urlsafe base64 of 32 "
+            "bytes), comma-separated, newest first; make one with `payments keys generate`"
+        )
+    return keys
+
+
 def _admin_token(env: Mapping[str, str]) -> str | None:
     value = _optional(env, "ADMIN_TOKEN")
     if value is not None and len(value) < 24:
@@ -207,6 +256,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         reconcile_lookback_seconds=_lookback(env),
         admin_token=_admin_token(env),
+        encryption_keys=_encryption_keys(env),
+        rate_limit=_rate_limit(env),
+        rate_limit_storage_url=_rate_limit_storage(env),
+        trusted_proxy_hops=_non_negative_int(env, "TRUSTED_PROXY_HOPS", 0),
         handler_modules=tuple(
             part.strip() for part in env.get("HANDLER_MODULES", "").split(",") if part.strip()
         ),

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.crypto import PayloadCipher
 from shared.db import transaction
 from shared.events import EventNotFound, record_event
 from shared.handlers import registry
@@ -183,6 +184,7 @@ def replay_event(
     sessions: sessionmaker[Session],
     event_id: str,
     *,
+    cipher: PayloadCipher,
     handler: str | None = None,
     fetch_event: Callable[[str], dict[str, Any]] | None = None,
     enqueue: Enqueue | None = None,
@@ -201,7 +203,7 @@ def replay_event(
         if event is None:
             if fetch_event is None:
                 raise EventNotFound(event_id)
-            record_event(session, fetch_event(event_id), "replay")
+            record_event(session, fetch_event(event_id), "replay", cipher)
             event = session.get(StripeEvent, event_id)
             assert event is not None
         names = [handler] if handler else registry.handlers_for(event.type)

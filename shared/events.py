@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.crypto import PayloadCipher
 from shared.db import transaction
 from shared.handlers import registry
 from shared.models import HandlerRun, StripeEvent
@@ -29,7 +30,9 @@ class IngestResult:
     pending_handlers: list[str]
 
 
-def record_event(session: Session, event: dict[str, Any], source: str) -> bool:
+def record_event(
+    session: Session, event: dict[str, Any], source: str, cipher: PayloadCipher
+) -> bool:
     """Insert the event unless it is known. Returns True when this call recorded it."""
     inserted = session.execute(
         insert(StripeEvent)
@@ -40,7 +43,7 @@ def record_event(session: Session, event: dict[str, Any], source: str) -> bool:
             livemode=bool(event.get("livemode", False)),
             account=event.get("account"),
             api_version=event.get("api_version"),
-            payload=storable_event(event),
+            payload_encrypted=cipher.encrypt(storable_event(event)),
             source=source,
         )
         # Two deliveries of one event may race here; the loser sees no row returned.
@@ -54,10 +57,12 @@ def record_event(session: Session, event: dict[str, Any], source: str) -> bool:
     return True
 
 
-def ingest(sessions: sessionmaker[Session], body: str, source: str) -> IngestResult:
+def ingest(
+    sessions: sessionmaker[Session], body: str, source: str, cipher: PayloadCipher
+) -> IngestResult:
     event = parse_event_body(body)
     with transaction(sessions) as session:
-        newly_recorded = record_event(session, event, source)
+        newly_recorded = record_event(session, event, source, cipher)
         # A duplicate delivery still returns the runs left pending: if the process that recorded
         # the event died between its commit and its enqueue, this is what gets them going again.
         pending = list(
@@ -68,3 +73,11 @@ def ingest(sessions: sessionmaker[Session], body: str, source: str) -> IngestRes
             ).scalars()
         )
     return IngestResult(event["id"], event["type"], newly_recorded, pending)
+
+
+def stored_payload(event: StripeEvent, cipher: PayloadCipher) -> dict[str, Any]:
+    """The event as recorded: decrypted, or plaintext for rows older than encryption."""
+    if event.payload_encrypted is not None:
+        return cipher.decrypt(event.payload_encrypted)
+    assert event.payload is not None  # the payload_present check constraint
+    return event.payload

@@ -17,3 +17,9 @@ SWEPT = Counter(
     "sweeper_requeued_total",
     "Pending handler runs the sweeper sent to the queue again.",
 )
+WEBHOOK_SECRET_MATCHES = Counter(
+    "webhook_signature_secret_matches_total",
+    "Verified webhooks by which configured secret matched (0 = first). While rolling a secret, "
+    "the old one is unused once its count stops growing.",
+    ["secret_index"],
+)

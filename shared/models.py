@@ -78,12 +78,19 @@ class StripeEvent(Base):
     livemode: Mapped[bool] = mapped_column(Boolean, nullable=False)
     account: Mapped[str | None] = mapped_column(String(255))
     api_version: Mapped[str | None] = mapped_column(String(64))
-    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    # Plaintext JSON only for rows written before encryption at rest; `payments keys rotate`
+    # moves them into payload_encrypted.
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # The event as a Fernet token (see shared.crypto).
+    payload_encrypted: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16), nullable=False)
     received_at: Mapped[dt.datetime] = _now_column()
 
     __table_args__ = (
         CheckConstraint("source IN ('webhook', 'reconcile', 'replay')", name="source_known"),
+        CheckConstraint(
+            "payload IS NOT NULL OR payload_encrypted IS NOT NULL", name="payload_present"
+        ),
         Index("ix_stripe_events_created", "created"),
         Index("ix_stripe_events_type_created", "type", "created"),
     )

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import STRIPE_EVENTS_RETENTION_SECONDS
+from shared.crypto import PayloadCipher
 from shared.db import transaction
 from shared.events import EventNotFound, record_event
 from shared.metrics import RECONCILE_RECOVERED
@@ -87,6 +88,7 @@ def reconcile(
     *,
     overlap_seconds: int,
     lookback_seconds: int,
+    cipher: PayloadCipher,
     since: dt.datetime | None = None,
     now: Callable[[], float] = time.time,
 ) -> ReconcileResult:
@@ -101,7 +103,7 @@ def reconcile(
             return ReconcileResult(_utc(started), 0, 0, [], skipped=True)
         try:
             return _reconcile_locked(
-                sessions, source, overlap_seconds, lookback_seconds, since, started
+                sessions, source, cipher, overlap_seconds, lookback_seconds, since, started
             )
         finally:
             lock_session.execute(
@@ -113,6 +115,7 @@ def reconcile(
 def _reconcile_locked(
     sessions: sessionmaker[Session],
     source: EventSource,
+    cipher: PayloadCipher,
     overlap_seconds: int,
     lookback_seconds: int,
     since: dt.datetime | None,
@@ -148,7 +151,7 @@ def _reconcile_locked(
             for event in batch:
                 if event["id"] in known:
                     continue
-                if record_event(session, event, "reconcile"):
+                if record_event(session, event, "reconcile", cipher):
                     recovered += 1
                     log.info("recovered event %s (%s)", event["id"], event["type"])
             new_ids = [e["id"] for e in batch if e["id"] not in known]

@@ -12,8 +12,10 @@ from enum import Enum
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.crypto import PayloadCipher
 from shared.db import transaction
 from shared.errors import is_transient
+from shared.events import stored_payload
 from shared.handlers import EventView, registry
 from shared.models import HandlerRun, StripeEvent
 from shared.redaction import redact
@@ -60,6 +62,7 @@ def execute_run(
     sessions: sessionmaker[Session],
     event_id: str,
     handler_name: str,
+    cipher: PayloadCipher,
     stripe: PaymentIntentReader | None = None,
 ) -> RunOutcome:
     """Apply one handler to one event and mark the run done, in a single transaction.
@@ -77,7 +80,8 @@ def execute_run(
         event = session.get(StripeEvent, event_id)
         assert event is not None  # handler_runs.event_id is a foreign key
         handler = registry.get(handler_name)
-        handler(session, EventView(event.id, event.type, event.created, event.payload, stripe))
+        payload = stored_payload(event, cipher)
+        handler(session, EventView(event.id, event.type, event.created, payload, stripe))
         run.status = "done"
         run.attempts = run.attempts + 1
         run.last_error = None

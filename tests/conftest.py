@@ -42,6 +42,9 @@ QUIET_REDIS_DB = 12
 WEBHOOK_SECRET = "whsec_test_" + "a" * 32
 OLD_WEBHOOK_SECRET = "whsec_test_" + "b" * 32
 ADMIN_TOKEN = "admin-token-for-tests-" + "z" * 16
+# base64 of "test-only-key-one-not-secret-32b" and "...-two-...": valid Fernet keys, no secret.
+ENCRYPTION_KEY = "dGVzdC1vbmx5LWtleS1vbmUtbm90LXNlY3JldC0zMmI="
+NEXT_ENCRYPTION_KEY = "dGVzdC1vbmx5LWtleS10d28tbm90LXNlY3JldC0zMmI="
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +78,7 @@ def base_env(stand_in_port: int) -> dict[str, str]:
         "RETRY_BASE_SECONDS": "1",
         "HANDLER_MODULES": "tests.support.test_handlers",
         "ADMIN_TOKEN": ADMIN_TOKEN,
+        "PAYMENTS_ENCRYPTION_KEYS": ENCRYPTION_KEY,
         "LOG_LEVEL": "DEBUG",
     }
 

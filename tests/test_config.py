@@ -16,6 +16,7 @@ VALID = {
     "STRIPE_WEBHOOK_SECRET": "whsec_one",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/payments",
+    "PAYMENTS_ENCRYPTION_KEYS": "dGVzdC1vbmx5LWtleS1vbmUtbm90LXNlY3JldC0zMmI=",
 }
 
 
@@ -41,7 +42,9 @@ def test_restricted_key_is_accepted():
 
 
 def test_secrets_stay_out_of_repr():
-    text = repr(load_settings(VALID))
+    text = repr(load_settings({**VALID, "ADMIN_TOKEN": "admin-token-that-is-long-enough"}))
+    assert "admin-token-that" not in text
+    assert "dGVzdC1vbmx5" not in text
     assert "sk_test_abc" not in text
     assert "whsec_one" not in text
 
@@ -67,6 +70,8 @@ def test_missing_required_variable_is_named(name):
         ("HANDLER_MAX_ATTEMPTS", "zero"),
         ("HANDLER_MAX_ATTEMPTS", "0"),
         ("LOG_LEVEL", "LOUD"),
+        ("PAYMENTS_ENCRYPTION_KEYS", "not-a-fernet-key"),
+        ("ADMIN_TOKEN", "short"),
     ],
 )
 def test_malformed_variable_is_named(name, value):

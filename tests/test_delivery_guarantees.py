@@ -10,6 +10,7 @@ import pytest
 import requests
 from sqlalchemy import select, text
 
+from shared.crypto import PayloadCipher
 from shared.models import HandlerRun, ReconcileCheckpoint, StripeEvent
 from shared.queue import SWEEP_TASK, make_producer
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET
@@ -206,7 +207,7 @@ def test_sweeper_resends_runs_whose_message_was_lost(sessions, settings, worker)
     with sessions.begin() as session:
         from shared.events import record_event
 
-        assert record_event(session, event, "webhook")
+        assert record_event(session, event, "webhook", PayloadCipher(settings.encryption_keys))
         session.execute(
             text(
                 "UPDATE handler_runs SET updated_at = now() - interval '1 hour' WHERE event_id = :e"
@@ -264,12 +265,12 @@ def test_reconcile_recovers_events_whose_webhooks_were_lost(api, stand_in, sessi
     assert int(second.stdout.splitlines()[1].split()[-2]) == 0
 
 
-def test_beat_schedules_the_sweeper(base_env, sessions, worker):
+def test_beat_schedules_the_sweeper(base_env, settings, sessions, worker):
     event = stripe_events.event("test.flaky", {"id": "obj_beat", "object": "test"})
     with sessions.begin() as session:
         from shared.events import record_event
 
-        record_event(session, event, "webhook")
+        record_event(session, event, "webhook", PayloadCipher(settings.encryption_keys))
         session.execute(
             text(
                 "UPDATE handler_runs SET updated_at = now() - interval '1 hour' WHERE event_id = :e"

@@ -9,6 +9,8 @@ import time
 import pytest
 from sqlalchemy import select
 
+from shared.crypto import PayloadCipher
+from shared.events import stored_payload
 from shared.models import HandlerRun, Payment, StripeEvent
 from tests.conftest import WEBHOOK_SECRET
 from tests.support import stripe_events
@@ -39,7 +41,7 @@ def wait_for_runs_done(sessions, event_id: str, timeout: float = 20) -> list[Han
     return runs_of(sessions, event_id)
 
 
-def test_card_4242_succeeds(api, stand_in, sessions):
+def test_card_4242_succeeds(api, stand_in, sessions, settings):
     intent_id = new_payment(api)
 
     stand_in.pay(intent_id, "4242424242424242")
@@ -51,11 +53,13 @@ def test_card_4242_succeeds(api, stand_in, sessions):
         events = session.execute(
             select(StripeEvent).where(StripeEvent.type == "payment_intent.succeeded")
         ).scalars()
-        ours = [e for e in events if e.payload["data"]["object"]["id"] == intent_id]
+        cipher = PayloadCipher(settings.encryption_keys)
+        payloads = [(e, stored_payload(e, cipher)) for e in events]
+        ours = [(e, p) for e, p in payloads if p["data"]["object"]["id"] == intent_id]
     assert len(ours) == 1
-    assert ours[0].source == "webhook"
+    assert ours[0][0].source == "webhook"
     # Stripe puts the client secret in PaymentIntent events; it must not reach the database.
-    assert "client_secret" not in ours[0].payload["data"]["object"]
+    assert "client_secret" not in ours[0][1]["data"]["object"]
 
 
 def test_card_0341_is_declined_with_the_error_recorded(api, stand_in):

@@ -6,6 +6,7 @@ import base64
 import json
 import time
 from dataclasses import replace
+from typing import cast
 
 import pytest
 import redis
@@ -32,7 +33,8 @@ def client(quiet_settings: Settings, quiet_redis: redis.Redis) -> FlaskClient:
 
 
 def queued(quiet_redis: redis.Redis) -> list[dict]:
-    return [json.loads(m) for m in quiet_redis.lrange(EVENTS_QUEUE, 0, -1)]
+    messages = cast(list[bytes], quiet_redis.lrange(EVENTS_QUEUE, 0, -1))
+    return [json.loads(m) for m in messages]
 
 
 def an_event() -> dict:

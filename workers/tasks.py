@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings, load_settings
+from shared.crypto import PayloadCipher
 from shared.db import make_engine, make_session_factory
 from shared.dlq import sweep_pending
 from shared.errors import is_transient
@@ -45,6 +46,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     policy: RetryPolicy
     stripe: StripeGateway
+    cipher: PayloadCipher
 
 
 @functools.cache
@@ -60,7 +62,13 @@ def runtime() -> Runtime:
         cap_seconds=retry_countdown_cap(settings),
     )
     sessions = make_session_factory(make_engine(settings.database_url))
-    return Runtime(settings, sessions, policy, StripeGateway.from_settings(settings))
+    return Runtime(
+        settings,
+        sessions,
+        policy,
+        StripeGateway.from_settings(settings),
+        PayloadCipher(settings.encryption_keys),
+    )
 
 
 def _enqueue(event_id: str, handler: str) -> None:
@@ -71,7 +79,7 @@ def _enqueue(event_id: str, handler: str) -> None:
 def ingest_event(self: Task, body: str, source: str = "webhook") -> None:
     rt = runtime()
     try:
-        result = ingest(rt.sessions, body, source)
+        result = ingest(rt.sessions, body, source, rt.cipher)
     except WebhookRejected:
         # The receiver verified this body already; if it still does not parse, retrying
         # cannot help. Say so loudly and drop it.
@@ -104,7 +112,7 @@ def ingest_event(self: Task, body: str, source: str = "webhook") -> None:
 def run_handler(self: Task, event_id: str, handler: str) -> None:
     rt = runtime()
     try:
-        outcome = execute_run(rt.sessions, event_id, handler, rt.stripe)
+        outcome = execute_run(rt.sessions, event_id, handler, rt.cipher, rt.stripe)
     except Exception as exc:
         try:
             failure = record_failure(rt.sessions, event_id, handler, exc, rt.policy)
@@ -163,6 +171,7 @@ def reconcile_events() -> int:
         StripeEventSource(make_stripe_client(rt.settings)),
         overlap_seconds=rt.settings.reconcile_overlap_seconds,
         lookback_seconds=rt.settings.reconcile_lookback_seconds,
+        cipher=rt.cipher,
     )
     for event_id, handler in result.pending_runs:
         _enqueue(event_id, handler)

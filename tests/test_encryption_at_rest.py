@@ -1,0 +1,108 @@
+"""Stored event payloads are encrypted; keys rotate without losing a row."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from sqlalchemy import text
+
+from shared.crypto import PayloadCipher, rotate_stored_payloads
+from shared.events import record_event, stored_payload
+from shared.models import StripeEvent
+from tests.conftest import ENCRYPTION_KEY, NEXT_ENCRYPTION_KEY
+from tests.support import stripe_events
+from tests.support.processes import REPO_ROOT, venv_script
+
+
+def a_customer_event() -> dict:
+    intent = stripe_events.payment_intent(status="succeeded")
+    intent["shipping"] = {
+        "name": "Jenny Rosen",
+        "address": {"line1": "510 Townsend St", "city": "San Francisco", "country": "US"},
+    }
+    intent["receipt_email"] = "jenny.rosen@example.com"
+    return stripe_events.event("payment_intent.succeeded", intent)
+
+
+def raw_row(sessions, event_id: str) -> str:
+    with sessions() as session:
+        return session.execute(
+            text("SELECT row_to_json(e)::text FROM stripe_events e WHERE id = :id"),
+            {"id": event_id},
+        ).scalar_one()
+
+
+def test_raw_column_holds_no_plaintext(sessions, settings):
+    event = a_customer_event()
+    with sessions.begin() as session:
+        record_event(session, event, "webhook", PayloadCipher(settings.encryption_keys))
+
+    raw = raw_row(sessions, event["id"])
+
+    for plaintext in (
+        "Jenny Rosen",
+        "jenny.rosen@example.com",
+        "510 Townsend",
+        event["data"]["object"]["id"],
+    ):
+        assert plaintext not in raw
+    with sessions() as session:
+        row = session.get(StripeEvent, event["id"])
+        assert row is not None
+        assert row.payload is None
+        assert (
+            stored_payload(row, PayloadCipher(settings.encryption_keys))["data"]["object"][
+                "receipt_email"
+            ]
+            == "jenny.rosen@example.com"
+        )
+
+
+def test_rotation_reencrypts_old_rows_and_encrypts_plaintext_ones(sessions, settings, base_env):
+    old_cipher = PayloadCipher((ENCRYPTION_KEY,))
+    under_old_key = a_customer_event()
+    legacy_plaintext = a_customer_event()
+    with sessions.begin() as session:
+        record_event(session, under_old_key, "webhook", old_cipher)
+        # A row from before encryption at rest.
+        record_event(session, legacy_plaintext, "webhook", old_cipher)
+        session.execute(
+            text(
+                "UPDATE stripe_events SET payload = CAST(:p AS jsonb), payload_encrypted = NULL "
+                "WHERE id = :id"
+            ),
+            {"p": json.dumps(legacy_plaintext), "id": legacy_plaintext["id"]},
+        )
+    assert "Jenny Rosen" in raw_row(sessions, legacy_plaintext["id"])
+
+    # The new key goes first; the old one stays to decrypt until rotation is done.
+    env = {
+        **os.environ,
+        **base_env,
+        "PYTHONPATH": str(REPO_ROOT),
+        "PAYMENTS_ENCRYPTION_KEYS": f"{NEXT_ENCRYPTION_KEY},{ENCRYPTION_KEY}",
+    }
+    result = subprocess.run(
+        [venv_script("payments"), "keys", "rotate"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+    new_only = PayloadCipher((NEXT_ENCRYPTION_KEY,))
+    with sessions() as session:
+        for event in (under_old_key, legacy_plaintext):
+            row = session.get(StripeEvent, event["id"])
+            assert row is not None
+            assert row.payload is None
+            # Readable with the new key alone: the old one can now be retired.
+            assert stored_payload(row, new_only)["id"] == event["id"]
+    assert "Jenny Rosen" not in raw_row(sessions, legacy_plaintext["id"])
+
+    # Put the suite's key back in front for the rest of the tests.
+    rotate_stored_payloads(sessions, PayloadCipher((ENCRYPTION_KEY, NEXT_ENCRYPTION_KEY)))
