@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api.admin import make_admin_blueprint
+from api.openapi import openapi_document
 from shared.config import Settings, load_settings
 from shared.db import make_engine, make_session_factory
 from shared.handlers import load_handler_modules
@@ -23,6 +24,7 @@ from shared.metrics import WEBHOOK_SECRET_MATCHES
 from shared.payments import IdempotencyConflict, PaymentService
 from shared.queue import EventPublisher, make_producer
 from shared.reconcile import StripeEventSource
+from shared.redaction import redact
 from shared.stripe_gateway import PaymentGateway, StripeGateway, make_stripe_client
 from shared.validation import ValidationError, validate_idempotency_key, validate_payment_request
 from shared.webhooks import WebhookRejected, verify_delivery
@@ -81,6 +83,10 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
     def http_error(exc: HTTPException) -> tuple[Response, int]:
         code = (exc.name or "error").lower().replace(" ", "_")
         response, status = error_response(exc.code or 500, code, exc.description or exc.name)
+        # Keep what the exception says in headers (Allow on a 405), with our JSON body.
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
         if isinstance(exc, RateLimitExceeded):
             response.headers["Retry-After"] = str(_retry_after_seconds(exc))
         return response, status
@@ -114,6 +120,10 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
     def unexpected_error(exc: Exception) -> tuple[Response, int]:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "Something went wrong on our side.")
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return jsonify(openapi_document())
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -228,12 +238,14 @@ def stripe_error_response(exc: stripe.StripeError) -> tuple[Response, int]:
     # Stripe's own messages are shown for card and request errors (they are written for
     # customers); for the others we say what happened without passing Stripe's text on.
     if isinstance(exc, stripe.CardError):
-        return error_response(
-            402, exc.code or "card_error", exc.user_message or "The card was declined."
-        )
+        # user_message is written by Stripe for the customer; masked all the same.
+        message = redact(exc.user_message or "The card was declined.")
+        return error_response(402, exc.code or "card_error", message)
     if isinstance(exc, stripe.InvalidRequestError):
+        # Stripe's raw message can quote the values we sent; name only the parameter.
+        param = f" (parameter {exc.param})" if exc.param else ""
         return error_response(
-            400, exc.code or "invalid_request", exc.user_message or "Stripe rejected the request."
+            400, exc.code or "invalid_request", f"Stripe rejected the request{param}."
         )
     if isinstance(exc, stripe.APIConnectionError):
         return error_response(503, "stripe_unreachable", "Could not reach Stripe; try again.")

@@ -60,7 +60,8 @@ def validate_payment_request(body: Any) -> PaymentRequest:
         raise ValidationError("body", "must be a JSON object")
     unknown = sorted(set(body) - ALLOWED_FIELDS)
     if unknown:
-        raise ValidationError(unknown[0], "is not a known field")
+        # An empty key must still name something a person can see.
+        raise ValidationError(unknown[0] or '""', "is not a known field")
     return PaymentRequest(
         amount=_amount(body.get("amount"), body.get("currency")),
         currency=_currency(body.get("currency")),
@@ -103,7 +104,7 @@ def _metadata(value: Any) -> dict[str, str]:
         raise ValidationError("metadata", f"may have at most {MAX_METADATA_KEYS} keys")
     cleaned: dict[str, str] = {}
     for key, item in value.items():
-        field = f"metadata.{key}"
+        field = f"metadata.{key}" if isinstance(key, str) else "metadata"
         if not key or len(key) > MAX_METADATA_KEY_LENGTH or "[" in key or "]" in key:
             raise ValidationError(
                 field, f"keys must be 1 to {MAX_METADATA_KEY_LENGTH} characters without brackets"

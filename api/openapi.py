@@ -1,0 +1,238 @@
+"""The OpenAPI document for the public API, served at /openapi.json.
+
+Written by hand to say exactly what we promise; the fuzzing test holds the app to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.validation import (
+    MAX_AMOUNT,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_METADATA_KEY_LENGTH,
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE_LENGTH,
+    SUPPORTED_CURRENCIES,
+)
+
+_ERROR = {
+    "type": "object",
+    "required": ["success", "error"],
+    "properties": {
+        "success": {"const": False},
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string"},
+            },
+        },
+    },
+}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {
+        str(code): {
+            "description": "error",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for code in codes
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Stripe payments service", "version": "1.0.0"},
+        "components": {
+            "schemas": {
+                "Error": _ERROR,
+                "Payment": {
+                    "type": "object",
+                    "required": [
+                        "paymentIntentId",
+                        "amount",
+                        "currency",
+                        "status",
+                        "metadata",
+                        "lastError",
+                        "updatedAt",
+                    ],
+                    "properties": {
+                        "paymentIntentId": {"type": "string"},
+                        "amount": {"type": "integer", "minimum": 1},
+                        "currency": {"type": "string"},
+                        "status": {"type": "string"},
+                        "metadata": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                        },
+                        "lastError": {
+                            "type": "object",
+                            "nullable": True,
+                            "properties": {
+                                "code": {"type": "string", "nullable": True},
+                                "declineCode": {"type": "string", "nullable": True},
+                                "message": {"type": "string", "nullable": True},
+                            },
+                        },
+                        "updatedAt": {"type": "string", "format": "date-time"},
+                    },
+                },
+            }
+        },
+        "paths": {
+            "/api/create-payment": {
+                "post": {
+                    "summary": "Create a PaymentIntent",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
+                                "pattern": "^[\\x21-\\x7e]+$",
+                            },
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["amount", "currency"],
+                                    "properties": {
+                                        "amount": {
+                                            "type": "integer",
+                                            "minimum": 1,
+                                            "maximum": MAX_AMOUNT,
+                                        },
+                                        "currency": {
+                                            "type": "string",
+                                            "enum": sorted(SUPPORTED_CURRENCIES),
+                                        },
+                                        "metadata": {
+                                            "type": "object",
+                                            "maxProperties": MAX_METADATA_KEYS,
+                                            "propertyNames": {
+                                                "minLength": 1,
+                                                "maxLength": MAX_METADATA_KEY_LENGTH,
+                                                "pattern": "^[^\\[\\]\\x00]+$",
+                                            },
+                                            "additionalProperties": {
+                                                "type": "string",
+                                                "maxLength": MAX_METADATA_VALUE_LENGTH,
+                                                "pattern": "^[^\\x00]*$",
+                                            },
+                                        },
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "created, or replayed for the same Idempotency-Key",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["success", "clientSecret", "paymentIntentId"],
+                                        "properties": {
+                                            "success": {"const": True},
+                                            "clientSecret": {"type": "string"},
+                                            "paymentIntentId": {"type": "string"},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 402, 409, 413, 415, 429, 502, 503),
+                    },
+                }
+            },
+            "/api/payments/{payment_intent_id}": {
+                "get": {
+                    "summary": "A payment's status as our ledger knows it",
+                    "parameters": [
+                        {
+                            "name": "payment_intent_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the payment",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Payment"}
+                                }
+                            },
+                        },
+                        **_errors(404, 429, 503),
+                    },
+                }
+            },
+            "/webhook": {
+                "post": {
+                    "summary": "Stripe webhook endpoint (signed events only)",
+                    "parameters": [
+                        {
+                            "name": "Stripe-Signature",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "verified and queued",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["received"],
+                                        "properties": {"received": {"const": True}},
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(400, 413, 503),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "The process is alive",
+                    "responses": {
+                        "200": {
+                            "description": "alive",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {"status": {"type": "string"}},
+                                    }
+                                }
+                            },
+                        }
+                    },
+                }
+            },
+        },
+    }
