@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
+import time
+import uuid
 from typing import Any
 
 import stripe
 from flask import Flask, Response, jsonify, request
 from flask_limiter import Limiter, RateLimitExceeded
 from kombu.exceptions import OperationalError as BrokerError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -19,8 +23,14 @@ from api.openapi import openapi_document
 from shared.config import Settings, load_settings
 from shared.db import make_engine, make_session_factory
 from shared.handlers import load_handler_modules
-from shared.logging import install_redaction
-from shared.metrics import WEBHOOK_SECRET_MATCHES
+from shared.logging import bind, clear_context, current_ids, install_redaction
+from shared.metrics import (
+    PAYMENT_ATTEMPTS,
+    WEBHOOK_EVENTS,
+    WEBHOOK_LATENCY,
+    WEBHOOK_SECRET_MATCHES,
+    scrape_registry,
+)
 from shared.payments import IdempotencyConflict, PaymentService
 from shared.queue import EventPublisher, make_producer
 from shared.reconcile import StripeEventSource
@@ -30,6 +40,8 @@ from shared.validation import ValidationError, validate_idempotency_key, validat
 from shared.webhooks import WebhookRejected, verify_delivery
 
 log = logging.getLogger(__name__)
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,100}")
 
 # Stripe's events are a few kilobytes; anything near this is not a Stripe event.
 MAX_WEBHOOK_BYTES = 512 * 1024
@@ -91,8 +103,19 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
             response.headers["Retry-After"] = str(_retry_after_seconds(exc))
         return response, status
 
+    @app.before_request
+    def bind_request_id() -> None:
+        clear_context()
+        offered = request.headers.get("X-Request-Id", "")
+        # A proxy's id joins our lines to its own; anything odd is replaced, not trusted.
+        request_id = offered if REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+        bind(request_id=request_id)
+
     @app.after_request
     def security_headers(response: Response) -> Response:
+        request_id = current_ids().get("request_id")
+        if request_id:
+            response.headers["X-Request-Id"] = request_id
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Referrer-Policy"] = "no-referrer"
@@ -124,6 +147,11 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
     @app.get("/openapi.json")
     def openapi() -> Response:
         return jsonify(openapi_document())
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        registry = scrape_registry(settings.prometheus_multiproc_dir)
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -161,12 +189,21 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
                 "paymentIntentId": created.payment_intent_id,
             }
         )
+        bind(payment_intent_id=created.payment_intent_id)
+        if not created.replayed:
+            PAYMENT_ATTEMPTS.inc()
+        log.info(
+            "payment %s %s",
+            created.payment_intent_id,
+            "replayed" if created.replayed else "created",
+        )
         # Stripe's own header name for an answer that repeats an earlier request's result.
         response.headers["Idempotent-Replayed"] = "true" if created.replayed else "false"
         return response, 200
 
     @app.get("/api/payments/<payment_intent_id>")
     def get_payment(payment_intent_id: str) -> tuple[Response, int]:
+        bind(payment_intent_id=payment_intent_id)
         view = payments.get(payment_intent_id)
         if view is None:
             return error_response(404, "not_found", "No payment with that PaymentIntent id.")
@@ -174,8 +211,19 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
 
     @app.post("/webhook")
     def webhook() -> tuple[Response, int]:
+        started = time.perf_counter()
+        try:
+            return receive_webhook()
+        finally:
+            WEBHOOK_LATENCY.observe(time.perf_counter() - started)
+
+    def receive_webhook() -> tuple[Response, int]:
         # Raw bytes: the signature covers the body exactly as sent.
-        body = read_capped_body(MAX_WEBHOOK_BYTES)
+        try:
+            body = read_capped_body(MAX_WEBHOOK_BYTES)
+        except RequestEntityTooLarge:
+            WEBHOOK_EVENTS.labels(type="unknown", result="rejected").inc()
+            raise
         try:
             delivery = verify_delivery(
                 body,
@@ -184,6 +232,7 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
                 settings.webhook_tolerance_seconds,
             )
         except WebhookRejected as exc:
+            WEBHOOK_EVENTS.labels(type="unknown", result="rejected").inc()
             log.warning("webhook rejected: %s", exc.code)
             return error_response(400, exc.code, exc.message)
         try:
@@ -194,11 +243,14 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
                 event_type=delivery.event_type,
             )
         except BrokerError:
+            WEBHOOK_EVENTS.labels(type=delivery.event_type, result="broker_error").inc()
             log.exception("broker refused event %s", delivery.event_id)
             return error_response(
                 503, "queue_unavailable", "Could not queue the event; Stripe will retry."
             )
+        bind(event_id=delivery.event_id)
         WEBHOOK_SECRET_MATCHES.labels(secret_index=str(delivery.secret_index)).inc()
+        WEBHOOK_EVENTS.labels(type=delivery.event_type, result="queued").inc()
         log.info(
             "webhook %s (%s) queued, verified with secret #%d",
             delivery.event_id,

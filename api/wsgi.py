@@ -16,6 +16,6 @@ except ConfigError as exc:
     print(f"configuration error: {exc}", file=sys.stderr)
     raise SystemExit(GUNICORN_APP_LOAD_ERROR) from None
 
-configure_logging(settings.log_level)
+configure_logging(settings.log_level, settings.log_format)
 init_sentry(settings, component="web")
 app = create_app(settings)

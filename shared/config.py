@@ -64,6 +64,13 @@ class Settings:
     rate_limit_storage_url: str | None = None
     # How many proxies in front of us set X-Forwarded-For/-Proto; 0 trusts none.
     trusted_proxy_hops: int = 0
+    # prometheus-client's multiprocess directory (it reads the variable itself, at import).
+    prometheus_multiproc_dir: str | None = None
+    # Port for the worker's own /metrics; None serves none. Loopback unless told otherwise.
+    worker_metrics_port: int | None = None
+    worker_metrics_host: str = "127.0.0.1"
+    # "json" (one object a line, for production) or "text" (for people).
+    log_format: str = "json"
     # Fernet keys for stored event payloads, newest first (it encrypts; all decrypt).
     encryption_keys: tuple[str, ...] = field(default=(), repr=False)
 
@@ -170,6 +177,13 @@ def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _log_format(env: Mapping[str, str]) -> str:
+    value = (env.get("LOG_FORMAT", "") or "json").strip().lower()
+    if value not in ("json", "text"):
+        raise ConfigError("LOG_FORMAT must be json or text")
+    return value
+
+
 def _rate_limit_storage(env: Mapping[str, str]) -> str | None:
     # memory:// keeps counts per process: for a single-process dev server only.
     if env.get("RATE_LIMIT_STORAGE_URL", "").strip() == "memory://":
@@ -260,6 +274,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_limit=_rate_limit(env),
         rate_limit_storage_url=_rate_limit_storage(env),
         trusted_proxy_hops=_non_negative_int(env, "TRUSTED_PROXY_HOPS", 0),
+        prometheus_multiproc_dir=_optional(env, "PROMETHEUS_MULTIPROC_DIR"),
+        worker_metrics_port=_non_negative_int(env, "WORKER_METRICS_PORT", 0) or None,
+        worker_metrics_host=_optional(env, "WORKER_METRICS_HOST") or "127.0.0.1",
+        log_format=_log_format(env),
         handler_modules=tuple(
             part.strip() for part in env.get("HANDLER_MODULES", "").split(",") if part.strip()
         ),

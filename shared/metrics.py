@@ -1,9 +1,55 @@
-"""Prometheus metrics, defined once and shared by every process."""
+"""Prometheus metrics, defined once and shared by every process.
+
+Web (gunicorn) and worker (Celery prefork) processes run in prometheus-client's multiprocess
+mode when PROMETHEUS_MULTIPROC_DIR is set (one directory per process group, emptied at start):
+each process writes its samples to files there and the exporter adds them up at scrape time.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+import logging
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import REGISTRY, Collector
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+PROCESSING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
+
+PAYMENT_ATTEMPTS = Counter(
+    "payment_attempts_total", "PaymentIntents created through POST /api/create-payment."
+)
+PAYMENT_SUCCESS = Counter("payment_success_total", "Payments whose status became succeeded.")
+PAYMENT_FAILURES = Counter(
+    "payment_failures_total",
+    "Failed payment attempts (payment_failed applied), by decline or error code.",
+    ["code"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "webhook_latency_seconds",
+    "POST /webhook from request in to response out.",
+    buckets=LATENCY_BUCKETS,
+)
+EVENT_PROCESSING = Histogram(
+    "event_processing_seconds",
+    "From an event's receipt to one of its handlers finishing it.",
+    buckets=PROCESSING_BUCKETS,
+)
+WEBHOOK_EVENTS = Counter(
+    "webhook_events_total",
+    "Deliveries to POST /webhook by event type and result (queued, rejected, broker_error).",
+    ["type", "result"],
+)
+HANDLER_RUNS = Counter(
+    "handler_runs_total",
+    "Handler run attempts by outcome (done, retry, dead).",
+    ["handler", "status"],
+)
 DEAD_LETTERED = Counter(
     "handler_runs_dead_lettered_total",
     "Handler runs that used up their attempts and went to the dead-letter list.",
@@ -23,3 +69,55 @@ WEBHOOK_SECRET_MATCHES = Counter(
     "the old one is unused once its count stops growing.",
     ["secret_index"],
 )
+
+
+def reset_multiprocess_dir(directory: str | None) -> None:
+    """Empty the directory at a process group's start: files of dead processes would count."""
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+        Path(directory).mkdir(parents=True, exist_ok=True)
+
+
+def mark_process_dead(directory: str | None, pid: int) -> None:
+    if directory:
+        multiprocess.mark_process_dead(pid, directory)
+
+
+def scrape_registry(directory: str | None, *extra: Collector) -> CollectorRegistry:
+    """The registry to expose: every process's samples in multiprocess mode, else this one's."""
+    if directory:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+    else:
+        registry = REGISTRY
+    for collector in extra:
+        registry.register(collector)
+    return registry
+
+
+class LedgerCollector(Collector):
+    """Gauges read at scrape time from the source of truth: dead letters from PostgreSQL, queue
+    depths from the broker. Errors reading either show as a missing sample, not a crash."""
+
+    def __init__(
+        self, count_dead: Callable[[], int], queue_depths: Callable[[], dict[str, int]]
+    ) -> None:
+        self._count_dead = count_dead
+        self._queue_depths = queue_depths
+
+    def collect(self) -> Iterable[Metric]:
+        dead = GaugeMetricFamily("dead_letters", "Handler runs in the dead-letter list.")
+        try:
+            dead.add_metric([], self._count_dead())
+        except Exception:
+            # The scrape must answer even with the database down.
+            log.warning("dead_letters: database unreachable", exc_info=True)
+        yield dead
+        depth = GaugeMetricFamily("queue_depth", "Messages waiting in a queue.", labels=["queue"])
+        try:
+            for queue, length in self._queue_depths().items():
+                depth.add_metric([queue], length)
+        except Exception:
+            # The scrape must answer even with the broker down.
+            log.warning("queue_depth: broker unreachable", exc_info=True)
+        yield depth

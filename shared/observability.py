@@ -70,3 +70,24 @@ def report_ingest_failure(error: BaseException) -> None:
     with sentry_sdk.new_scope() as scope:
         scope.set_tag("ingest_failure", "true")
         sentry_sdk.capture_exception(error)
+
+
+def start_worker_metrics(settings: Settings) -> None:
+    """Serve the worker's /metrics: every prefork child's samples plus the ledger gauges."""
+    from prometheus_client import start_http_server
+
+    from shared.db import make_engine, make_session_factory
+    from shared.dlq import count_dead
+    from shared.metrics import LedgerCollector, scrape_registry
+    from shared.queue import make_producer, queue_depths
+
+    # Its own small pool and producer, separate from the tasks'.
+    sessions = make_session_factory(make_engine(settings.database_url, pool_size=1))
+    producer = make_producer(settings)
+    registry = scrape_registry(
+        settings.prometheus_multiproc_dir,
+        LedgerCollector(lambda: count_dead(sessions), lambda: queue_depths(producer)),
+    )
+    start_http_server(
+        settings.worker_metrics_port or 0, addr=settings.worker_metrics_host, registry=registry
+    )

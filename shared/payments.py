@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
+from shared.metrics import PAYMENT_FAILURES, PAYMENT_SUCCESS
 from shared.models import Payment
 from shared.stripe_gateway import CreatedIntent, PaymentGateway
 from shared.validation import PaymentRequest
@@ -261,13 +262,15 @@ def apply_payment_intent(
             payment_intent_id=intent["id"],
             amount=int(intent["amount"]),
             currency=intent["currency"],
-            metadata_=dict(intent.get("metadata") or {}),
+            # Stripe's metadata is an object of strings; anything else is not worth a failure.
+            metadata_=metadata if isinstance(metadata := intent.get("metadata"), dict) else {},
             **_status_fields(intent, as_of),
         )
         .on_conflict_do_nothing(index_elements=[Payment.payment_intent_id])
         .returning(Payment.id)
     ).scalar_one_or_none()
     if inserted is not None:
+        _count_outcome(intent)
         return True
     payment = session.execute(
         select(Payment).where(Payment.payment_intent_id == intent["id"]).with_for_update()
@@ -306,10 +309,22 @@ def apply_payment_intent(
             intent["status"],
         )
         return False
+    if payment.status != intent["status"] or intent.get("last_payment_error"):
+        _count_outcome(intent)
     for name, value in _status_fields(intent, as_of).items():
         setattr(payment, name, value)
     payment.updated_at = func.now()
     return True
+
+
+def _count_outcome(intent: dict[str, Any]) -> None:
+    error = intent.get("last_payment_error") or {}
+    if intent["status"] == "succeeded":
+        PAYMENT_SUCCESS.inc()
+    elif intent["status"] == "requires_payment_method" and error:
+        PAYMENT_FAILURES.labels(
+            code=error.get("decline_code") or error.get("code") or "unknown"
+        ).inc()
 
 
 def _status_fields(intent: dict[str, Any], as_of: dt.datetime) -> dict[str, Any]:

@@ -127,5 +127,16 @@ class EventPublisher:
         )
 
 
+def queue_depths(app: Celery) -> dict[str, int]:
+    """Messages waiting per queue, asked of the broker (a passive declare works on Redis and
+    RabbitMQ alike)."""
+    depths = {}
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        for name in (EVENTS_QUEUE, HANDLERS_QUEUE):
+            depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+    return depths
+
+
 def enqueue_run(app: Celery, event_id: str, handler: str) -> None:
     app.send_task(RUN_HANDLER_TASK, args=[event_id, handler])

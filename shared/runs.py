@@ -17,6 +17,7 @@ from shared.db import transaction
 from shared.errors import is_transient
 from shared.events import stored_payload
 from shared.handlers import EventView, registry
+from shared.metrics import EVENT_PROCESSING, HANDLER_RUNS
 from shared.models import HandlerRun, StripeEvent
 from shared.redaction import redact
 from shared.stripe_gateway import PaymentIntentReader
@@ -88,6 +89,9 @@ def execute_run(
         run.next_attempt_at = None
         run.updated_at = func.now()
         run.finished_at = func.now()
+        received_at = event.received_at
+    HANDLER_RUNS.labels(handler=handler_name, status="done").inc()
+    EVENT_PROCESSING.observe(max(0.0, (dt.datetime.now(dt.UTC) - received_at).total_seconds()))
     return RunOutcome.DONE
 
 

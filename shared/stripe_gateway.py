@@ -64,7 +64,9 @@ def _intent(resource: Any) -> CreatedIntent:
         status=obj["status"],
         amount=int(obj["amount"]),
         currency=obj["currency"],
-        metadata=dict(obj.get("metadata") or {}),
+        # We store the metadata we sent, never this echo; a malformed echo must not turn a
+        # created PaymentIntent into a 500 (the stand-in answers numeric keys with a list).
+        metadata=obj["metadata"] if isinstance(obj.get("metadata"), dict) else {},
         created=int(obj["created"]),
     )
 

@@ -280,3 +280,14 @@ def test_database_unreachable_is_503_json(settings):
     for response in (read, create):
         assert response.status_code == 503
         assert response.get_json()["error"]["code"] == "database_unavailable"
+
+
+def test_numeric_metadata_keys_survive_the_round_trip(client):
+    # Found by fuzzing: the stand-in echoes numeric metadata keys back as a list.
+    body = {"amount": 1200, "currency": "usd", "metadata": {"8": "eight", "orderId": "9"}}
+
+    response = client.post("/api/create-payment", json=body)
+
+    assert response.status_code == 200, response.get_json()
+    view = client.get(f"/api/payments/{response.get_json()['paymentIntentId']}").get_json()
+    assert view["metadata"] == {"8": "eight", "orderId": "9"}

@@ -1,14 +1,22 @@
 """The workers' Celery app: ``celery -A workers.celery_app worker -Q events,handlers``."""
 
+import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_shutdown,
+)
 
 from shared.config import load_settings
 from shared.handlers import load_handler_modules
-from shared.logging import install_redaction
-from shared.observability import init_sentry
+from shared.logging import bind, clear_context, configure_logging, install_redaction
+from shared.metrics import mark_process_dead, reset_multiprocess_dir
+from shared.observability import init_sentry, start_worker_metrics
 
 # Before Celery sets up its own handlers: every record it prints is redacted at creation.
 install_redaction()
@@ -18,9 +26,35 @@ app.config_from_object("celeryconfig")
 app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
 
 
+@setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    # Connected, so Celery leaves logging to us: one format for every line the worker prints.
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+@task_prerun.connect
+def _bind_task(task_id: str | None = None, **_: Any) -> None:
+    clear_context()
+    bind(task_id=task_id)
+
+
+@task_postrun.connect
+def _unbind_task(**_: Any) -> None:
+    clear_context()
+
+
 @worker_init.connect
 def _prepare_worker(**_: Any) -> None:
     settings = load_settings()
     init_sentry(settings, component="worker")
     # Fail at start, not on the first task, when a configured handler module does not import.
     load_handler_modules(settings.handler_modules)
+    reset_multiprocess_dir(settings.prometheus_multiproc_dir)
+    if settings.worker_metrics_port:
+        start_worker_metrics(settings)
+
+
+@worker_process_shutdown.connect
+def _retire_metrics(pid: int | None = None, **_: Any) -> None:
+    mark_process_dead(load_settings().prometheus_multiproc_dir, pid or os.getpid())

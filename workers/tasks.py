@@ -17,7 +17,8 @@ from shared.dlq import sweep_pending
 from shared.errors import is_transient
 from shared.events import ingest
 from shared.handlers import load_handler_modules
-from shared.metrics import SWEPT
+from shared.logging import bind
+from shared.metrics import HANDLER_RUNS, SWEPT
 from shared.observability import report_dead_letter, report_ingest_failure
 from shared.queue import (
     INGEST_EVENT_TASK,
@@ -97,6 +98,7 @@ def ingest_event(self: Task, body: str, source: str = "webhook") -> None:
         countdown = min(rt.policy.countdown(attempt), INGEST_RETRY_CAP_SECONDS)
         log.warning("ingest failed, retrying in %.1fs: %s", countdown, exc)
         raise self.retry(exc=exc, countdown=countdown) from exc
+    bind(event_id=result.event_id)
     log.info(
         "event %s (%s) %s; %d handler run(s) pending",
         result.event_id,
@@ -110,6 +112,7 @@ def ingest_event(self: Task, body: str, source: str = "webhook") -> None:
 
 @app.task(name=RUN_HANDLER_TASK, bind=True, max_retries=None)
 def run_handler(self: Task, event_id: str, handler: str) -> None:
+    bind(event_id=event_id)
     rt = runtime()
     try:
         outcome = execute_run(rt.sessions, event_id, handler, rt.cipher, rt.stripe)
@@ -122,6 +125,7 @@ def run_handler(self: Task, event_id: str, handler: str) -> None:
             log.warning("could not record the failure of %s/%s", event_id, handler)
             countdown = rt.policy.countdown(self.request.retries + 1)
             raise self.retry(exc=exc, countdown=countdown) from exc
+        HANDLER_RUNS.labels(handler=handler, status="dead" if failure.dead else "retry").inc()
         if failure.dead:
             log.error(
                 "run %s/%s is dead after %d attempts: %s",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from shared.handlers.registry import EventView, registry
+from shared.logging import bind
 from shared.payments import apply_payment_intent
 
 PAYMENT_INTENT_EVENTS = (
@@ -21,5 +22,6 @@ PAYMENT_INTENT_EVENTS = (
 def sync_payment_intent(session: Session, event: EventView) -> None:
     # The event's object is the PaymentIntent as it was when the event happened; its status is
     # Stripe's word for that moment, whichever event type carried it.
+    bind(payment_intent_id=event.object.get("id"))
     current = None if event.stripe is None else event.stripe.current_payment_intent
     apply_payment_intent(session, event.object, as_of=event.created, fetch_current=current)
