@@ -26,7 +26,7 @@ migrate: install services ## create and migrate the dev database
 	@$(DEV_ENV); payments db upgrade
 
 run: migrate ## run the whole stack (web, worker, flower, Stripe stand-in) with .env.dev
-	@mkdir -p .run; $(DEV_ENV); \
+	@mkdir -p .run/metrics/web .run/metrics/worker; $(DEV_ENV); \
 	honcho start -f Procfile & stack=$$!; \
 	trap 'kill $$stack 2>/dev/null; wait $$stack' INT TERM EXIT; \
 	payments dev bootstrap --web http://127.0.0.1:8000 || exit 1; \

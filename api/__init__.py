@@ -23,6 +23,7 @@ from api.openapi import openapi_document
 from shared.config import Settings, load_settings
 from shared.db import make_engine, make_session_factory
 from shared.handlers import load_handler_modules
+from shared.health import broker_ready, database_ready
 from shared.logging import bind, clear_context, current_ids, install_redaction
 from shared.metrics import (
     PAYMENT_ATTEMPTS,
@@ -152,6 +153,15 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
     def metrics() -> Response:
         registry = scrape_registry(settings.prometheus_multiproc_dir)
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        checks = {"database": database_ready(sessions), "broker": broker_ready(producer)}
+        failed = sorted(name for name, ok in checks.items() if not ok)
+        if failed:
+            log.warning("not ready: %s unreachable", ", ".join(failed))
+            return jsonify({"status": "unavailable", "failed": failed, "checks": checks}), 503
+        return jsonify({"status": "ready", "failed": [], "checks": checks}), 200
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -291,6 +291,30 @@ def reconcile_command(since: dt.datetime | None) -> None:
     )
 
 
+@main.command("worker-check")
+@click.option(
+    "--timeout", default=15.0, show_default=True, help="Seconds to wait for the canaries."
+)
+def worker_check(timeout: float) -> None:
+    """Exit non-zero unless a worker answers a ping and consumes a canary from every queue."""
+    from shared.health import check_workers
+
+    _, sessions, producer = _runtime()
+    result = check_workers(producer, sessions, timeout)
+    click.echo(
+        format_table(
+            ["check", "result"],
+            [["ping", ", ".join(result.pinged) or "no worker answered"]]
+            + [
+                [f"canary on {queue}", "consumed" if ok else "NOT consumed"]
+                for queue, ok in result.queues_consumed.items()
+            ],
+        )
+    )
+    if not result.healthy:
+        raise SystemExit(1)
+
+
 @main.group()
 def keys() -> None:
     """Encryption keys for stored event payloads."""

@@ -129,3 +129,14 @@ class ReconcileCheckpoint(Base):
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     last_event_created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     updated_at: Mapped[dt.datetime] = _now_column()
+
+
+class WorkerCanary(Base):
+    """A canary task's trace: `payments worker-check` sends one per queue and waits for it."""
+
+    __tablename__ = "worker_canaries"
+
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[dt.datetime] = _now_column()
+    seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

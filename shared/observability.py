@@ -22,7 +22,6 @@ def init_sentry(settings: Settings, *, component: str) -> bool:
         dsn=settings.sentry_dsn,
         integrations=[FlaskIntegration(), CeleryIntegration()],
         # Request bodies and headers carry signatures and client secrets; keep them out.
-        send_default_pii=False,
         max_request_body_size="never",
         # Frame locals would carry payloads, PaymentIntents and settings.
         include_local_variables=False,

@@ -16,6 +16,7 @@ from shared.config import Settings
 INGEST_EVENT_TASK = "payments.ingest_event"
 RUN_HANDLER_TASK = "payments.run_handler"
 SWEEP_TASK = "payments.sweep_pending_runs"
+CANARY_TASK = "payments.canary"
 RECONCILE_TASK = "payments.reconcile"
 EVENTS_QUEUE = "events"
 HANDLERS_QUEUE = "handlers"
@@ -128,13 +129,15 @@ class EventPublisher:
 
 
 def queue_depths(app: Celery) -> dict[str, int]:
-    """Messages waiting per queue, asked of the broker (a passive declare works on Redis and
-    RabbitMQ alike)."""
+    """Messages waiting per queue, asked of the broker. Declaring a queue exactly as the workers
+    do is harmless and answers its message count on Redis and RabbitMQ alike (a passive
+    declare fails on Redis while the queue is empty)."""
     depths = {}
     with app.connection_for_read() as connection:
         channel = connection.default_channel
         for name in (EVENTS_QUEUE, HANDLERS_QUEUE):
-            depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+            declared = app.amqp.queues[name](channel).queue_declare()
+            depths[name] = int(declared.message_count)
     return depths
 
 

@@ -21,7 +21,9 @@ from shared.config import Settings, load_settings
 from shared.db import make_engine, make_session_factory
 from shared.dev.standin import StandIn
 from shared.queue import make_producer
+from tests.support.fake_sentry import FakeSentry
 from tests.support.processes import (
+    ARTIFACTS,
     REPO_ROOT,
     Process,
     ServedApp,
@@ -39,12 +41,21 @@ REDIS_HOST = "redis://127.0.0.1:6379"
 WORKER_REDIS_DB = 13
 QUIET_REDIS_DB = 12
 
+WORKER_METRICS_PORT = free_port()
+
 WEBHOOK_SECRET = "whsec_test_" + "a" * 32
 OLD_WEBHOOK_SECRET = "whsec_test_" + "b" * 32
 ADMIN_TOKEN = "admin-token-for-tests-" + "z" * 16
 # base64 of "test-only-key-one-not-secret-32b" and "...-two-...": valid Fernet keys, no secret.
 ENCRYPTION_KEY = "dGVzdC1vbmx5LWtleS1vbmUtbm90LXNlY3JldC0zMmI="
 NEXT_ENCRYPTION_KEY = "dGVzdC1vbmx5LWtleS10d28tbm90LXNlY3JldC0zMmI="
+
+
+@pytest.fixture(scope="session")
+def fake_sentry() -> Iterator[FakeSentry]:
+    sentry = FakeSentry()
+    yield sentry
+    sentry.stop()
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +91,7 @@ def base_env(stand_in_port: int) -> dict[str, str]:
         "ADMIN_TOKEN": ADMIN_TOKEN,
         "PAYMENTS_ENCRYPTION_KEYS": ENCRYPTION_KEY,
         "LOG_LEVEL": "DEBUG",
+        "LOG_FORMAT": "json",
     }
 
 
@@ -122,10 +134,22 @@ def stand_in(settings: Settings) -> StandIn:
 
 
 @pytest.fixture(scope="session")
-def worker(base_env: dict[str, str], settings: Settings, database: Engine) -> Iterator[Process]:
+def worker(
+    base_env: dict[str, str], settings: Settings, database: Engine, fake_sentry: FakeSentry
+) -> Iterator[Process]:
     redis.Redis.from_url(settings.redis_url).flushdb()
+    metrics_dir = ARTIFACTS / f"prometheus-worker-{os.getpid()}"
+    # prometheus-client opens its files there at import: the directory must exist first.
+    metrics_dir.mkdir(parents=True, exist_ok=True)
     # PYTHONPATH: the worker imports the test-only handlers in tests/support.
-    env = {**os.environ, **base_env, "PYTHONPATH": str(REPO_ROOT)}
+    env = {
+        **os.environ,
+        **base_env,
+        "PYTHONPATH": str(REPO_ROOT),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "WORKER_METRICS_PORT": str(WORKER_METRICS_PORT),
+        "SENTRY_DSN": fake_sentry.dsn,
+    }
     proc = Process(
         "celery-worker",
         [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shlex
 from dataclasses import replace
 
 import pytest
@@ -16,11 +15,10 @@ from api import create_app
 from tests.conftest import OLD_WEBHOOK_SECRET, REDIS_HOST, WEBHOOK_SECRET
 from tests.support import stripe_events
 from tests.support.processes import (
-    REPO_ROOT,
     Process,
     free_port,
     port_open,
-    venv_script,
+    procfile_command,
     wait_until,
 )
 
@@ -107,16 +105,9 @@ def test_security_headers_and_hsts_behind_tls(settings, database):
 def gunicorn_web(base_env, database, quiet_redis):
     """The web process exactly as the Procfile starts it, on a free port, publishing to the
     Redis database no worker consumes."""
-    web_line = next(
-        line
-        for line in (REPO_ROOT / "Procfile").read_text().splitlines()
-        if line.startswith("web:")
-    )
     port = free_port()
-    args = shlex.split(web_line.removeprefix("web:").replace("127.0.0.1:8000", f"127.0.0.1:{port}"))
-    args[0] = venv_script(args[0])
     env = {**os.environ, **base_env, "REDIS_URL": f"{REDIS_HOST}/12"}
-    web = Process("gunicorn", args, env)
+    web = Process("gunicorn", procfile_command("web", port), env)
     try:
         wait_until(lambda: port_open(port), 30, "gunicorn start")
         yield f"http://127.0.0.1:{port}"

@@ -17,10 +17,12 @@ from shared.dlq import sweep_pending
 from shared.errors import is_transient
 from shared.events import ingest
 from shared.handlers import load_handler_modules
+from shared.health import record_canary
 from shared.logging import bind
 from shared.metrics import HANDLER_RUNS, SWEPT
 from shared.observability import report_dead_letter, report_ingest_failure
 from shared.queue import (
+    CANARY_TASK,
     INGEST_EVENT_TASK,
     RECONCILE_TASK,
     RUN_HANDLER_TASK,
@@ -153,6 +155,11 @@ def run_handler(self: Task, event_id: str, handler: str) -> None:
         log.error("run %s/%s does not exist; nothing to do", event_id, handler)
     else:
         log.info("run %s/%s: %s", event_id, handler, outcome.value)
+
+
+@app.task(name=CANARY_TASK, ignore_result=True)
+def canary(token: str) -> None:
+    record_canary(runtime().sessions, token)
 
 
 @app.task(name=SWEEP_TASK, ignore_result=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -96,3 +97,20 @@ class ServedApp:
     def stop(self) -> None:
         self.server.shutdown()
         self.thread.join(5)
+
+
+def procfile_command(name: str, port: int) -> list[str]:
+    """A Procfile line as arguments, bound to ``port``, the virtualenv's script first."""
+    line = next(
+        line
+        for line in (REPO_ROOT / "Procfile").read_text().splitlines()
+        if line.startswith(f"{name}:")
+    )
+    args = shlex.split(line.split(":", 1)[1].replace("127.0.0.1:8000", f"127.0.0.1:{port}"))
+    # The Procfile sets per-process variables with `env VAR=... command`.
+    if args[0] == "env":
+        args = args[1:]
+        while "=" in args[0]:
+            args = args[1:]
+    args[0] = venv_script(args[0])
+    return args

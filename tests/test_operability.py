@@ -1,0 +1,337 @@
+"""Metrics scraped from real processes, readiness, the worker liveness check, JSON logs,
+Sentry reporting and Flower, after real flows."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+import requests
+import sentry_sdk
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
+
+from api import create_app
+from shared.observability import init_sentry
+from tests.conftest import REDIS_HOST, WEBHOOK_SECRET, WORKER_METRICS_PORT
+from tests.support import stripe_events
+from tests.support.processes import (
+    ARTIFACTS,
+    REPO_ROOT,
+    Process,
+    free_port,
+    port_open,
+    procfile_command,
+    venv_script,
+    wait_until,
+)
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    samples = {}
+    for family in text_string_to_metric_families(requests.get(url, timeout=10).text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture
+def gunicorn_api(base_env, database, stand_in, live_api) -> Iterator[str]:
+    """The web process as the Procfile runs it (2 gunicorn workers, multiprocess metrics),
+    publishing to the real worker, with the stand-in's webhooks pointed at it."""
+    port = free_port()
+    metrics_dir = ARTIFACTS / f"prometheus-web-{os.getpid()}"
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **base_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    web = Process("gunicorn-api", procfile_command("web", port), env)
+    try:
+        wait_until(lambda: port_open(port), 30, "gunicorn start")
+        stand_in.register_webhook(f"http://127.0.0.1:{port}/webhook")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stand_in.register_webhook(f"{live_api.url}/webhook")
+        web.stop()
+
+
+def test_metrics_move_by_the_right_amounts_after_a_real_payment(gunicorn_api, stand_in, sessions):
+    worker_metrics = f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics"
+    web_before, worker_before = scrape(f"{gunicorn_api}/metrics"), scrape(worker_metrics)
+
+    created = requests.post(
+        f"{gunicorn_api}/api/create-payment", json={"amount": 4100, "currency": "usd"}, timeout=30
+    ).json()
+    stand_in.pay(created["paymentIntentId"], "4242424242424242")
+
+    def succeeded() -> bool:
+        view = requests.get(f"{gunicorn_api}/api/payments/{created['paymentIntentId']}", timeout=10)
+        return view.json().get("status") == "succeeded"
+
+    wait_until(succeeded, 30, "payment succeeded", interval=0.3)
+    time.sleep(0.5)
+    web_after, worker_after = scrape(f"{gunicorn_api}/metrics"), scrape(worker_metrics)
+
+    def moved(before, after, name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    # Counted across both gunicorn workers: whichever served each request, nothing is lost.
+    assert moved(web_before, web_after, "payment_attempts_total") == 1
+    assert (
+        moved(
+            web_before,
+            web_after,
+            "webhook_events_total",
+            type="payment_intent.succeeded",
+            result="queued",
+        )
+        == 1
+    )
+    assert moved(web_before, web_after, "webhook_latency_seconds_count") == 1
+    assert moved(worker_before, worker_after, "payment_success_total") == 1
+    assert (
+        moved(
+            worker_before,
+            worker_after,
+            "handler_runs_total",
+            handler="payments.sync_payment_intent",
+            status="done",
+        )
+        == 1
+    )
+    assert moved(worker_before, worker_after, "event_processing_seconds_count") >= 1
+    with sessions() as session:
+        dead = session.execute(
+            text("SELECT count(*) FROM handler_runs WHERE status = 'dead'")
+        ).scalar_one()
+    assert value(worker_after, "dead_letters") == dead
+    assert ("queue_depth", (("queue", "events"),)) in worker_after
+    assert ("queue_depth", (("queue", "handlers"),)) in worker_after
+
+
+def test_api_logs_are_json_lines_with_request_and_event_ids(gunicorn_api):
+    body, headers = stripe_events.signed(
+        stripe_events.event("payment_intent.created", stripe_events.payment_intent()),
+        WEBHOOK_SECRET,
+    )
+    response = requests.post(
+        f"{gunicorn_api}/webhook",
+        data=body,
+        headers={**headers, "X-Request-Id": "req-from-proxy-1"},
+        timeout=10,
+    )
+    assert response.headers["X-Request-Id"] == "req-from-proxy-1"
+    event_id = json.loads(body)["id"]
+    time.sleep(0.5)
+
+    lines = [
+        json.loads(line)
+        for line in (ARTIFACTS / "gunicorn-api.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    ours = [line for line in lines if line.get("request_id") == "req-from-proxy-1"]
+    assert ours, "no log line carries the request id"
+    assert any(line.get("event_id") == event_id for line in ours)
+    for line in lines:
+        if line["logger"].startswith(("api", "shared")):
+            assert "request_id" in line, line
+
+
+def test_worker_logs_carry_task_and_event_ids(api, worker):
+    event = stripe_events.event(
+        "payment_intent.processing", stripe_events.payment_intent(status="processing")
+    )
+    assert api.post_webhook(*stripe_events.signed(event, WEBHOOK_SECRET)).status_code == 200
+    api.wait_for_status(event["data"]["object"]["id"], "processing")
+    time.sleep(0.5)
+
+    records = []
+    for line in worker.output().splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    ours = [r for r in records if r.get("event_id") == event["id"]]
+    assert {r["logger"] for r in ours} >= {"workers.tasks"}
+    assert all("task_id" in r for r in ours)
+    assert any(r.get("payment_intent_id") == event["data"]["object"]["id"] for r in ours)
+    for record in records:
+        if record["logger"] in ("workers.tasks", "shared.runs", "shared.payments"):
+            assert "task_id" in record, record
+
+
+def test_readyz_names_the_broker_when_its_redis_dies(settings, database):
+    port = free_port()
+    own_redis = Process(
+        "readyz-redis",
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        dict(os.environ),
+    )
+    try:
+        wait_until(lambda: port_open(port), 10, "own redis start")
+        client = create_app(
+            replace(settings, redis_url=f"redis://127.0.0.1:{port}/0")
+        ).test_client()
+        assert client.get("/readyz").status_code == 200
+
+        os.kill(own_redis.proc.pid, signal.SIGKILL)
+        own_redis.proc.wait(10)
+        response = client.get("/readyz")
+    finally:
+        own_redis.stop()
+    assert response.status_code == 503
+    assert response.get_json()["failed"] == ["broker"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_names_the_database(settings):
+    offline = replace(
+        settings, database_url=f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x"
+    )
+    response = create_app(offline).test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["failed"] == ["database"]
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [venv_script("payments"), *args],
+        env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_worker_check_passes_with_a_consuming_worker(base_env, worker):
+    result = run_cli(base_env, "worker-check", "--timeout", "15")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "NOT consumed" not in result.stdout
+
+
+def test_worker_check_catches_a_worker_that_answers_pings_but_consumes_nothing(base_env, database):
+    # Its own Redis database, and a worker that consumes only one of the two queues: it answers
+    # pings like the worker of celery#10205, yet the handlers queue is not being worked.
+    env = {**base_env, "REDIS_URL": f"{REDIS_HOST}/10"}
+    half = Process(
+        "half-worker",
+        [
+            venv_script("celery"),
+            "-A",
+            "workers.celery_app",
+            "worker",
+            "-Q",
+            "events",
+            "--concurrency",
+            "1",
+            "--hostname",
+            f"half-{os.getpid()}@%h",
+        ],
+        {**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    try:
+        wait_until(lambda: "ready" in half.output(), 60, "half worker start", interval=0.5)
+        result = run_cli(env, "worker-check", "--timeout", "8")
+    finally:
+        half.stop()
+    assert result.returncode == 1
+    assert "half-" in result.stdout
+    assert "canary on handlers  NOT consumed" in result.stdout
+    assert "canary on events    consumed" in result.stdout
+
+
+def test_dead_letter_reaches_sentry_with_tags(api, sessions, fake_sentry):
+    with sessions.begin() as session:
+        session.execute(
+            text("INSERT INTO test_poison VALUES ('tests.poisoned') ON CONFLICT DO NOTHING")
+        )
+    try:
+        event = stripe_events.event("test.poison", {"id": "obj_sentry", "object": "test"})
+        assert api.post_webhook(*stripe_events.signed(event, WEBHOOK_SECRET)).status_code == 200
+
+        def reported() -> bool:
+            return any(
+                e.get("tags", {}).get("handler") == "tests.poisoned"
+                and e.get("tags", {}).get("event_type") == "test.poison"
+                for e in fake_sentry.events()
+            )
+
+        wait_until(reported, 40, "dead letter reported to Sentry", interval=0.5)
+    finally:
+        with sessions.begin() as session:
+            session.execute(text("DELETE FROM test_poison"))
+    report = next(
+        e for e in fake_sentry.events() if e.get("tags", {}).get("handler") == "tests.poisoned"
+    )
+    assert "sk_test_4eC39HqLyjWDarjtT1zdp7dc" not in json.dumps(report)
+
+
+class Exploding:
+    def create_payment_intent(self, **_):
+        raise RuntimeError("a bug in the gateway")
+
+    def retrieve_payment_intent(self, payment_intent_id):
+        raise RuntimeError("a bug in the gateway")
+
+
+def test_unhandled_api_error_reaches_sentry(settings, database, fake_sentry):
+    before = len(fake_sentry.events())
+    init_sentry(replace(settings, sentry_dsn=fake_sentry.dsn), component="web")
+    try:
+        client = create_app(settings, gateway=Exploding()).test_client()
+        response = client.post("/api/create-payment", json={"amount": 1000, "currency": "usd"})
+        sentry_sdk.flush(5)
+    finally:
+        sentry_sdk.get_client().close()
+        sentry_sdk.init()  # off again for the rest of the session
+    assert response.status_code == 500
+    assert response.get_json()["error"]["code"] == "internal_error"
+    new = fake_sentry.events()[before:]
+    assert any("a bug in the gateway" in json.dumps(e) for e in new)
+    assert any(e.get("tags", {}).get("component") == "web" for e in new)
+
+
+def test_flower_lists_the_worker_and_the_queues(base_env, worker):
+    port = free_port()
+    flower = Process(
+        "flower",
+        [*procfile_command("flower", port)[:-1], f"--port={port}"],
+        {
+            **os.environ,
+            **base_env,
+            "FLOWER_UNAUTHENTICATED_API": "true",
+            "PYTHONPATH": str(REPO_ROOT),
+        },
+    )
+    try:
+        wait_until(lambda: port_open(port), 30, "flower start")
+
+        def sees_worker() -> bool:
+            workers = requests.get(
+                f"http://127.0.0.1:{port}/api/workers?refresh=1", timeout=15
+            ).json()
+            return any(name.startswith(f"test-{os.getpid()}@") for name in workers)
+
+        wait_until(sees_worker, 40, "flower sees the worker", interval=1)
+        queues = requests.get(f"http://127.0.0.1:{port}/api/queues/length", timeout=15).json()
+    finally:
+        flower.stop()
+    names = {queue["name"] for queue in queues["active_queues"]}
+    assert {"events", "handlers"} <= names
