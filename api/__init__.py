@@ -21,6 +21,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from api.admin import make_admin_blueprint
 from api.openapi import openapi_document
 from shared.config import Settings, load_settings
+from shared.crypto import PayloadCipher
 from shared.db import make_engine, make_session_factory
 from shared.handlers import load_handler_modules
 from shared.health import broker_ready, database_ready
@@ -66,9 +67,10 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
         key_func=lambda: request.remote_addr or "unknown",
         app=app,
         storage_uri=settings.rate_limit_storage_url or settings.redis_url,
-        default_limits=[settings.rate_limit],
+        # One budget per client across every /api/ route, not one per route.
+        application_limits=[settings.rate_limit],
         # Stripe delivers webhooks in bursts and retries what we refuse: never limit them.
-        default_limits_exempt_when=lambda: not request.path.startswith("/api/"),
+        application_limits_exempt_when=lambda: not request.path.startswith("/api/"),
         headers_enabled=True,
         strategy="moving-window",
         # If Redis is unreachable, count per process instead of failing the request.
@@ -86,6 +88,7 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
     payments = PaymentService(sessions, gateway or StripeGateway(stripe_client))
     producer = make_producer(settings)
     events = EventPublisher(producer)
+    cipher = PayloadCipher(settings.encryption_keys)
     app.register_blueprint(
         make_admin_blueprint(
             settings, sessions, producer, StripeEventSource(stripe_client).retrieve
@@ -247,7 +250,7 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
             return error_response(400, exc.code, exc.message)
         try:
             events.publish_event(
-                delivery.queue_body(),
+                delivery.queue_body(cipher.encrypt),
                 "webhook",
                 event_id=delivery.event_id,
                 event_type=delivery.event_type,

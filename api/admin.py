@@ -91,9 +91,11 @@ def make_admin_blueprint(
     @admin.get("/dlq")
     def dlq_list() -> Response:
         try:
-            limit = min(int(request.args.get("limit", 200)), MAX_LIST)
+            limit = int(request.args.get("limit", 200))
         except ValueError:
             raise AdminInputError("limit", "must be an integer") from None
+        if not 1 <= limit <= MAX_LIST:
+            raise AdminInputError("limit", f"must be between 1 and {MAX_LIST}")
         rows = list_dead(sessions, _filters(dict(request.args)), limit=limit)
         return jsonify({"runs": [r.as_json() for r in rows], "totalDead": count_dead(sessions)})
 

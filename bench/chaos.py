@@ -187,6 +187,8 @@ class Stack:
             "HANDLER_MAX_ATTEMPTS": "10",
             "HANDLER_MAX_PERMANENT_ATTEMPTS": "3",
             "RETRY_BASE_SECONDS": "1",
+            # Runs held by a SIGKILLed worker wait for their lease to end; keep it short here.
+            "HANDLER_TIME_LIMIT_SECONDS": "15",
             "SWEEP_INTERVAL_SECONDS": str(args.sweep_interval),
             "SWEEP_PENDING_SECONDS": str(args.sweep_after),
             "RECONCILE_INTERVAL_SECONDS": str(args.reconcile_interval),
@@ -366,6 +368,9 @@ class LoadGenerator:
         intent_id = f"pi_chaos{self.args.seed}x{index:05d}"
         self.synthetic_intents.append(intent_id)
         now = int(time.time())
+        # One pair in five shares its second: the tie rule decides (Stripe does not know these
+        # PaymentIntents, so the lifecycle rank does).
+        tie_or_next = 0 if self.rng.random() < 0.2 else 1
         pair = [
             self.inject(
                 f"payment_intent.{status}",
@@ -374,7 +379,7 @@ class LoadGenerator:
                 ),
                 created=now + offset,
             )
-            for offset, status in ((0, "processing"), (1, "succeeded"))
+            for offset, status in ((0, "processing"), (tie_or_next, "succeeded"))
         ]
         if self.rng.random() < 0.10:
             pair.reverse()

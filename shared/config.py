@@ -50,6 +50,8 @@ class Settings:
     # handler_max_attempts.
     handler_max_permanent_attempts: int = DEFAULT_HANDLER_MAX_PERMANENT_ATTEMPTS
     retry_base_seconds: int = DEFAULT_RETRY_BASE_SECONDS
+    # The longest one handler attempt may run before Celery kills it (and it counts as failed).
+    handler_time_limit_seconds: int = 300
     sweep_interval_seconds: int = DEFAULT_SWEEP_INTERVAL_SECONDS
     sweep_pending_seconds: int = DEFAULT_SWEEP_PENDING_SECONDS
     reconcile_interval_seconds: int = DEFAULT_RECONCILE_INTERVAL_SECONDS
@@ -256,6 +258,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "HANDLER_MAX_PERMANENT_ATTEMPTS", DEFAULT_HANDLER_MAX_PERMANENT_ATTEMPTS
         ),
         retry_base_seconds=_positive_int(env, "RETRY_BASE_SECONDS", DEFAULT_RETRY_BASE_SECONDS),
+        handler_time_limit_seconds=_positive_int(env, "HANDLER_TIME_LIMIT_SECONDS", 300),
         sweep_interval_seconds=_positive_int(
             env, "SWEEP_INTERVAL_SECONDS", DEFAULT_SWEEP_INTERVAL_SECONDS
         ),

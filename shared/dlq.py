@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.crypto import PayloadCipher
@@ -130,6 +130,7 @@ def parse_run_id(run_id: str) -> tuple[str, str | None]:
 def _reset(run: HandlerRun) -> None:
     run.status = "pending"
     run.attempts = 0
+    run.leased_until = None
     run.replays = run.replays + 1
     run.next_attempt_at = None
     run.finished_at = None
@@ -241,6 +242,8 @@ def sweep_pending(
                     HandlerRun.status == "pending",
                     HandlerRun.updated_at < cutoff,
                     func.coalesce(HandlerRun.next_attempt_at, HandlerRun.updated_at) < cutoff,
+                    # A run some worker holds right now is not lost.
+                    or_(HandlerRun.leased_until.is_(None), HandlerRun.leased_until < func.now()),
                 )
                 .order_by(HandlerRun.updated_at)
                 .limit(limit)

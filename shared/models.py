@@ -106,6 +106,9 @@ class HandlerRun(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
+    # While set and in the future, a worker holds this run: a second delivery of the task
+    # leaves it alone. A worker that dies mid-run leaves it to expire.
+    leased_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     # When the next retry is due; the sweeper leaves a run alone until then.
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     # How many times an operator sent this run back from the dead-letter list (or forced it).

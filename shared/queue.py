@@ -90,6 +90,13 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
             },
         },
         "task_create_missing_queues": False,
+        # A handler that hangs is killed, its attempt counted (see shared.runs), and retried.
+        "task_annotations": {
+            RUN_HANDLER_TASK: {
+                "time_limit": settings.handler_time_limit_seconds,
+                "soft_time_limit": max(1, settings.handler_time_limit_seconds - 10),
+            }
+        },
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_hijack_root_logger": False,
         "enable_utc": True,

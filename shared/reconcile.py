@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import stripe
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import STRIPE_EVENTS_RETENTION_SECONDS
@@ -151,7 +152,17 @@ def _reconcile_locked(
             for event in batch:
                 if event["id"] in known:
                     continue
-                if record_event(session, event, "reconcile", cipher):
+                try:
+                    # One event we cannot store must not stop the pass (and the checkpoint)
+                    # for every event after it.
+                    with session.begin_nested():
+                        stored = record_event(session, event, "reconcile", cipher)
+                except (DataError, IntegrityError, KeyError, TypeError, ValueError):
+                    log.exception(
+                        "reconcile could not record event %s; skipping it", event.get("id")
+                    )
+                    continue
+                if stored:
                     recovered += 1
                     log.info("recovered event %s (%s)", event["id"], event["type"])
             new_ids = [e["id"] for e in batch if e["id"] not in known]

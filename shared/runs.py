@@ -9,7 +9,7 @@ import traceback
 from dataclasses import dataclass
 from enum import Enum
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.crypto import PayloadCipher
@@ -32,6 +32,13 @@ class RunOutcome(Enum):
     DONE = "done"
     ALREADY_FINISHED = "already_finished"
     MISSING = "missing"
+    # Another delivery of the task holds the run right now.
+    LEASED = "leased"
+    # Out of attempts before this one could start (earlier ones died with their worker).
+    DEAD = "dead"
+
+
+DEFAULT_LEASE_SECONDS = 330
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,8 @@ class RetryPolicy:
     max_permanent_attempts: int
     base_seconds: float
     cap_seconds: float
+    # How long one attempt may hold a run: the task's hard time limit plus a margin.
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     def limit_for(self, error: BaseException) -> int:
         return self.max_transient_attempts if is_transient(error) else self.max_permanent_attempts
@@ -65,18 +74,47 @@ def execute_run(
     handler_name: str,
     cipher: PayloadCipher,
     stripe: PaymentIntentReader | None = None,
+    *,
+    policy: RetryPolicy | None = None,
 ) -> RunOutcome:
     """Apply one handler to one event and mark the run done, in a single transaction.
 
-    The row lock makes concurrent deliveries of the same task wait for each other; the second one
-    finds the run done and does nothing. A crash before the commit leaves neither the effect nor
-    the mark, so the run is retried whole.
+    First the attempt is claimed and counted in a transaction of its own, so that a handler
+    which kills or hangs its worker still uses up attempts and ends in the dead-letter list
+    instead of being redelivered for ever. The claim is a lease: another delivery of the same
+    task while it runs leaves the run alone. Then the handler's effect and the done mark
+    commit together; a crash before that commit leaves neither, and the run is retried whole.
     """
+    lease = dt.timedelta(seconds=policy.lease_seconds if policy else DEFAULT_LEASE_SECONDS)
     with transaction(sessions) as session:
         run = lock_run(session, event_id, handler_name)
         if run is None:
             return RunOutcome.MISSING
         if run.status != "pending":
+            return RunOutcome.ALREADY_FINISHED
+        now = session.execute(select(func.now())).scalar_one()
+        if run.leased_until is not None and run.leased_until > now:
+            return RunOutcome.LEASED
+        if policy and run.attempts >= policy.max_transient_attempts:
+            run.status = "dead"
+            run.finished_at = func.now()
+            run.updated_at = func.now()
+            run.last_error = (
+                (run.last_error or "")
+                + "\nNo attempts left: the worker died or timed out while running this handler."
+            )[-MAX_ERROR_CHARS:]
+            return RunOutcome.DEAD
+        run.attempts = run.attempts + 1
+        run.leased_until = now + lease
+        run.updated_at = func.now()
+    with transaction(sessions) as session:
+        # A handler stuck on a lock or a query fails (and is retried) instead of holding its
+        # worker and its row lock past the lease.
+        timeout_ms = int(lease.total_seconds() * 1000)
+        session.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
+        session.execute(text(f"SET LOCAL lock_timeout = {min(timeout_ms, 30000)}"))
+        run = lock_run(session, event_id, handler_name)
+        if run is None or run.status != "pending":
             return RunOutcome.ALREADY_FINISHED
         event = session.get(StripeEvent, event_id)
         assert event is not None  # handler_runs.event_id is a foreign key
@@ -84,9 +122,9 @@ def execute_run(
         payload = stored_payload(event, cipher)
         handler(session, EventView(event.id, event.type, event.created, payload, stripe))
         run.status = "done"
-        run.attempts = run.attempts + 1
         run.last_error = None
         run.next_attempt_at = None
+        run.leased_until = None
         run.updated_at = func.now()
         run.finished_at = func.now()
         received_at = event.received_at
@@ -108,10 +146,12 @@ def record_failure(
     with transaction(sessions) as session:
         run = lock_run(session, event_id, handler_name)
         if run is None or run.status != "pending":
-            # Someone else finished or dead-lettered it meanwhile: nothing to retry.
-            return FailureRecord(run.attempts if run else 0, False, transient, 0.0, None)
-        run.attempts = run.attempts + 1
+            # Someone else finished or dead-lettered it meanwhile: nothing to retry (attempts 0
+            # tells the task so).
+            return FailureRecord(0, False, transient, 0.0, None)
+        # The attempt was counted when it was claimed.
         run.last_error = summary
+        run.leased_until = None
         run.updated_at = func.now()
         dead = run.attempts >= policy.limit_for(error)
         countdown = 0.0 if dead else policy.countdown(run.attempts)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from shared.redaction import contains_card_number
+
 # Stripe's largest amount for a PaymentIntent, in minor units (eight digits).
 MAX_AMOUNT = 99_999_999
 MAX_METADATA_KEYS = 50
@@ -115,6 +117,9 @@ def _metadata(value: Any) -> dict[str, str]:
         text = str(item)
         if "\x00" in key or "\x00" in text:
             raise ValidationError(field, "must not contain NUL characters")
+        # Metadata is stored and shown in plain text: card data must never reach it.
+        if contains_card_number(key) or contains_card_number(text):
+            raise ValidationError(field, "must not contain a card number")
         if len(text) > MAX_METADATA_VALUE_LENGTH:
             raise ValidationError(field, f"must be at most {MAX_METADATA_VALUE_LENGTH} characters")
         cleaned[key] = text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +28,10 @@ class VerifiedDelivery:
     secret_index: int
     event: dict[str, Any]
 
-    def queue_body(self) -> str:
-        """What goes to the queue: the verified event without what must not rest in Redis."""
-        return json.dumps(storable_event(self.event), separators=(",", ":"))
+    def queue_body(self, encrypt: Callable[[dict[str, Any]], str]) -> str:
+        """What goes to the queue: the verified event without its client secret, encrypted
+        like the database copy (Redis may write it to disk, and it holds customers' data)."""
+        return encrypt(storable_event(self.event))
 
 
 # Fields that Stripe includes in event objects but that must never be stored: a PaymentIntent's

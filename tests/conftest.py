@@ -83,7 +83,11 @@ def base_env(stand_in_port: int) -> dict[str, str]:
         "STRIPE_API_BASE": f"http://127.0.0.1:{stand_in_port}",
         "REDIS_URL": f"{REDIS_HOST}/{WORKER_REDIS_DB}",
         "DATABASE_URL": f"{POSTGRES}/{database}",
+        # The tests poll the API far faster than a client would; the limiter has its own tests.
+        "RATE_LIMIT": "100000 per minute",
         "HANDLER_MAX_ATTEMPTS": "4",
+        # Short, so the crashing-handler test sees leases expire within its patience.
+        "HANDLER_TIME_LIMIT_SECONDS": "10",
         "HANDLER_MAX_PERMANENT_ATTEMPTS": "2",
         # Short backoff, so retries happen within a test's patience.
         "RETRY_BASE_SECONDS": "1",

@@ -104,6 +104,10 @@ def test_unknown_payment_is_404_json(client):
         ),
         ({"amount": 1000, "currency": "usd", "customer": "cus_1"}, "customer"),
         ({"amount": 1000, "currency": "usd", "metadata": {"k": "a\x00b"}}, "metadata.k"),
+        (
+            {"amount": 1000, "currency": "usd", "metadata": {"note": "card 4242 4242 4242 4242"}},
+            "metadata.note",
+        ),
     ],
 )
 def test_invalid_input_is_400_naming_the_field(client, body, field):

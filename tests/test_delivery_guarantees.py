@@ -354,3 +354,16 @@ def test_admin_api_lists_and_replays_dead_runs(api, sessions, poison):
     wait_until(lambda: calls(sessions, event_id, "tests.effect") == 2, 20, "forced re-run")
     unknown = admin(api, "POST", f"/events/{event_id}/replay", json={"handler": "nope"})
     assert unknown.status_code == 400
+
+
+def test_handler_that_kills_its_worker_ends_dead_not_redelivered_for_ever(api, sessions, settings):
+    event_id = send(api, "test.crash")
+
+    # Each attempt SIGKILLs the prefork child; Celery redelivers the message (acks_late,
+    # reject_on_worker_lost). Attempts are counted when claimed, so the run runs out of them.
+    # Attempts 2+ wait for the lease to expire and the sweeper to re-send: give it time.
+    dead = wait_for(sessions, event_id, {"tests.crashing": "dead"}, timeout=120)
+
+    assert dead["tests.crashing"].attempts == settings.handler_max_attempts
+    assert calls(sessions, event_id, "tests.crashing") == settings.handler_max_attempts
+    assert "worker died" in (dead["tests.crashing"].last_error or "")

@@ -174,8 +174,17 @@ def test_events_out_of_order_converge_to_the_later_status(api, sessions):
 
 
 def test_same_second_tie_prefers_the_later_lifecycle_status(api, sessions):
-    intent_id = new_payment(api)
+    # A PaymentIntent Stripe cannot be asked about (the stand-in never saw it), so the tie is
+    # settled by the lifecycle rank alone.
+    intent_id = stripe_events.new_id("pi")
     created = int(time.time()) + 1
+    first = stripe_events.event(
+        "payment_intent.created",
+        stripe_events.payment_intent(intent_id=intent_id),
+        created=created - 5,
+    )
+    assert api.post_webhook(*stripe_events.signed(first, WEBHOOK_SECRET)).status_code == 200
+    wait_for_runs_done(sessions, first["id"])
     events = [
         stripe_events.event(
             f"payment_intent.{name}",

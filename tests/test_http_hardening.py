@@ -47,6 +47,9 @@ def test_api_is_rate_limited_per_client_with_retry_after(limited_settings):
     assert limited.status_code == 429
     assert int(limited.headers["Retry-After"]) >= 1
     assert limited.get_json()["error"]["code"] == "too_many_requests"
+    # One budget across every /api/ route: the limit is per client, not per route.
+    other_route = client.post("/api/create-payment", json={"amount": 1000, "currency": "usd"})
+    assert other_route.status_code == 429
     # Another client address has its own budget.
     other = client.get("/api/payments/pi_nope", environ_base={"REMOTE_ADDR": "10.9.8.7"})
     assert other.status_code == 404

@@ -145,10 +145,15 @@ def _luhn_complete(prefix: str) -> str:
 @given(
     prefix=st.text(alphabet="0123456789", min_size=12, max_size=18),
     before=st.text(alphabet=st.characters(blacklist_categories=["Nd"]), max_size=20),
-    after=st.text(alphabet=st.characters(blacklist_categories=["Nd"]), max_size=20),
+    # A card is often followed by its expiry or CVC: digits right after it, or after a space.
+    after=st.one_of(
+        st.text(alphabet=st.characters(blacklist_categories=["Nd"]), max_size=20),
+        st.from_regex(r"\A[ -]?[0-9]{2,4}( [0-9]{2,4})?\Z"),
+    ),
 )
 def test_any_card_number_is_masked(prefix, before, after):
     number = _luhn_complete(prefix)
     masked = redact(f"{before}{number}{after}")
     assert number not in masked
-    assert number[-4:] in masked
+    # Which 4 digits it shows depends on where the digits around it let a card end.
+    assert "[card ****" in masked

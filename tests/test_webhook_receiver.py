@@ -14,8 +14,9 @@ from flask.testing import FlaskClient
 
 from api import create_app
 from shared.config import Settings
+from shared.crypto import PayloadCipher
 from shared.queue import EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
-from tests.conftest import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
+from tests.conftest import ENCRYPTION_KEY, OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
 from tests.support import stripe_events
 from tests.support.processes import free_port
 
@@ -55,7 +56,10 @@ def test_valid_delivery_is_queued_with_its_exact_body(client, quiet_redis):
     assert len(messages) == 1
     assert messages[0]["headers"]["task"] == "payments.ingest_event"
     args, _kwargs, _embed = json.loads(base64.b64decode(messages[0]["body"]))
-    queued_event = json.loads(args[0])
+    # Encrypted: Redis may write it to disk, and it holds customers' data.
+    assert event["id"] not in args[0]
+    assert event["data"]["object"]["id"] not in args[0]
+    queued_event = PayloadCipher((ENCRYPTION_KEY,)).decrypt(args[0])
     assert args[1] == "webhook"
     # The verified event, less the client secret, which must not rest in Redis either.
     assert queued_event["id"] == event["id"]

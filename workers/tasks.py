@@ -63,6 +63,8 @@ def runtime() -> Runtime:
         max_permanent_attempts=settings.handler_max_permanent_attempts,
         base_seconds=settings.retry_base_seconds,
         cap_seconds=retry_countdown_cap(settings),
+        # Longer than the hard time limit, so a live attempt is never taken over.
+        lease_seconds=settings.handler_time_limit_seconds + 5,
     )
     sessions = make_session_factory(make_engine(settings.database_url))
     return Runtime(
@@ -117,7 +119,9 @@ def run_handler(self: Task, event_id: str, handler: str) -> None:
     bind(event_id=event_id)
     rt = runtime()
     try:
-        outcome = execute_run(rt.sessions, event_id, handler, rt.cipher, rt.stripe)
+        outcome = execute_run(
+            rt.sessions, event_id, handler, rt.cipher, rt.stripe, policy=rt.policy
+        )
     except Exception as exc:
         try:
             failure = record_failure(rt.sessions, event_id, handler, exc, rt.policy)
@@ -151,7 +155,22 @@ def run_handler(self: Task, event_id: str, handler: str) -> None:
             failure.countdown,
         )
         raise self.retry(exc=exc, countdown=failure.countdown) from exc
-    if outcome is RunOutcome.MISSING:
+    if outcome is RunOutcome.LEASED:
+        # Another delivery holds the run, or one whose worker died does until its lease ends:
+        # look again then. A finished run will be left alone; an abandoned one is claimed.
+        countdown = rt.policy.lease_seconds + 1
+        log.info("run %s/%s is leased; looking again in %.0fs", event_id, handler, countdown)
+        raise self.retry(countdown=countdown)
+    if outcome is RunOutcome.DEAD:
+        HANDLER_RUNS.labels(handler=handler, status="dead").inc()
+        log.error("run %s/%s is dead: its worker died on every attempt", event_id, handler)
+        report_dead_letter(
+            RuntimeError("worker died or timed out on every attempt"),
+            event_id=event_id,
+            handler=handler,
+            event_type=None,
+        )
+    elif outcome is RunOutcome.MISSING:
         log.error("run %s/%s does not exist; nothing to do", event_id, handler)
     else:
         log.info("run %s/%s: %s", event_id, handler, outcome.value)

@@ -7,6 +7,9 @@ that it ran, to show one handler's failure does not hold up another of the same 
 
 from __future__ import annotations
 
+import os
+import signal
+
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -67,6 +70,13 @@ def poisoned(session: Session, event: EventView) -> None:
             "cannot read this payload (configured key sk_test_4eC39HqLyjWDarjtT1zdp7dc)"
         )
     _effect(session, event, "tests.poisoned")
+
+
+@registry.handles("test.crash", name="tests.crashing")
+def crashing(session: Session, event: EventView) -> None:
+    _count_call(session, event, "tests.crashing")
+    # The worst a handler can do: take its worker process down with it, every time.
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @registry.handles("test.poison", "test.flaky", name="tests.effect")
