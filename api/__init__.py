@@ -7,9 +7,10 @@ import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import stripe
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify, render_template, request
 from flask_limiter import Limiter, RateLimitExceeded
 from kombu.exceptions import OperationalError as BrokerError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -148,6 +149,27 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "Something went wrong on our side.")
 
+    @app.get("/")
+    def checkout() -> Response:
+        page = Response(
+            render_template(
+                "checkout.html",
+                stripe_js_url=settings.stripe_js_url,
+                publishable_key=settings.stripe_publishable_key,
+            )
+        )
+        stripe_origin = _origin(settings.stripe_js_url)
+        # Stripe.js needs its own scripts, frames (card fields, 3-D Secure) and API calls.
+        page.headers["Content-Security-Policy"] = (
+            f"default-src 'self'; script-src 'self' {stripe_origin}; "
+            f"frame-src {stripe_origin} https://*.stripe.com; "
+            f"connect-src 'self' {stripe_origin} https://api.stripe.com "
+            f"{settings.stripe_api_base or ''}; "
+            "img-src 'self' data: https://*.stripe.com; style-src 'self' 'unsafe-inline'; "
+            "frame-ancestors 'none'"
+        )
+        return page
+
     @app.get("/openapi.json")
     def openapi() -> Response:
         return jsonify(openapi_document())
@@ -273,6 +295,11 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
         return jsonify({"received": True}), 200
 
     return app
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def read_capped_body(limit: int) -> bytes:

@@ -71,6 +71,8 @@ class Settings:
     # Port for the worker's own /metrics; None serves none. Loopback unless told otherwise.
     worker_metrics_port: int | None = None
     worker_metrics_host: str = "127.0.0.1"
+    # Where the checkout page loads Stripe.js from (tests point it at a test double).
+    stripe_js_url: str = "https://js.stripe.com/v3/"
     # "json" (one object a line, for production) or "text" (for people).
     log_format: str = "json"
     # Fernet keys for stored event payloads, newest first (it encrypts; all decrypt).
@@ -281,6 +283,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_metrics_port=_non_negative_int(env, "WORKER_METRICS_PORT", 0) or None,
         worker_metrics_host=_optional(env, "WORKER_METRICS_HOST") or "127.0.0.1",
         log_format=_log_format(env),
+        stripe_js_url=_url(env, "STRIPE_JS_URL", ("http", "https"), required=False)
+        or "https://js.stripe.com/v3/",
         handler_modules=tuple(
             part.strip() for part in env.get("HANDLER_MODULES", "").split(",") if part.strip()
         ),
