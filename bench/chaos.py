@@ -43,7 +43,15 @@ from shared.handlers import load_handler_modules, registry
 from shared.reconcile import StripeEventSource
 from shared.stripe_gateway import make_stripe_client
 from tests.support import stripe_events
-from tests.support.processes import Process, free_port, port_open, venv_script, wait_until
+from tests.support.processes import (
+    Process,
+    celery_worker_args,
+    free_port,
+    port_open,
+    redis_server_args,
+    venv_script,
+    wait_until,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WEBHOOK_SECRET = "whsec_chaos_" + "c" * 24
@@ -120,19 +128,7 @@ class OwnRedis:
     def start(self) -> None:
         self.proc = Process(
             "chaos-redis",
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--maxmemory-policy",
-                "noeviction",
-            ],
+            redis_server_args(self.port),
             dict(os.environ),
         )
         wait_until(lambda: port_open(self.port), 10, "redis start")
@@ -252,20 +248,7 @@ class Stack:
         self.worker_starts += 1
         self.worker = Process(
             f"chaos-worker-{self.worker_starts}",
-            [
-                venv_script("celery"),
-                "-A",
-                "workers.celery_app",
-                "worker",
-                "-Q",
-                "events,handlers",
-                "--concurrency",
-                "4",
-                "--loglevel",
-                "INFO",
-                "--hostname",
-                f"chaos{self.worker_starts}@%h",
-            ],
+            celery_worker_args(f"chaos{self.worker_starts}@%h", concurrency=4),
             self.env,
         )
 

@@ -27,10 +27,10 @@ from tests.support.processes import (
     REPO_ROOT,
     Process,
     ServedApp,
+    celery_worker_args,
     free_port,
     port_open,
     python_module,
-    venv_script,
     wait_until,
 )
 
@@ -156,21 +156,8 @@ def worker(
     }
     proc = Process(
         "celery-worker",
-        [
-            venv_script("celery"),
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "-Q",
-            "events,handlers",
-            "--concurrency",
-            "2",
-            # DEBUG on purpose: the secret-scanning test reads everything the worker logs.
-            "--loglevel",
-            "DEBUG",
-            "--hostname",
-            f"test-{os.getpid()}@%h",
-        ],
+        # DEBUG on purpose: the secret-scanning test reads everything the worker logs.
+        celery_worker_args(f"test-{os.getpid()}@%h", concurrency=2, loglevel="DEBUG"),
         env,
     )
     producer = make_producer(settings)

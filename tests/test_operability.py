@@ -28,6 +28,7 @@ from tests.support.processes import (
     free_port,
     port_open,
     procfile_command,
+    redis_server_args,
     venv_script,
     wait_until,
 )
@@ -170,17 +171,7 @@ def test_readyz_names_the_broker_when_its_redis_dies(settings, database):
     port = free_port()
     own_redis = Process(
         "readyz-redis",
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
+        redis_server_args(port),
         dict(os.environ),
     )
     try:

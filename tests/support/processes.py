@@ -114,3 +114,38 @@ def procfile_command(name: str, port: int) -> list[str]:
             args = args[1:]
     args[0] = venv_script(args[0])
     return args
+
+
+def redis_server_args(port: int) -> list[str]:
+    """A throwaway Redis on 127.0.0.1:port that keeps nothing: SIGKILL loses all it held."""
+    return [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxmemory-policy",
+        "noeviction",
+    ]
+
+
+def celery_worker_args(hostname: str, *, concurrency: int, loglevel: str = "INFO") -> list[str]:
+    """Our Celery worker on both queues, as the Procfile runs it."""
+    return [
+        venv_script("celery"),
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "-Q",
+        "events,handlers",
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+        "--hostname",
+        hostname,
+    ]
