@@ -257,8 +257,7 @@ class Stack:
         with self.worker_lock:
             assert self.worker is not None
             # The main process and every prefork child, at once, with no chance to clean up.
-            os.killpg(self.worker.proc.pid, signal.SIGKILL)
-            self.worker.proc.wait(10)
+            self.worker.kill_group()
             time.sleep(down_seconds)
             self.start_worker()
 
@@ -274,6 +273,8 @@ class Stack:
                 if self.worker is not None and not self.worker.alive():
                     self.worker_crashes += 1
                     log(f"worker exited by itself (code {self.worker.proc.returncode}); restarting")
+                    # Its prefork children can outlive it; they must not keep consuming.
+                    self.worker.kill_group()
                     self.start_worker()
 
     def stop(self) -> None:

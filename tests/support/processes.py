@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -66,14 +67,23 @@ class Process:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 15) -> None:
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        # The whole group, even when its leader is gone: a Celery worker whose main process
+        # crashed leaves its prefork children running.
+        self._signal_group(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout)
+        self._signal_group(signal.SIGKILL)
+        self.proc.wait(5)
         self._log.close()
+
+    def kill_group(self) -> None:
+        self._signal_group(signal.SIGKILL)
+        self.proc.wait(5)
+
+    def _signal_group(self, signum: int) -> None:
+        # ProcessLookupError: the group is already gone.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signum)
 
 
 def python_module(module: str, *args: str) -> list[str]:
