@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +15,7 @@ from shared.crypto import PayloadCipher
 from shared.db import transaction
 from shared.handlers import registry
 from shared.models import HandlerRun, StripeEvent
-from shared.webhooks import WebhookRejected, parse_event_body, storable_event
+from shared.webhooks import WebhookRejected, check_event, parse_event_body, storable_event
 
 
 class EventNotFound(LookupError):
@@ -62,7 +61,7 @@ def record_event(
 def ingest(
     sessions: sessionmaker[Session], body: str, source: str, cipher: PayloadCipher
 ) -> IngestResult:
-    event = parse_event_body(queued_event_body(body, cipher))
+    event = queued_event(body, cipher)
     with transaction(sessions) as session:
         newly_recorded = record_event(session, event, source, cipher)
         # A duplicate delivery still returns the runs left pending: if the process that recorded
@@ -77,13 +76,13 @@ def ingest(
     return IngestResult(event["id"], event["type"], newly_recorded, pending)
 
 
-def queued_event_body(body: str, cipher: PayloadCipher) -> str:
-    """The JSON of a queued event: the receiver queues Fernet tokens; plain JSON is still read
+def queued_event(body: str, cipher: PayloadCipher) -> dict[str, Any]:
+    """A queued event, checked: the receiver queues Fernet tokens; plain JSON is still read
     for messages queued before encryption (and by tools that enqueue raw events)."""
     if body.lstrip().startswith("{"):
-        return body
+        return parse_event_body(body)
     try:
-        return json.dumps(cipher.decrypt(body))
+        return check_event(cipher.decrypt(body))
     except InvalidToken:
         raise WebhookRejected("invalid_event", "queued event cannot be decrypted") from None
 

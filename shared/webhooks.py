@@ -92,6 +92,11 @@ def parse_event_body(body: str) -> dict[str, Any]:
         event = json.loads(body)
     except ValueError:
         raise WebhookRejected("invalid_event", "body is not JSON") from None
+    return check_event(event)
+
+
+def check_event(event: Any) -> dict[str, Any]:
+    """Check that a decoded body is a Stripe event we can record."""
     if not isinstance(event, dict) or event.get("object") not in (None, "event"):
         raise WebhookRejected("invalid_event", "body is not a Stripe event")
     event_id, event_type = event.get("id"), event.get("type")
