@@ -204,6 +204,16 @@ class ApiClient:
     def post_webhook(self, body: bytes, headers: dict[str, str]) -> requests.Response:
         return requests.post(f"{self.base}/webhook", data=body, headers=headers, timeout=10)
 
+    def wait_for_decline(self, payment_intent_id: str, timeout: float = 20) -> dict[str, Any]:
+        """The payment once a failure (its lastError) has been recorded."""
+
+        def declined() -> bool:
+            return self.payment(payment_intent_id).json().get("lastError") is not None
+
+        wait_until(declined, timeout, f"decline of {payment_intent_id} recorded", interval=0.2)
+        view: dict[str, Any] = self.payment(payment_intent_id).json()
+        return view
+
     def wait_for_status(
         self, payment_intent_id: str, status: str, timeout: float = 20
     ) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from shared.config import ConfigError, load_settings
-from tests.support.processes import REPO_ROOT, venv_script
+from tests.support.processes import REPO_ROOT, run_payments, venv_script
 
 VALID = {
     "STRIPE_SECRET_KEY": "sk_test_abc",
@@ -90,14 +90,7 @@ def test_cli_stops_with_one_line_naming_the_variable():
     }
     env.update({k: v for k, v in VALID.items() if k != "DATABASE_URL"})
 
-    result = subprocess.run(
-        [venv_script("payments"), "db", "upgrade"],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_payments("db", "upgrade", env=env, timeout=60)
 
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]

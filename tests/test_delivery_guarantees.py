@@ -15,21 +15,14 @@ from shared.models import HandlerRun, ReconcileCheckpoint, StripeEvent
 from shared.queue import SWEEP_TASK, make_producer
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET
 from tests.support import stripe_events
-from tests.support.processes import REPO_ROOT, free_port, venv_script, wait_until
+from tests.support.processes import REPO_ROOT, free_port, run_payments, venv_script, wait_until
 
 
 @pytest.fixture
 def cli(base_env):
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, **base_env, "PYTHONPATH": str(REPO_ROOT)}
-        result = subprocess.run(
-            [venv_script("payments"), *args],
-            env=env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = run_payments(*args, env=env)
         if check:
             assert result.returncode == 0, result.stdout + result.stderr
         return result

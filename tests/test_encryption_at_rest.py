@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 
 from sqlalchemy import text
 
@@ -13,7 +12,7 @@ from shared.events import record_event, stored_payload
 from shared.models import StripeEvent
 from tests.conftest import ENCRYPTION_KEY, NEXT_ENCRYPTION_KEY
 from tests.support import stripe_events
-from tests.support.processes import REPO_ROOT, venv_script
+from tests.support.processes import REPO_ROOT, run_payments
 
 
 def a_customer_event() -> dict:
@@ -84,14 +83,7 @@ def test_rotation_reencrypts_old_rows_and_encrypts_plaintext_ones(sessions, sett
         "PYTHONPATH": str(REPO_ROOT),
         "PAYMENTS_ENCRYPTION_KEYS": f"{NEXT_ENCRYPTION_KEY},{ENCRYPTION_KEY}",
     }
-    result = subprocess.run(
-        [venv_script("payments"), "keys", "rotate"],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_payments("keys", "rotate", env=env)
     assert result.returncode == 0, result.stderr
 
     new_only = PayloadCipher((NEXT_ENCRYPTION_KEY,))

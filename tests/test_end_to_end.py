@@ -68,11 +68,7 @@ def test_card_0341_is_declined_with_the_error_recorded(api, stand_in):
     stand_in.pay(intent_id, "4000000000000341")
 
     # Wait for the failure event to be applied, not merely for the initial status.
-    def failed() -> bool:
-        return api.payment(intent_id).json().get("lastError") is not None
-
-    wait_until(failed, 20, "decline recorded", interval=0.2)
-    view = api.payment(intent_id).json()
+    view = api.wait_for_decline(intent_id)
     assert view["status"] == "requires_payment_method"
     assert view["lastError"]["code"] == "card_declined"
     assert view["lastError"]["message"] == "Your card was declined."
@@ -112,11 +108,7 @@ def test_decline_cards_via_stripe_shaped_events(api, card, decline_code):
 
     assert response.status_code == 200
 
-    def applied() -> bool:
-        return api.payment(intent_id).json().get("lastError") is not None
-
-    wait_until(applied, 20, "decline recorded", interval=0.2)
-    view = api.payment(intent_id).json()
+    view = api.wait_for_decline(intent_id)
     assert view["status"] == "requires_payment_method"
     assert view["lastError"]["code"] == "card_declined"
     assert view["lastError"]["declineCode"] == decline_code

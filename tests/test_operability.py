@@ -29,6 +29,7 @@ from tests.support.processes import (
     port_open,
     procfile_command,
     redis_server_args,
+    run_payments,
     venv_script,
     wait_until,
 )
@@ -201,14 +202,7 @@ def test_readyz_names_the_database(settings):
 
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [venv_script("payments"), *args],
-        env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_payments(*args, env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)})
 
 
 def test_worker_check_passes_with_a_consuming_worker(base_env, worker):

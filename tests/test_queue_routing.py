@@ -11,6 +11,7 @@ from shared.queue import (
     RUN_HANDLER_TASK,
     make_producer,
 )
+from tests.support.processes import declare_worker_queues
 
 
 @pytest.mark.parametrize(
@@ -18,10 +19,7 @@ from shared.queue import (
 )
 def test_task_is_routed_to_its_queue_only(quiet_settings, quiet_redis, task, queue):
     producer = make_producer(quiet_settings)
-    with producer.connection_for_write() as connection:
-        # As a worker consuming both queues declares them on start.
-        for declared in producer.amqp.queues.values():
-            declared(connection.default_channel).declare()
+    declare_worker_queues(producer)
     producer.send_task(task, args=["x", "y"])
     producer.close()
 

@@ -18,17 +18,15 @@ from shared.crypto import PayloadCipher
 from shared.queue import EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
 from tests.conftest import ENCRYPTION_KEY, OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
 from tests.support import stripe_events
-from tests.support.processes import free_port
+from tests.support.processes import declare_worker_queues, free_port
 
 
 @pytest.fixture
 def client(quiet_settings: Settings, quiet_redis: redis.Redis) -> FlaskClient:
-    # Declare every queue with its bindings, as a worker does on start, so a message routed to
-    # more than one queue would show up here.
+    # With every queue declared as a worker does, a message routed to more than one queue
+    # would show up here.
     producer = make_producer(quiet_settings)
-    with producer.connection_for_write() as connection:
-        for queue in producer.amqp.queues.values():
-            queue(connection.default_channel).declare()
+    declare_worker_queues(producer)
     producer.close()
     return create_app(quiet_settings).test_client()
 

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from werkzeug.serving import make_server
 
@@ -159,3 +160,24 @@ def celery_worker_args(hostname: str, *, concurrency: int, loglevel: str = "INFO
         "--hostname",
         hostname,
     ]
+
+
+def run_payments(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """The operator CLI, run as an operator would, with exactly ``env`` as its environment."""
+    return subprocess.run(
+        [venv_script("payments"), *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def declare_worker_queues(producer: Any) -> None:
+    """Declare every queue with its bindings, as a worker consuming both does on start."""
+    with producer.connection_for_write() as connection:
+        for queue in producer.amqp.queues.values():
+            queue(connection.default_channel).declare()
