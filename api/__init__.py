@@ -259,24 +259,32 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
         except RequestEntityTooLarge:
             WEBHOOK_EVENTS.labels(type="unknown", result="rejected").inc()
             raise
+        # Local import: issue 9 confines this change to this function while the module moves.
+        from shared.metrics import EVENTS_REFUSED
+        from shared.webhooks import EventRefused, EventScope
+
         try:
             delivery = verify_delivery(
                 body,
                 request.headers.get("Stripe-Signature"),
                 settings.stripe_webhook_secrets,
                 settings.webhook_tolerance_seconds,
+                EventScope.of(settings),
             )
+        except EventRefused as exc:
+            EVENTS_REFUSED.labels(reason=exc.code, stage="webhook").inc()
+            log.warning("webhook %s refused: %s", exc.event_id, exc.code)
+            if exc.acknowledge:
+                WEBHOOK_EVENTS.labels(type=exc.event_type, result="ignored").inc()
+                return jsonify({"received": True, "ignored": exc.code}), 200
+            WEBHOOK_EVENTS.labels(type=exc.event_type, result="rejected").inc()
+            return error_response(400, exc.code, exc.message)
         except WebhookRejected as exc:
             WEBHOOK_EVENTS.labels(type="unknown", result="rejected").inc()
             log.warning("webhook rejected: %s", exc.code)
             return error_response(400, exc.code, exc.message)
         try:
-            events.publish_event(
-                delivery.queue_body(cipher.encrypt),
-                "webhook",
-                event_id=delivery.event_id,
-                event_type=delivery.event_type,
-            )
+            events.publish(delivery.event, "webhook", cipher)
         except BrokerError:
             WEBHOOK_EVENTS.labels(type=delivery.event_type, result="broker_error").inc()
             log.exception("broker refused event %s", delivery.event_id)

@@ -29,6 +29,11 @@ async def inject_event(request: web.Request) -> web.Response:
     event.api_version = body.get("api_version", "2025-10-29.clover")
     if "created" in body:
         event.created = int(body["created"])
+    # Tests of the event-scope checks list events of the other mode or of a connected account.
+    if "livemode" in body:
+        event.livemode = bool(body["livemode"])
+    if "account" in body:
+        event.account = body["account"]
     return web.json_response(event._export())
 
 

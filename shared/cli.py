@@ -14,6 +14,7 @@ from shared.config import ConfigError, Settings, load_settings
 from shared.crypto import PayloadCipher
 from shared.handlers import payment_intents
 from shared.logging import configure_logging
+from shared.webhooks import EventRefused, EventScope
 
 
 def _settings() -> Settings:
@@ -243,16 +244,85 @@ def events_replay(event_id: str, handler: str | None) -> None:
             handler=handler,
             fetch_event=source.retrieve,
             enqueue=lambda evt, name: enqueue_run(producer, evt, name),
+            scope=EventScope.of(settings),
         )
     except UnknownHandler as exc:
         raise click.UsageError(f"no handler named {exc}") from None
     except EventNotFound:
         raise click.ClickException(f"no event {event_id} here or at Stripe") from None
+    except EventRefused as exc:
+        raise click.ClickException(f"{event_id} refused, not recorded: {exc.code}") from None
     if not names:
         click.echo(f"{event_id}: every handler already finished; name one with --handler")
         return
     click.echo(format_table(["event", "handler"], [[event_id, name] for name in names]))
     click.echo(f"\n{len(names)} run(s) sent to the queue")
+
+
+@events.group("quarantine")
+def quarantine() -> None:
+    """Queued bodies no configured key decrypted within UNDECRYPTABLE_RETRY_SECONDS."""
+
+
+@quarantine.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include bodies already recovered.")
+def quarantine_list(show_all: bool) -> None:
+    """List quarantined bodies (never their content), oldest first."""
+    from shared.events import list_quarantined
+
+    _, sessions, _ = _runtime()
+    rows = list_quarantined(sessions, include_recovered=show_all)
+    if not rows:
+        click.echo("nothing quarantined")
+        return
+    stamp = "%Y-%m-%d %H:%M:%S"
+    click.echo(
+        format_table(
+            ["id", "source", "first attempt", "quarantined", "attempts", "recovered as"],
+            [
+                [
+                    str(r.id),
+                    r.source,
+                    r.first_attempt_at.strftime(stamp),
+                    r.quarantined_at.strftime(stamp),
+                    str(r.attempts),
+                    r.recovered_event_id or "",
+                ]
+                for r in rows
+            ],
+        )
+    )
+
+
+@quarantine.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "retry_all", is_flag=True, help="Every body not yet recovered.")
+def quarantine_retry(ids: tuple[int, ...], retry_all: bool) -> None:
+    """Ingest quarantined bodies (IDS, or --all) under the configured keys: put the key that
+    encrypted them in PAYMENTS_ENCRYPTION_KEYS (last) first. Exits 1 if any stays unread."""
+    from shared.events import recover_quarantined
+    from shared.queue import enqueue_run
+
+    if bool(ids) == retry_all:
+        raise click.UsageError("name quarantine ids, or give --all, not both")
+    settings, sessions, producer = _runtime()
+    results = recover_quarantined(
+        sessions,
+        None if retry_all else ids,
+        PayloadCipher(settings.encryption_keys),
+        EventScope.of(settings),
+    )
+    for result in results:
+        for name in result.pending_handlers:
+            enqueue_run(producer, result.event_id or "", name)
+    click.echo(
+        format_table(
+            ["id", "outcome", "event"],
+            [[str(r.quarantine_id), r.outcome, r.event_id or ""] for r in results],
+        )
+    )
+    if any(r.outcome != "recovered" for r in results):
+        raise click.ClickException("some bodies were not recovered (see outcome)")
 
 
 @main.command("reconcile")
@@ -270,6 +340,7 @@ def reconcile_command(since: dt.datetime | None) -> None:
         overlap_seconds=settings.reconcile_overlap_seconds,
         lookback_seconds=settings.reconcile_lookback_seconds,
         cipher=PayloadCipher(settings.encryption_keys),
+        scope=EventScope.of(settings),
         since=_utc(since),
     )
     if result.skipped:

@@ -18,8 +18,10 @@ from shared.crypto import PayloadCipher
 from shared.db import transaction
 from shared.events import EventNotFound, record_event
 from shared.handlers import registry
+from shared.metrics import EVENTS_REFUSED
 from shared.models import HandlerRun, StripeEvent
 from shared.runs import lock_run
+from shared.webhooks import EventScope
 
 Enqueue = Callable[[str, str], None]
 
@@ -189,13 +191,16 @@ def replay_event(
     handler: str | None = None,
     fetch_event: Callable[[str], dict[str, Any]] | None = None,
     enqueue: Enqueue | None = None,
+    scope: EventScope | None = None,
 ) -> list[str]:
     """Re-run an event's handlers. Returns the handler names enqueued.
 
     With ``handler``: that handler runs again even if it already finished (the operator asked for
     it). Without: every registered handler that has not finished runs, including handlers added
     since the event arrived. An event we never received is fetched from Stripe first (source
-    ``replay``) when ``fetch_event`` is given.
+    ``replay``) when ``fetch_event`` is given, and recorded only if ``scope`` accepts it (raises
+    EventRefused otherwise). Without ``scope`` a fetched event is not checked: every caller
+    should pass one.
     """
     if handler is not None:
         registry.get(handler)  # raises UnknownHandler for a typo, before anything changes
@@ -204,7 +209,8 @@ def replay_event(
         if event is None:
             if fetch_event is None:
                 raise EventNotFound(event_id)
-            record_event(session, fetch_event(event_id), "replay", cipher)
+            fetched = _fetched_in_scope(fetch_event, event_id, scope)
+            record_event(session, fetched, "replay", cipher)
             event = session.get(StripeEvent, event_id)
             assert event is not None
         names = [handler] if handler else registry.handlers_for(event.type)
@@ -223,6 +229,18 @@ def replay_event(
         for name in to_run:
             enqueue(event_id, name)
     return to_run
+
+
+def _fetched_in_scope(
+    fetch_event: Callable[[str], dict[str, Any]], event_id: str, scope: EventScope | None
+) -> dict[str, Any]:
+    event = fetch_event(event_id)
+    refused = scope.refusal(event) if scope is not None else None
+    if refused is not None:
+        # What Stripe answers passes the same check as what it delivers.
+        EVENTS_REFUSED.labels(reason=refused.code, stage="replay").inc()
+        raise refused
+    return event
 
 
 def sweep_pending(

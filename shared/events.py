@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,12 +16,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.crypto import PayloadCipher
 from shared.db import transaction
 from shared.handlers import registry
-from shared.models import HandlerRun, StripeEvent
-from shared.webhooks import WebhookRejected, check_event, parse_event_body, storable_event
+from shared.models import HandlerRun, QuarantinedEvent, StripeEvent
+from shared.webhooks import EventRefused, EventScope, check_event, storable_event
+
+# The refusal reason of a queue body that is not a token at all (plain JSON).
+UNSIGNED = "unsigned"
 
 
 class EventNotFound(LookupError):
     """Neither we nor Stripe have an event with that id."""
+
+
+class UndecryptableBody(Exception):
+    """No configured key decrypts a queued body: encrypted under a key the web process has and
+    the workers do not have yet, or forged. Only time (the deploy finishing) tells them apart."""
 
 
 @dataclass(frozen=True)
@@ -59,32 +69,137 @@ def record_event(
 
 
 def ingest(
-    sessions: sessionmaker[Session], body: str, source: str, cipher: PayloadCipher
+    sessions: sessionmaker[Session],
+    body: str,
+    source: str,
+    cipher: PayloadCipher,
+    scope: EventScope,
 ) -> IngestResult:
-    event = queued_event(body, cipher)
+    """Record a queued event. Raises UndecryptableBody, or EventRefused (never applied)."""
+    event = scope.check(queued_event(body, cipher))
     with transaction(sessions) as session:
         newly_recorded = record_event(session, event, source, cipher)
-        # A duplicate delivery still returns the runs left pending: if the process that recorded
-        # the event died between its commit and its enqueue, this is what gets them going again.
-        pending = list(
-            session.execute(
-                select(HandlerRun.handler)
-                .where(HandlerRun.event_id == event["id"], HandlerRun.status == "pending")
-                .order_by(HandlerRun.handler)
-            ).scalars()
-        )
+        pending = pending_handlers(session, event["id"])
     return IngestResult(event["id"], event["type"], newly_recorded, pending)
 
 
+def pending_handlers(session: Session, event_id: str) -> list[str]:
+    # A duplicate delivery still returns the runs left pending: if the process that recorded
+    # the event died between its commit and its enqueue, this is what gets them going again.
+    return list(
+        session.execute(
+            select(HandlerRun.handler)
+            .where(HandlerRun.event_id == event_id, HandlerRun.status == "pending")
+            .order_by(HandlerRun.handler)
+        ).scalars()
+    )
+
+
 def queued_event(body: str, cipher: PayloadCipher) -> dict[str, Any]:
-    """A queued event, checked: the receiver queues Fernet tokens; plain JSON is still read
-    for messages queued before encryption (and by tools that enqueue raw events)."""
-    if body.lstrip().startswith("{"):
-        return parse_event_body(body)
+    """A queued event, authenticated and checked. Fernet is authenticated encryption: a token
+    that decrypts under one of our keys was made by a holder of that key, so it is our
+    signature on the queue. Anything else (plain JSON, a token under another key) anyone who
+    reaches Redis could have written: it is never read as an event."""
     try:
         return check_event(cipher.decrypt(body))
     except InvalidToken:
-        raise WebhookRejected("invalid_event", "queued event cannot be decrypted") from None
+        if body.lstrip().startswith("{"):
+            # It can never become readable: refuse it at once, without parsing what it says.
+            raise EventRefused(
+                UNSIGNED, "plain queue body refused: only encrypted events are ingested", {}
+            ) from None
+        raise UndecryptableBody() from None
+
+
+def quarantine(
+    sessions: sessionmaker[Session],
+    body: str,
+    source: str,
+    *,
+    attempts: int,
+    first_attempt_at: float,
+) -> bool:
+    """Keep an undecryptable body for an operator. True when this call stored it."""
+    with transaction(sessions) as session:
+        stored = session.execute(
+            insert(QuarantinedEvent)
+            .values(
+                body=body,
+                body_sha256=hashlib.sha256(body.encode()).hexdigest(),
+                source=source,
+                attempts=attempts,
+                first_attempt_at=dt.datetime.fromtimestamp(first_attempt_at, tz=dt.UTC),
+            )
+            .on_conflict_do_nothing(index_elements=[QuarantinedEvent.body_sha256])
+            .returning(QuarantinedEvent.id)
+        ).scalar_one_or_none()
+    return stored is not None
+
+
+def undecryptable_countdown(
+    first_attempt_at: float, now: float, bound_seconds: int, backoff: float
+) -> float | None:
+    """Seconds until the next attempt at an undecryptable body, or None once it has been
+    retried for ``bound_seconds`` (quarantine it). The last attempt falls on the bound."""
+    remaining = first_attempt_at + bound_seconds - now
+    if remaining <= 0:
+        return None
+    return min(max(1.0, backoff), remaining)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    quarantine_id: int
+    # "recovered", "undecryptable", or the refusal reason.
+    outcome: str
+    event_id: str | None = None
+    pending_handlers: tuple[str, ...] = ()
+
+
+def list_quarantined(
+    sessions: sessionmaker[Session], *, include_recovered: bool = False
+) -> list[QuarantinedEvent]:
+    query = select(QuarantinedEvent).order_by(QuarantinedEvent.id)
+    if not include_recovered:
+        query = query.where(QuarantinedEvent.recovered_at.is_(None))
+    with sessions() as session:
+        return list(session.execute(query).scalars())
+
+
+def recover_quarantined(
+    sessions: sessionmaker[Session],
+    ids: Sequence[int] | None,
+    cipher: PayloadCipher,
+    scope: EventScope,
+) -> list[Recovery]:
+    """Ingest quarantined bodies that the configured keys now decrypt (``ids``, or every one
+    not yet recovered), through the same checks as the queue. The caller enqueues the runs."""
+    query = select(QuarantinedEvent.id).where(QuarantinedEvent.recovered_at.is_(None))
+    if ids is not None:
+        query = query.where(QuarantinedEvent.id.in_(ids))
+    with sessions() as session:
+        chosen = list(session.execute(query.order_by(QuarantinedEvent.id)).scalars())
+    return [_recover_one(sessions, row_id, cipher, scope) for row_id in chosen]
+
+
+def _recover_one(
+    sessions: sessionmaker[Session], row_id: int, cipher: PayloadCipher, scope: EventScope
+) -> Recovery:
+    with transaction(sessions) as session:
+        row = session.get(QuarantinedEvent, row_id, with_for_update=True)
+        if row is None or row.recovered_at is not None:
+            return Recovery(row_id, "recovered")
+        try:
+            event = scope.check(queued_event(row.body, cipher))
+        except UndecryptableBody:
+            return Recovery(row_id, "undecryptable")
+        except EventRefused as exc:
+            return Recovery(row_id, exc.code, exc.event_id)
+        record_event(session, event, row.source, cipher)
+        row.recovered_at = dt.datetime.now(dt.UTC)
+        row.recovered_event_id = event["id"]
+        pending = pending_handlers(session, event["id"])
+    return Recovery(row_id, "recovered", event["id"], tuple(pending))
 
 
 def stored_payload(event: StripeEvent, cipher: PayloadCipher) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
@@ -68,6 +68,28 @@ WEBHOOK_SECRET_MATCHES = Counter(
     "Verified webhooks by which configured secret matched (0 = first). While rolling a secret, "
     "the old one is unused once its count stops growing.",
     ["secret_index"],
+)
+EVENTS_REFUSED = Counter(
+    "events_refused_total",
+    "Events never applied, by reason (unsigned: a plain queue body; livemode_mismatch; "
+    "account_not_served) and stage (webhook, ingest, reconcile, replay, quarantine).",
+    ["reason", "stage"],
+)
+INGEST_UNDECRYPTABLE = Counter(
+    "ingest_undecryptable_total",
+    "Attempts at a queued body no configured key decrypts (a key rolled out to web before the "
+    "workers, or a forgery); each is retried until UNDECRYPTABLE_RETRY_SECONDS.",
+)
+INGEST_QUARANTINED = Counter(
+    "ingest_quarantined_total",
+    "Queued bodies still undecryptable after UNDECRYPTABLE_RETRY_SECONDS, kept in the "
+    "quarantined_events table for `payments events quarantine retry`.",
+)
+# "max": in multiprocess mode the newest success of any process, kept after that process exits.
+RECONCILE_LAST_SUCCESS = Gauge(
+    "reconcile_last_success_timestamp_seconds",
+    "When a reconciler pass last finished with every listed event recorded or refused.",
+    multiprocess_mode="max",
 )
 
 

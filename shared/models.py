@@ -143,3 +143,25 @@ class WorkerCanary(Base):
     queue: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[dt.datetime] = _now_column()
     seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class QuarantinedEvent(Base):
+    """A queued body no configured key decrypted within UNDECRYPTABLE_RETRY_SECONDS.
+
+    Kept as it was queued (ciphertext, never plaintext) so an operator who still has the key
+    that encrypted it can recover it with `payments events quarantine retry`; a forgery stays
+    here unread.
+    """
+
+    __tablename__ = "quarantined_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    # A message redelivered after its worker died quarantines once.
+    body_sha256: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    source: Mapped[str] = mapped_column(String(16), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    first_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    quarantined_at: Mapped[dt.datetime] = _now_column()
+    recovered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    recovered_event_id: Mapped[str | None] = mapped_column(String(255))

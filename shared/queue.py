@@ -12,6 +12,8 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from shared.config import Settings
+from shared.crypto import PayloadCipher
+from shared.webhooks import storable_event
 
 INGEST_EVENT_TASK = "payments.ingest_event"
 RUN_HANDLER_TASK = "payments.run_handler"
@@ -117,18 +119,22 @@ def make_producer(settings: Settings) -> Celery:
 
 
 class EventPublisher:
-    """Publishes verified webhook bodies to the ``events`` queue."""
+    """The one way onto the ``events`` queue. The worker ingests only bodies encrypted under
+    our keys (authenticated: see shared.events.queued_event), so this encrypts every event it
+    publishes; a tool that enqueues an event goes through here too."""
 
     def __init__(self, app: Celery) -> None:
         self._app = app
 
-    def publish_event(self, body: str, source: str, *, event_id: str, event_type: str) -> None:
-        # Raises kombu.exceptions.OperationalError when the broker cannot take the message.
+    def publish(self, event: dict[str, Any], source: str, cipher: PayloadCipher) -> None:
+        """Queue ``event`` for ingest, without its client secret, encrypted like the database
+        copy (Redis may write it to disk, and it holds customers' data). Raises
+        kombu.exceptions.OperationalError when the broker cannot take the message."""
         self._app.send_task(
             INGEST_EVENT_TASK,
-            args=[body, source],
+            args=[cipher.encrypt(storable_event(event)), source],
             # What Flower and the worker log show instead of the whole payload.
-            argsrepr=repr((event_id, event_type, source)),
+            argsrepr=repr((event["id"], event["type"], source)),
             queue=EVENTS_QUEUE,
             retry=True,
             retry_policy=WEBHOOK_PUBLISH_RETRY_POLICY,

@@ -24,8 +24,9 @@ from shared.config import STRIPE_EVENTS_RETENTION_SECONDS
 from shared.crypto import PayloadCipher
 from shared.db import transaction
 from shared.events import EventNotFound, record_event
-from shared.metrics import RECONCILE_RECOVERED
+from shared.metrics import EVENTS_REFUSED, RECONCILE_LAST_SUCCESS, RECONCILE_RECOVERED
 from shared.models import HandlerRun, ReconcileCheckpoint, StripeEvent
+from shared.webhooks import EventScope
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def reconcile(
     overlap_seconds: int,
     lookback_seconds: int,
     cipher: PayloadCipher,
+    scope: EventScope,
     since: dt.datetime | None = None,
     now: Callable[[], float] = time.time,
 ) -> ReconcileResult:
@@ -104,7 +106,9 @@ def reconcile(
             return ReconcileResult(_utc(started), 0, 0, [], skipped=True)
         try:
             return _reconcile_locked(
-                sessions, source, cipher, overlap_seconds, lookback_seconds, since, started
+                sessions,
+                source,
+                _Pass(cipher, scope, overlap_seconds, lookback_seconds, since, started, now),
             )
         finally:
             lock_session.execute(
@@ -113,76 +117,136 @@ def reconcile(
             lock_session.commit()
 
 
-def _reconcile_locked(
-    sessions: sessionmaker[Session],
-    source: EventSource,
-    cipher: PayloadCipher,
-    overlap_seconds: int,
-    lookback_seconds: int,
-    since: dt.datetime | None,
-    started: float,
-) -> ReconcileResult:
-    oldest_listable = _utc(started - STRIPE_EVENTS_RETENTION_SECONDS + 60)
+@dataclass(frozen=True)
+class _Pass:
+    cipher: PayloadCipher
+    scope: EventScope
+    overlap_seconds: int
+    lookback_seconds: int
+    since: dt.datetime | None
+    started: float
+    now: Callable[[], float]
+
+
+def _start_from(sessions: sessionmaker[Session], run: _Pass) -> dt.datetime:
+    since = run.since
     if since is None:
         with sessions() as session:
             checkpoint = session.get(ReconcileCheckpoint, CHECKPOINT_NAME)
         if checkpoint is None:
-            since = _utc(started - lookback_seconds)
+            since = _utc(run.started - run.lookback_seconds)
         else:
-            since = checkpoint.last_event_created - dt.timedelta(seconds=overlap_seconds)
+            since = checkpoint.last_event_created - dt.timedelta(seconds=run.overlap_seconds)
+    oldest_listable = _utc(run.started - STRIPE_EVENTS_RETENTION_SECONDS + 60)
     if since < oldest_listable:
         log.warning("Stripe lists only 30 days of events; reconciling from %s", oldest_listable)
         since = oldest_listable
+    return since
+
+
+def _reconcile_locked(
+    sessions: sessionmaker[Session], source: EventSource, run: _Pass
+) -> ReconcileResult:
+    since = _start_from(sessions, run)
 
     events = sorted(
         source.events_since(int(since.timestamp())), key=lambda e: (e["created"], e["id"])
     )
     recovered = 0
     pending: list[tuple[str, str]] = []
-    newest = None
+    failed = False
     # Oldest first, in small transactions: a crash part-way keeps what was recovered.
     for start in range(0, len(events), PAGE_SIZE):
-        batch = events[start : start + PAGE_SIZE]
         with transaction(sessions) as session:
-            known = set(
-                session.execute(
-                    select(StripeEvent.id).where(StripeEvent.id.in_([e["id"] for e in batch]))
-                ).scalars()
-            )
-            for event in batch:
-                if event["id"] in known:
-                    continue
-                try:
-                    # One event we cannot store must not stop the pass (and the checkpoint)
-                    # for every event after it.
-                    with session.begin_nested():
-                        stored = record_event(session, event, "reconcile", cipher)
-                except (DataError, IntegrityError, KeyError, TypeError, ValueError):
-                    log.exception(
-                        "reconcile could not record event %s; skipping it", event.get("id")
-                    )
-                    continue
-                if stored:
-                    recovered += 1
-                    log.info("recovered event %s (%s)", event["id"], event["type"])
-            new_ids = [e["id"] for e in batch if e["id"] not in known]
-            if new_ids:
-                pending += [
-                    (run.event_id, run.handler)
-                    for run in session.execute(
-                        select(HandlerRun).where(
-                            HandlerRun.event_id.in_(new_ids), HandlerRun.status == "pending"
-                        )
-                    ).scalars()
-                ]
-            newest = _utc(batch[-1]["created"])
-            _save_checkpoint(session, newest)
+            batch = events[start : start + PAGE_SIZE]
+            outcome = _record_batch(session, batch, run.cipher, run.scope)
+            recovered += outcome.recovered
+            pending += outcome.pending_runs
+            # Never past an event we could not record: every later pass must list it again,
+            # until it is recorded or an operator sees the stale-reconciler alert.
+            if not failed and outcome.recorded_through is not None:
+                _save_checkpoint(session, _utc(outcome.recorded_through))
+        failed = failed or outcome.failed
     if recovered:
         RECONCILE_RECOVERED.inc(recovered)
+    if not failed:
+        RECONCILE_LAST_SUCCESS.set(run.now())
     log.info(
-        "reconciled since %s: %d listed, %d recovered", since.isoformat(), len(events), recovered
+        "reconciled since %s: %d listed, %d recovered%s",
+        since.isoformat(),
+        len(events),
+        recovered,
+        "; an event could not be recorded, checkpoint held before it" if failed else "",
     )
     return ReconcileResult(since, len(events), recovered, pending)
+
+
+@dataclass(frozen=True)
+class _BatchOutcome:
+    recovered: int
+    pending_runs: list[tuple[str, str]]
+    # ``created`` of the last event before the first one that could not be recorded.
+    recorded_through: int | None
+    failed: bool
+
+
+def _record_batch(
+    session: Session, batch: list[dict[str, Any]], cipher: PayloadCipher, scope: EventScope
+) -> _BatchOutcome:
+    known = set(
+        session.execute(
+            select(StripeEvent.id).where(StripeEvent.id.in_([e["id"] for e in batch]))
+        ).scalars()
+    )
+    recovered = 0
+    recorded_through: int | None = None
+    failed = False
+    for event in batch:
+        if event["id"] not in known:
+            result = _record_listed(session, event, cipher, scope)
+            recovered += result == "recorded"
+            failed = failed or result == "failed"
+        if not failed:
+            recorded_through = event["created"]
+    new_ids = [e["id"] for e in batch if e["id"] not in known]
+    return _BatchOutcome(recovered, _pending_runs(session, new_ids), recorded_through, failed)
+
+
+def _record_listed(
+    session: Session, event: dict[str, Any], cipher: PayloadCipher, scope: EventScope
+) -> str:
+    """Record one listed event: "recorded", "known" (recorded meanwhile), "refused" (out of
+    scope, on purpose never recorded) or "failed"."""
+    refused = scope.refusal(event)
+    if refused is not None:
+        # Listed again by every pass whose window holds it, and counted each time.
+        EVENTS_REFUSED.labels(reason=refused.code, stage="reconcile").inc()
+        log.warning("reconcile refused event %s: %s", refused.event_id, refused.code)
+        return "refused"
+    try:
+        # One event we cannot store must not stop the pass for every event after it.
+        with session.begin_nested():
+            stored = record_event(session, event, "reconcile", cipher)
+    except (DataError, IntegrityError, KeyError, TypeError, ValueError):
+        log.exception("reconcile could not record event %s", event.get("id"))
+        return "failed"
+    if not stored:
+        return "known"
+    log.info("recovered event %s (%s)", event["id"], event["type"])
+    return "recorded"
+
+
+def _pending_runs(session: Session, event_ids: list[str]) -> list[tuple[str, str]]:
+    if not event_ids:
+        return []
+    return [
+        (run.event_id, run.handler)
+        for run in session.execute(
+            select(HandlerRun).where(
+                HandlerRun.event_id.in_(event_ids), HandlerRun.status == "pending"
+            )
+        ).scalars()
+    ]
 
 
 def _save_checkpoint(session: Session, newest: dt.datetime) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import stripe
+
+if TYPE_CHECKING:
+    from shared.config import Settings
 
 
 class WebhookRejected(Exception):
@@ -28,10 +30,63 @@ class VerifiedDelivery:
     secret_index: int
     event: dict[str, Any]
 
-    def queue_body(self, encrypt: Callable[[dict[str, Any]], str]) -> str:
-        """What goes to the queue: the verified event without its client secret, encrypted
-        like the database copy (Redis may write it to disk, and it holds customers' data)."""
-        return encrypt(storable_event(self.event))
+
+LIVEMODE_MISMATCH = "livemode_mismatch"
+ACCOUNT_NOT_SERVED = "account_not_served"
+
+
+class EventRefused(WebhookRejected):
+    """A genuine Stripe event we must not apply: of the other mode, or of a connected account
+    we do not serve. ``acknowledge``: answer Stripe 2xx anyway, as retrying cannot change it."""
+
+    def __init__(
+        self, code: str, message: str, event: dict[str, Any], *, acknowledge: bool = False
+    ) -> None:
+        super().__init__(code, message)
+        self.event_id: str | None = event.get("id")
+        self.event_type = str(event.get("type", "unknown"))
+        self.acknowledge = acknowledge
+
+
+@dataclass(frozen=True)
+class EventScope:
+    """Which events this deployment applies: the policy, in one place, for the receiver, the
+    worker's ingest, the reconciler and replay alike."""
+
+    # The mode of our secret key: a test event must never move a live ledger, nor the reverse.
+    livemode: bool
+    # Connected accounts we serve; an event without ``account`` is the platform's own.
+    connected_accounts: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, settings: Settings) -> EventScope:
+        return cls(settings.livemode, settings.connected_accounts)
+
+    def refusal(self, event: dict[str, Any]) -> EventRefused | None:
+        # Stripe always sends livemode; one without it is not live.
+        if bool(event.get("livemode", False)) != self.livemode:
+            return EventRefused(
+                LIVEMODE_MISMATCH,
+                "event livemode does not match the secret key's mode",
+                event,
+                # A misconfiguration (an endpoint of the other mode pointing here): failing
+                # deliveries show in Stripe's dashboard, where an operator sees them.
+                acknowledge=False,
+            )
+        account = event.get("account")
+        if account is not None and account not in self.connected_accounts:
+            # Stripe would retry a refusal for days; it cannot become servable by retrying.
+            return EventRefused(
+                ACCOUNT_NOT_SERVED, "event of an account we do not serve", event, acknowledge=True
+            )
+        return None
+
+    def check(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Return ``event`` if we apply it; raise EventRefused if not."""
+        refused = self.refusal(event)
+        if refused is not None:
+            raise refused
+        return event
 
 
 # Fields that Stripe includes in event objects but that must never be stored: a PaymentIntent's
@@ -114,12 +169,18 @@ def check_event(event: Any) -> dict[str, Any]:
 
 
 def verify_delivery(
-    body_bytes: bytes, header: str | None, secrets: tuple[str, ...], tolerance: int
+    body_bytes: bytes,
+    header: str | None,
+    secrets: tuple[str, ...],
+    tolerance: int,
+    scope: EventScope,
 ) -> VerifiedDelivery:
+    """The delivery, verified and in scope; WebhookRejected (EventRefused when only the scope
+    is wrong) otherwise."""
     try:
         body = body_bytes.decode("utf-8")
     except UnicodeDecodeError:
         raise WebhookRejected("invalid_event", "body is not UTF-8") from None
     secret_index = verify_signature(body, header, secrets, tolerance)
-    event = parse_event_body(body)
+    event = scope.check(parse_event_body(body))
     return VerifiedDelivery(event["id"], event["type"], secret_index, event)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from dataclasses import dataclass
 
 from celery import Task
@@ -15,11 +16,17 @@ from shared.crypto import PayloadCipher
 from shared.db import make_engine, make_session_factory
 from shared.dlq import sweep_pending
 from shared.errors import is_transient
-from shared.events import ingest
+from shared.events import UndecryptableBody, ingest, quarantine, undecryptable_countdown
 from shared.handlers import load_handler_modules
 from shared.health import record_canary
 from shared.logging import bind
-from shared.metrics import HANDLER_RUNS, SWEPT
+from shared.metrics import (
+    EVENTS_REFUSED,
+    HANDLER_RUNS,
+    INGEST_QUARANTINED,
+    INGEST_UNDECRYPTABLE,
+    SWEPT,
+)
 from shared.observability import report_dead_letter, report_ingest_failure
 from shared.queue import (
     CANARY_TASK,
@@ -33,7 +40,7 @@ from shared.queue import (
 from shared.reconcile import StripeEventSource, reconcile
 from shared.runs import RetryPolicy, RunOutcome, execute_run, record_failure
 from shared.stripe_gateway import StripeGateway, make_stripe_client
-from shared.webhooks import WebhookRejected
+from shared.webhooks import EventRefused, EventScope, WebhookRejected
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -81,10 +88,20 @@ def _enqueue(event_id: str, handler: str) -> None:
 
 
 @app.task(name=INGEST_EVENT_TASK, bind=True, max_retries=None)
-def ingest_event(self: Task, body: str, source: str = "webhook") -> None:
+def ingest_event(
+    self: Task, body: str, source: str = "webhook", first_attempt_at: float | None = None
+) -> None:
     rt = runtime()
     try:
-        result = ingest(rt.sessions, body, source, rt.cipher)
+        result = ingest(rt.sessions, body, source, rt.cipher, EventScope.of(rt.settings))
+    except UndecryptableBody:
+        _retry_or_quarantine(self, body, source, first_attempt_at or time.time())
+        return
+    except EventRefused as exc:
+        # Never applied, and retrying cannot change that: count it, say so, drop it.
+        EVENTS_REFUSED.labels(reason=exc.code, stage="ingest").inc()
+        log.error("refused queued event %s: %s", exc.event_id, exc.code)
+        return
     except WebhookRejected:
         # The receiver verified this body already; if it still does not parse, retrying
         # cannot help. Say so loudly and drop it.
@@ -112,6 +129,34 @@ def ingest_event(self: Task, body: str, source: str = "webhook") -> None:
     )
     for handler in result.pending_handlers:
         _enqueue(result.event_id, handler)
+
+
+def _retry_or_quarantine(task: Task, body: str, source: str, first_attempt_at: float) -> None:
+    """A body no key decrypts is most likely under a key the web process got before us: retry
+    it (the first attempt's time rides along) until the bound, then quarantine it."""
+    rt = runtime()
+    INGEST_UNDECRYPTABLE.inc()
+    attempts = task.request.retries + 1
+    backoff = min(rt.policy.countdown(attempts), INGEST_RETRY_CAP_SECONDS)
+    countdown = undecryptable_countdown(
+        first_attempt_at, time.time(), rt.settings.undecryptable_retry_seconds, backoff
+    )
+    if countdown is not None:
+        log.warning(
+            "queued body decrypts under no configured key (attempt %d), retrying in %.1fs: "
+            "is a new PAYMENTS_ENCRYPTION_KEYS key on web and not yet on the workers?",
+            attempts,
+            countdown,
+        )
+        raise task.retry(kwargs={"first_attempt_at": first_attempt_at}, countdown=countdown)
+    if quarantine(rt.sessions, body, source, attempts=attempts, first_attempt_at=first_attempt_at):
+        INGEST_QUARANTINED.inc()
+    log.critical(
+        "quarantined a queued body no configured key decrypted in %d attempts over %ds; "
+        "recover it with `payments events quarantine retry` once its key is configured",
+        attempts,
+        rt.settings.undecryptable_retry_seconds,
+    )
 
 
 @app.task(name=RUN_HANDLER_TASK, bind=True, max_retries=None)
@@ -202,6 +247,7 @@ def reconcile_events() -> int:
         overlap_seconds=rt.settings.reconcile_overlap_seconds,
         lookback_seconds=rt.settings.reconcile_lookback_seconds,
         cipher=rt.cipher,
+        scope=EventScope.of(rt.settings),
     )
     for event_id, handler in result.pending_runs:
         _enqueue(event_id, handler)
