@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import json
 import logging
 import re
 import time
@@ -21,6 +23,16 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api.admin import make_admin_blueprint
 from api.openapi import openapi_document
+from shared.callers import (
+    SESSION_COOKIE,
+    SESSION_HEADER,
+    SESSION_MAX_AGE_SECONDS,
+    Caller,
+    CallerRejected,
+    identify_caller,
+    new_session_token,
+    secret_matches,
+)
 from shared.config import Settings, load_settings
 from shared.crypto import PayloadCipher
 from shared.db import make_engine, make_session_factory
@@ -28,19 +40,25 @@ from shared.handlers import load_handler_modules
 from shared.health import broker_ready, database_ready
 from shared.logging import bind, clear_context, current_ids, install_redaction
 from shared.metrics import (
+    EVENTS_REFUSED,
     PAYMENT_ATTEMPTS,
     WEBHOOK_EVENTS,
     WEBHOOK_LATENCY,
     WEBHOOK_SECRET_MATCHES,
     scrape_registry,
 )
-from shared.payments import IdempotencyConflict, PaymentService
+from shared.payments import (
+    IdempotencyConflict,
+    IdempotencyKeyInUse,
+    PaymentService,
+    payment_view,
+)
 from shared.queue import EventPublisher, make_producer
 from shared.reconcile import StripeEventSource
 from shared.redaction import redact
 from shared.stripe_gateway import PaymentGateway, StripeGateway, make_stripe_client
 from shared.validation import ValidationError, validate_idempotency_key, validate_payment_request
-from shared.webhooks import WebhookRejected, verify_delivery
+from shared.webhooks import EventRefused, EventScope, WebhookRejected, verify_delivery
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +66,9 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,100}")
 
 # Stripe's events are a few kilobytes; anything near this is not a Stripe event.
 MAX_WEBHOOK_BYTES = 512 * 1024
+# The largest valid create-payment body (50 metadata keys of 40 characters with values of 500)
+# is under 30 KiB; a body past this is refused before it is read or parsed.
+MAX_API_BODY_BYTES = 64 * 1024
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> tuple[Response, int]:
@@ -64,14 +85,13 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
         # was written by the client and proves nothing.
         hops = settings.trusted_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+    # Budgets per client address, each route group its own: a page polling for its result is
+    # never starved by creation, and probes and the operator API cannot be hammered for free.
+    # Stripe delivers webhooks in bursts and retries what we refuse: /webhook is never limited.
     limiter = Limiter(
         key_func=lambda: request.remote_addr or "unknown",
         app=app,
         storage_uri=settings.rate_limit_storage_url or settings.redis_url,
-        # One budget per client across every /api/ route, not one per route.
-        application_limits=[settings.rate_limit],
-        # Stripe delivers webhooks in bursts and retries what we refuse: never limit them.
-        application_limits_exempt_when=lambda: not request.path.startswith("/api/"),
         headers_enabled=True,
         strategy="moving-window",
         # If Redis is unreachable, count per process instead of failing the request.
@@ -79,22 +99,55 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
         in_memory_fallback_enabled=True,
         key_prefix="payments-ratelimit",
     )
-    del limiter  # registered on the app; nothing else needs it
+    create_limit = limiter.shared_limit(settings.rate_limit, scope="create")
+    status_limit = limiter.shared_limit(settings.status_rate_limit, scope="status")
+    probe_limit = limiter.shared_limit(settings.probe_rate_limit, scope="probe")
     app.config["MAX_CONTENT_LENGTH"] = MAX_WEBHOOK_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     load_handler_modules(settings.handler_modules)
     sessions = make_session_factory(make_engine(settings.database_url))
     stripe_client = make_stripe_client(settings)
-    payments = PaymentService(sessions, gateway or StripeGateway(stripe_client))
+    payments = PaymentService(
+        sessions,
+        gateway or StripeGateway(stripe_client),
+        lease_seconds=settings.create_lease_seconds,
+    )
     producer = make_producer(settings)
     events = EventPublisher(producer)
     cipher = PayloadCipher(settings.encryption_keys)
-    app.register_blueprint(
-        make_admin_blueprint(
-            settings, sessions, producer, StripeEventSource(stripe_client).retrieve
-        )
+    event_scope = EventScope.of(settings)
+    admin = make_admin_blueprint(
+        settings, sessions, producer, StripeEventSource(stripe_client).retrieve
     )
+    limiter.limit(settings.admin_rate_limit, scope="admin")(admin)
+    app.register_blueprint(admin)
+
+    def current_caller() -> Caller | None:
+        return identify_caller(
+            request.headers.get("Authorization"),
+            request.headers.get(SESSION_HEADER) or request.cookies.get(SESSION_COOKIE),
+            api_clients=settings.api_clients,
+            encryption_keys=settings.encryption_keys,
+        )
+
+    def with_session_cookie(response: Response, token: str) -> Response:
+        response.set_cookie(
+            SESSION_COOKIE,
+            token,
+            max_age=SESSION_MAX_AGE_SECONDS,
+            path="/",
+            secure=request.is_secure,
+            httponly=True,
+            samesite="Strict",
+        )
+        return response
+
+    def has_admin_token() -> bool:
+        offered = request.headers.get("Authorization", "")
+        return bool(settings.admin_token) and hmac.compare_digest(
+            offered.encode(), f"Bearer {settings.admin_token}".encode()
+        )
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
@@ -151,11 +204,19 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
 
     @app.get("/")
     def checkout() -> Response:
+        # The page's checkout session: the caller its payments and idempotency keys belong to.
+        # A reload keeps the session, so a retried order replays rather than charging again.
+        try:
+            session_token = request.cookies.get(SESSION_COOKIE)
+            fresh = session_token is None or current_caller() is None
+        except CallerRejected:
+            fresh = True
         page = Response(
             render_template(
                 "checkout.html",
                 stripe_js_url=settings.stripe_js_url,
                 publishable_key=settings.stripe_publishable_key,
+                status_timeout_ms=settings.checkout_status_timeout_seconds * 1000,
             )
         )
         stripe_origin = _origin(settings.stripe_js_url)
@@ -168,18 +229,35 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
             "img-src 'self' data: https://*.stripe.com; style-src 'self' 'unsafe-inline'; "
             "frame-ancestors 'none'"
         )
+        if fresh:
+            with_session_cookie(page, new_session_token(settings.encryption_keys))
         return page
+
+    @app.post("/api/checkout-sessions")
+    @create_limit
+    def create_checkout_session() -> tuple[Response, int]:
+        token = new_session_token(settings.encryption_keys)
+        response = jsonify({"checkoutSession": token, "header": SESSION_HEADER})
+        return with_session_cookie(response, token), 201
 
     @app.get("/openapi.json")
     def openapi() -> Response:
         return jsonify(openapi_document())
 
     @app.get("/metrics")
-    def metrics() -> Response:
+    def metrics() -> Response | tuple[Response, int]:
+        # Off the public API unless a scraper proves itself: the figures tell an attacker how
+        # the service is doing (and what it refuses).
+        offered = request.headers.get("Authorization", "")
+        if not settings.metrics_token or not hmac.compare_digest(
+            offered.encode(), f"Bearer {settings.metrics_token}".encode()
+        ):
+            return error_response(404, "not_found", "The requested URL was not found.")
         registry = scrape_registry(settings.prometheus_multiproc_dir)
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
     @app.get("/readyz")
+    @probe_limit
     def readyz() -> tuple[Response, int]:
         checks = {"database": database_ready(sessions), "broker": broker_ready(producer)}
         failed = sorted(name for name, ok in checks.items() if not ok)
@@ -193,13 +271,26 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
         return jsonify({"status": "ok"})
 
     @app.post("/api/create-payment")
+    @create_limit
     def create_payment() -> tuple[Response, int]:
+        try:
+            caller = current_caller()
+        except CallerRejected as exc:
+            return error_response(401, "invalid_caller", str(exc))
+        if caller is None:
+            return error_response(
+                401,
+                "caller_required",
+                "Send an API client key (Authorization: Bearer ...) or a checkout session "
+                f"({SESSION_HEADER}, from POST /api/checkout-sessions).",
+            )
         if not request.is_json:
             return error_response(
                 415, "unsupported_media_type", "Send the body as application/json."
             )
-        body = request.get_json(silent=True)
-        if body is None:
+        try:
+            body = read_json_body(MAX_API_BODY_BYTES)
+        except InvalidJson:
             return error_response(400, "invalid_json", "The body is not valid JSON.")
         try:
             payment_request = validate_payment_request(body)
@@ -207,7 +298,16 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
         except ValidationError as exc:
             return error_response(400, "invalid_request", exc.message, field=exc.field)
         try:
-            created = payments.create(payment_request, key)
+            created = payments.create(payment_request, key, caller)
+        except IdempotencyKeyInUse as exc:
+            response, status = error_response(
+                409,
+                "idempotency_key_in_use",
+                "A request with this Idempotency-Key is still in progress; retry shortly.",
+                field="Idempotency-Key",
+            )
+            response.headers["Retry-After"] = str(exc.retry_after_seconds)
+            return response, status
         except IdempotencyConflict:
             return error_response(
                 409,
@@ -237,12 +337,19 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
         return response, 200
 
     @app.get("/api/payments/<payment_intent_id>")
+    @status_limit
     def get_payment(payment_intent_id: str) -> tuple[Response, int]:
         bind(payment_intent_id=payment_intent_id)
-        view = payments.get(payment_intent_id)
-        if view is None:
+        payment = payments.get(payment_intent_id)
+        # The id names a payment; the client secret (or the operators' token) is the right to
+        # read it. Without that proof the answer is the same as for an id that does not exist.
+        allowed = payment is not None and (
+            secret_matches(request.headers.get("X-Client-Secret"), payment.client_secret_sha256)
+            or has_admin_token()
+        )
+        if payment is None or not allowed:
             return error_response(404, "not_found", "No payment with that PaymentIntent id.")
-        return jsonify(view), 200
+        return jsonify(payment_view(payment)), 200
 
     @app.post("/webhook")
     def webhook() -> tuple[Response, int]:
@@ -259,17 +366,13 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
         except RequestEntityTooLarge:
             WEBHOOK_EVENTS.labels(type="unknown", result="rejected").inc()
             raise
-        # Local import: issue 9 confines this change to this function while the module moves.
-        from shared.metrics import EVENTS_REFUSED
-        from shared.webhooks import EventRefused, EventScope
-
         try:
             delivery = verify_delivery(
                 body,
                 request.headers.get("Stripe-Signature"),
                 settings.stripe_webhook_secrets,
                 settings.webhook_tolerance_seconds,
-                EventScope.of(settings),
+                event_scope,
             )
         except EventRefused as exc:
             EVENTS_REFUSED.labels(reason=exc.code, stage="webhook").inc()
@@ -308,6 +411,19 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+class InvalidJson(Exception):
+    """The body does not parse as JSON (nesting too deep for the parser included)."""
+
+
+def read_json_body(limit: int) -> Any:
+    """The request's JSON; 413 past ``limit`` before anything is parsed."""
+    raw = read_capped_body(limit)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidJson() from None
 
 
 def read_capped_body(limit: int) -> bytes:

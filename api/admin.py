@@ -19,6 +19,7 @@ from shared.dlq import RunFilter, count_dead, list_dead, replay_dead, replay_eve
 from shared.events import EventNotFound
 from shared.handlers import UnknownHandler
 from shared.queue import enqueue_run
+from shared.webhooks import EventRefused, EventScope
 
 MAX_LIST = 1000
 
@@ -143,11 +144,15 @@ def make_admin_blueprint(
                 handler=handler,
                 fetch_event=fetch_event,
                 enqueue=enqueue,
+                scope=EventScope.of(settings),
             )
         except UnknownHandler:
             raise AdminInputError("handler", f"no handler named {handler}") from None
         except EventNotFound:
             return _error(404, "not_found", "No such event here or at Stripe.")
+        except EventRefused as exc:
+            # Of the other mode, or of an account we do not serve: never recorded or applied.
+            return _error(422, exc.code, exc.message)
         return jsonify({"eventId": event_id, "enqueued": names}), 200
 
     return admin

@@ -49,6 +49,13 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "Stripe payments service", "version": "1.0.0"},
         "components": {
+            "securitySchemes": {
+                # A merchant's back end, with a key from API_CLIENT_KEYS.
+                "apiClient": {"type": "http", "scheme": "bearer"},
+                # A browser's checkout session, from GET / (cookie) or POST /api/checkout-sessions.
+                "checkoutSession": {"type": "apiKey", "in": "header", "name": "X-Checkout-Session"},
+                "checkoutCookie": {"type": "apiKey", "in": "cookie", "name": "checkout_session"},
+            },
             "schemas": {
                 "Error": _ERROR,
                 "Payment": {
@@ -83,12 +90,40 @@ def openapi_document() -> dict[str, Any]:
                         "updatedAt": {"type": "string", "format": "date-time"},
                     },
                 },
-            }
+            },
         },
         "paths": {
+            "/api/checkout-sessions": {
+                "post": {
+                    "summary": "A checkout session: the caller a browser creates payments as",
+                    "responses": {
+                        "201": {
+                            "description": "a new session (also set as a cookie)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["checkoutSession"],
+                                        "properties": {
+                                            "checkoutSession": {"type": "string"},
+                                            "header": {"type": "string"},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(429),
+                    },
+                }
+            },
             "/api/create-payment": {
                 "post": {
-                    "summary": "Create a PaymentIntent",
+                    "summary": "Create a PaymentIntent; idempotency keys are scoped to the caller",
+                    "security": [
+                        {"apiClient": []},
+                        {"checkoutSession": []},
+                        {"checkoutCookie": []},
+                    ],
                     "parameters": [
                         {
                             "name": "Idempotency-Key",
@@ -98,7 +133,8 @@ def openapi_document() -> dict[str, Any]:
                                 "type": "string",
                                 "minLength": 1,
                                 "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
-                                "pattern": "^[\\x21-\\x7e]+$",
+                                # Printable ASCII, spaces allowed inside (the ends are trimmed).
+                                "pattern": "^[\\x20-\\x7e]*[\\x21-\\x7e][\\x20-\\x7e]*$",
                             },
                         }
                     ],
@@ -122,6 +158,8 @@ def openapi_document() -> dict[str, Any]:
                                         },
                                         "metadata": {
                                             "type": "object",
+                                            # null is read as no metadata.
+                                            "nullable": True,
                                             "maxProperties": MAX_METADATA_KEYS,
                                             "propertyNames": {
                                                 "minLength": 1,
@@ -156,20 +194,28 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(400, 402, 409, 413, 415, 429, 502, 503),
+                        **_errors(400, 401, 402, 409, 413, 415, 429, 502, 503),
                     },
                 }
             },
             "/api/payments/{payment_intent_id}": {
                 "get": {
                     "summary": "A payment's status as our ledger knows it",
+                    "description": "Readable with the PaymentIntent's client secret "
+                    "(X-Client-Secret) or the admin token; otherwise 404, as for an unknown id.",
                     "parameters": [
                         {
                             "name": "payment_intent_id",
                             "in": "path",
                             "required": True,
                             "schema": {"type": "string", "minLength": 1},
-                        }
+                        },
+                        {
+                            "name": "X-Client-Secret",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string"},
+                        },
                     ],
                     "responses": {
                         "200": {

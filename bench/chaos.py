@@ -67,6 +67,9 @@ def _as_postgres(args: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
+CHAOS_API_CLIENT_KEY = "chaos-only-api-client-key-" + "c" * 16
+
+
 class OwnPostgres:
     """A throwaway PostgreSQL cluster in a temporary directory, on a spare port."""
 
@@ -190,6 +193,8 @@ class Stack:
             "RECONCILE_INTERVAL_SECONDS": str(args.reconcile_interval),
             "RECONCILE_LOOKBACK_SECONDS": "7200",
             "LOG_LEVEL": "INFO",
+            # The API client the chaos run creates payments as.
+            "API_CLIENT_KEYS": f"chaos:{CHAOS_API_CLIENT_KEY}",
         }
         self.worker: Process | None = None
         self.others: list[Process] = []
@@ -334,7 +339,10 @@ class LoadGenerator:
                 response = requests.post(
                     f"{self.api}/api/create-payment",
                     json={"amount": 1000 + index, "currency": "usd"},
-                    headers={"Idempotency-Key": f"chaos-{self.args.seed}-{index}"},
+                    headers={
+                        "Idempotency-Key": f"chaos-{self.args.seed}-{index}",
+                        "Authorization": f"Bearer {CHAOS_API_CLIENT_KEY}",
+                    },
                     timeout=30,
                 )
                 if response.status_code == 200:

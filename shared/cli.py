@@ -483,11 +483,12 @@ def dev_bootstrap(web: str, timeout: float) -> None:
 The stack is up: API {web}, Flower http://127.0.0.1:5555, stand-in {settings.stripe_api_base}.
 Try a payment (in another terminal, from this directory):
 
-  curl -s -X POST {web}/api/create-payment -H 'Content-Type: application/json' \\
-       -d '{{"amount": 1000, "currency": "usd", "metadata": {{"orderId": "123"}}}}'
   set -a; . ./.env.dev; set +a
+  curl -s -X POST {web}/api/create-payment -H 'Content-Type: application/json' \\
+       -H "Authorization: Bearer ${{API_CLIENT_KEYS#*:}}" -H 'Idempotency-Key: order-123' \\
+       -d '{{"amount": 1000, "currency": "usd", "metadata": {{"orderId": "123"}}}}'
   .venv/bin/payments dev pay pi_... --card 4242424242424242
-  curl -s {web}/api/payments/pi_...
+  curl -s {web}/api/payments/pi_... -H 'X-Client-Secret: pi_..._secret_...'
 """
     )
 

@@ -29,6 +29,26 @@ DEFAULT_SWEEP_PENDING_SECONDS = 300
 DEFAULT_RECONCILE_INTERVAL_SECONDS = 300
 DEFAULT_RECONCILE_OVERLAP_SECONDS = 600
 DEFAULT_RECONCILE_LOOKBACK_SECONDS = 3 * 24 * 3600
+# How long a queued body that no configured key decrypts is retried before it is quarantined:
+# long enough for a deploy that gave the web process a new key before the workers to finish.
+DEFAULT_UNDECRYPTABLE_RETRY_SECONDS = 3600
+# The Stripe SDK's own retries of one request (see shared.stripe_gateway).
+STRIPE_MAX_NETWORK_RETRIES = 2
+
+# The values `.env.dev` ships with. They are public (they are in this repository), so a service
+# that talks to real Stripe refuses to start with any of them: a deployment that forgot one
+# variable must fail, not accept events signed with a secret anyone can read.
+PUBLIC_DEV_VALUES = frozenset(
+    {
+        "sk_test_dev_only_not_a_real_key",
+        "pk_test_dev_only_not_a_real_key",
+        "whsec_dev_only_not_a_real_secret",
+        "ZGV2LW9ubHktbm90LWEtcmVhbC1rZXktMzJieXRlcyE=",
+        "dev-only-admin-token-not-a-secret",
+        "dev-only-metrics-token-not-a-secret",
+        "devclient:dev-only-api-client-token-not-a-secret",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -77,10 +97,38 @@ class Settings:
     log_format: str = "json"
     # Fernet keys for stored event payloads, newest first (it encrypts; all decrypt).
     encryption_keys: tuple[str, ...] = field(default=(), repr=False)
+    # API client credentials, name -> bearer token: a caller's idempotency keys are its own.
+    api_clients: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # Connected accounts (acct_...) whose events we apply; events of any other account are
+    # refused. Empty: only the platform's own events (no `account`).
+    connected_accounts: tuple[str, ...] = ()
+    # Separate budgets, so a page polling for its result is never starved by creation, and
+    # operator and probe endpoints cannot be hammered for free.
+    status_rate_limit: str = "300 per minute"
+    admin_rate_limit: str = "60 per minute"
+    probe_rate_limit: str = "120 per minute"
+    # Bearer token for the web process's /metrics; None serves no /metrics on the API port.
+    metrics_token: str | None = field(default=None, repr=False)
+    undecryptable_retry_seconds: int = DEFAULT_UNDECRYPTABLE_RETRY_SECONDS
+    # How long the checkout page waits for the outcome before it tells the customer the
+    # payment is still processing (it keeps checking, and never offers to pay again).
+    checkout_status_timeout_seconds: int = 60
 
     @property
     def uses_stripe_stand_in(self) -> bool:
         return self.stripe_api_base is not None
+
+    @property
+    def livemode(self) -> bool:
+        """Whether the secret key is a live-mode key: events must be of the same mode."""
+        return self.stripe_secret_key.startswith(("sk_live_", "rk_live_"))
+
+    @property
+    def create_lease_seconds(self) -> int:
+        """How long a create-payment request may hold its idempotency key while it waits for
+        Stripe: every attempt of the SDK at its timeout, plus a margin. A request that finds
+        the key held for longer than this takes it over (its holder died)."""
+        return self.stripe_timeout_seconds * (STRIPE_MAX_NETWORK_RETRIES + 1) + 5
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -222,15 +270,72 @@ def _encryption_keys(env: Mapping[str, str]) -> tuple[str, ...]:
 
 
 def _admin_token(env: Mapping[str, str]) -> str | None:
-    value = _optional(env, "ADMIN_TOKEN")
+    return _token(env, "ADMIN_TOKEN")
+
+
+def _token(env: Mapping[str, str], name: str) -> str | None:
+    value = _optional(env, name)
     if value is not None and len(value) < 24:
-        raise ConfigError("ADMIN_TOKEN must be at least 24 characters")
+        raise ConfigError(f"{name} must be at least 24 characters")
     return value
+
+
+def _api_clients(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    clients: list[tuple[str, str]] = []
+    for part in env.get("API_CLIENT_KEYS", "").split(","):
+        if not part.strip():
+            continue
+        name, _, token = part.strip().partition(":")
+        if not name or len(token) < 24 or not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(
+                "API_CLIENT_KEYS must be name:token pairs separated by commas, each name "
+                "letters, digits, - or _ and each token at least 24 characters"
+            )
+        clients.append((name, token))
+    if len({name for name, _ in clients}) != len(clients):
+        raise ConfigError("API_CLIENT_KEYS names each client once")
+    return tuple(clients)
+
+
+def _connected_accounts(env: Mapping[str, str]) -> tuple[str, ...]:
+    accounts = tuple(
+        part.strip() for part in env.get("STRIPE_CONNECTED_ACCOUNTS", "").split(",") if part.strip()
+    )
+    if not all(account.startswith("acct_") for account in accounts):
+        raise ConfigError("STRIPE_CONNECTED_ACCOUNTS must be acct_ ids separated by commas")
+    return accounts
+
+
+def _limit(env: Mapping[str, str], name: str, default: str) -> str:
+    from limits import parse_many
+
+    value = (env.get(name, "") or default).strip()
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be like '60 per minute' or '10/second;500/hour', got {value!r}"
+        ) from None
+    return value
+
+
+def refuse_public_dev_values(env: Mapping[str, str]) -> None:
+    """Fail closed when a service aimed at real Stripe carries a value from `.env.dev`."""
+    if _optional(env, "STRIPE_API_BASE") is not None:
+        return  # pointed at the stand-in: the dev values are what it expects
+    for name, raw in sorted(env.items()):
+        values = {raw.strip(), *(part.strip() for part in raw.split(","))}
+        if values & PUBLIC_DEV_VALUES:
+            raise ConfigError(
+                f"{name} holds a public development value from .env.dev; set a real one "
+                "(these are only accepted with STRIPE_API_BASE pointing at the stand-in)"
+            )
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from ``env`` (the process environment by default)."""
     env = os.environ if env is None else env
+    refuse_public_dev_values(env)
     api_base = _url(env, "STRIPE_API_BASE", ("http", "https"), required=False) or None
     log_level = (env.get("LOG_LEVEL", "") or "INFO").strip().upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -288,4 +393,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         handler_modules=tuple(
             part.strip() for part in env.get("HANDLER_MODULES", "").split(",") if part.strip()
         ),
+        api_clients=_api_clients(env),
+        connected_accounts=_connected_accounts(env),
+        status_rate_limit=_limit(env, "STATUS_RATE_LIMIT", "300 per minute"),
+        admin_rate_limit=_limit(env, "ADMIN_RATE_LIMIT", "60 per minute"),
+        probe_rate_limit=_limit(env, "PROBE_RATE_LIMIT", "120 per minute"),
+        metrics_token=_token(env, "METRICS_TOKEN"),
+        undecryptable_retry_seconds=_positive_int(
+            env, "UNDECRYPTABLE_RETRY_SECONDS", DEFAULT_UNDECRYPTABLE_RETRY_SECONDS
+        ),
+        checkout_status_timeout_seconds=_positive_int(env, "CHECKOUT_STATUS_TIMEOUT_SECONDS", 60),
     )

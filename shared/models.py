@@ -16,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -55,7 +56,16 @@ class Payment(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column(
         "metadata", JSONB, nullable=False, server_default="{}"
     )
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # Who created the payment (see shared.callers): idempotency keys are unique per caller, as
+    # Stripe's are per account, so one caller's key never replays another's payment.
+    caller: Mapped[str | None] = mapped_column(String(80))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # While set and in the future, a create request for this key is talking to Stripe: a
+    # concurrent one gets 409 idempotency_key_in_use; a later one takes over (its holder died).
+    create_lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # sha256 of the PaymentIntent's client secret: the proof a status reader must show. The
+    # secret itself is never stored.
+    client_secret_sha256: Mapped[str | None] = mapped_column(String(64))
     # sha256 of the canonical request body: the same key with another body is a conflict.
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     last_error_code: Mapped[str | None] = mapped_column(String(255))
@@ -66,7 +76,10 @@ class Payment(Base):
     created_at: Mapped[dt.datetime] = _now_column()
     updated_at: Mapped[dt.datetime] = _now_column()
 
-    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        UniqueConstraint("caller", "idempotency_key", name="uq_payments_caller_idempotency_key"),
+    )
 
 
 class StripeEvent(Base):

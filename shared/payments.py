@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.callers import Caller, secret_digest
 from shared.db import transaction
 from shared.metrics import PAYMENT_FAILURES, PAYMENT_SUCCESS
 from shared.models import Payment
@@ -54,6 +55,14 @@ class IdempotencyConflict(Exception):
     """The idempotency key was used before with a different request body."""
 
 
+class IdempotencyKeyInUse(Exception):
+    """Another request with this key is talking to Stripe right now (Stripe's own 409)."""
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__("idempotency key in use")
+        self.retry_after_seconds = retry_after_seconds
+
+
 @dataclass(frozen=True)
 class PaymentCreated:
     payment_intent_id: str
@@ -70,77 +79,126 @@ def _utc(timestamp: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """What the first, short transaction found for a (caller, key)."""
+
+    row_id: int
+    # Set when the key already produced a PaymentIntent: answer with it again.
+    payment_intent_id: str | None
+
+
 class PaymentService:
-    def __init__(self, session_factory: sessionmaker[Session], gateway: PaymentGateway) -> None:
+    """Creates PaymentIntents once per (caller, idempotency key).
+
+    No database connection or row lock is held while Stripe is called (that can take the SDK's
+    timeout times its retries): the key is recorded with a lease in one short transaction,
+    Stripe is called with a Stripe idempotency key derived from ours, and the answer is recorded
+    in a second. A request that finds the key leased answers like Stripe (409
+    ``idempotency_key_in_use``); one that finds the lease expired (its holder died, before or
+    after Stripe answered) takes it over and asks Stripe again with the same Stripe key, which
+    returns the PaymentIntent the dead holder created rather than a second one.
+    """
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        gateway: PaymentGateway,
+        *,
+        lease_seconds: int = 65,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
         self._sessions = session_factory
         self._gateway = gateway
+        self._lease = dt.timedelta(seconds=lease_seconds)
+        self._now = clock
 
-    def create(self, request: PaymentRequest, idempotency_key: str | None) -> PaymentCreated:
-        if idempotency_key is None:
-            return self._create_without_key(request)
-        return self._create_with_key(request, idempotency_key)
-
-    def _create_without_key(self, request: PaymentRequest) -> PaymentCreated:
-        # The SDK retries network failures; a key of our own makes those retries safe at Stripe.
-        intent = self._gateway.create_payment_intent(
-            amount=request.amount,
-            currency=request.currency,
-            metadata=request.metadata,
-            idempotency_key=f"payments-{uuid.uuid4()}",
-        )
-        with transaction(self._sessions) as session:
-            # A webhook for this PaymentIntent may have created its row already; keep that one.
-            session.execute(
-                insert(Payment)
-                .values(metadata_=request.metadata, **_intent_fields(intent))
-                .on_conflict_do_nothing(index_elements=[Payment.payment_intent_id])
+    def create(
+        self, request: PaymentRequest, idempotency_key: str | None, caller: Caller
+    ) -> PaymentCreated:
+        claim = self._claim(request, idempotency_key, caller)
+        # Without a key of the caller's, one of ours still makes the SDK's own retries safe.
+        key = idempotency_key or f"auto-{uuid.uuid4()}"
+        if claim.payment_intent_id is not None:
+            # Client secrets are never stored: fetch it again from Stripe for the replay.
+            intent = self._gateway.retrieve_payment_intent(claim.payment_intent_id)
+            return PaymentCreated(intent.id, intent.client_secret, replayed=True)
+        try:
+            intent = self._gateway.create_payment_intent(
+                amount=request.amount,
+                currency=request.currency,
+                metadata=request.metadata,
+                idempotency_key=caller.stripe_idempotency_key(key),
             )
+        except BaseException:
+            # Stripe said no (or could not be reached): free the key now, so a retry need not
+            # wait for the lease. Whatever Stripe did, its idempotency key makes a retry safe.
+            self._release(claim.row_id)
+            raise
+        self._attach(claim.row_id, intent)
         return PaymentCreated(intent.id, intent.client_secret, replayed=False)
 
-    def _create_with_key(self, request: PaymentRequest, key: str) -> PaymentCreated:
+    def _claim(self, request: PaymentRequest, key: str | None, caller: Caller) -> _Claim:
         fingerprint = request_fingerprint(request)
+        now = self._now()
         with transaction(self._sessions) as session:
-            # A concurrent request with the same key blocks on this insert until ours commits or
-            # rolls back, so exactly one of them reaches Stripe. The row lock is held across the
-            # Stripe call on purpose: a few hundred milliseconds of waiting is the price of never
-            # creating two PaymentIntents (the stand-in ignores Idempotency-Key, and real Stripe
-            # forgets it after 24 hours).
-            session.execute(
+            inserted = session.execute(
                 insert(Payment)
                 .values(
+                    caller=caller.scope,
                     idempotency_key=key,
                     request_fingerprint=fingerprint,
                     amount=request.amount,
                     currency=request.currency,
                     status="creating",
                     metadata_=request.metadata,
+                    create_lease_until=now + self._lease,
                 )
-                .on_conflict_do_nothing(index_elements=[Payment.idempotency_key])
-            )
+                .on_conflict_do_nothing(index_elements=[Payment.caller, Payment.idempotency_key])
+                .returning(Payment.id)
+            ).scalar_one_or_none()
+            if inserted is not None:
+                return _Claim(inserted, None)
+            assert key is not None  # rows without a key never conflict
+            # Locked for the length of this transaction only: milliseconds, never a Stripe call.
             payment = session.execute(
-                select(Payment).where(Payment.idempotency_key == key).with_for_update()
+                select(Payment)
+                .where(Payment.caller == caller.scope, Payment.idempotency_key == key)
+                .with_for_update()
             ).scalar_one()
             if payment.request_fingerprint != fingerprint:
                 raise IdempotencyConflict(key)
             if payment.payment_intent_id is not None:
-                # Client secrets are never stored: fetch it again from Stripe for the replay.
-                intent = self._gateway.retrieve_payment_intent(payment.payment_intent_id)
-                return PaymentCreated(intent.id, intent.client_secret, replayed=True)
-            intent = self._gateway.create_payment_intent(
-                amount=request.amount,
-                currency=request.currency,
-                metadata=request.metadata,
-                idempotency_key=key,
+                return _Claim(payment.id, payment.payment_intent_id)
+            lease = payment.create_lease_until
+            if lease is not None and lease > now:
+                raise IdempotencyKeyInUse(retry_after_seconds=1)
+            log.warning(
+                "taking over idempotency key of payment row %s: its lease ran out", payment.id
             )
-            _attach_intent(session, payment, intent)
-        return PaymentCreated(intent.id, intent.client_secret, replayed=False)
+            payment.create_lease_until = now + self._lease
+            return _Claim(payment.id, None)
 
-    def get(self, payment_intent_id: str) -> dict[str, Any] | None:
-        with self._sessions() as session:
+    def _release(self, row_id: int) -> None:
+        with transaction(self._sessions) as session:
+            session.execute(
+                update(Payment)
+                .where(Payment.id == row_id, Payment.payment_intent_id.is_(None))
+                .values(create_lease_until=None)
+            )
+
+    def _attach(self, row_id: int, intent: CreatedIntent) -> None:
+        with transaction(self._sessions) as session:
             payment = session.execute(
+                select(Payment).where(Payment.id == row_id).with_for_update()
+            ).scalar_one()
+            _attach_intent(session, payment, intent)
+
+    def get(self, payment_intent_id: str) -> Payment | None:
+        with self._sessions() as session:
+            return session.execute(
                 select(Payment).where(Payment.payment_intent_id == payment_intent_id)
             ).scalar_one_or_none()
-            return None if payment is None else payment_view(payment)
 
 
 def _intent_fields(intent: CreatedIntent) -> dict[str, Any]:
@@ -154,24 +212,31 @@ def _intent_fields(intent: CreatedIntent) -> dict[str, Any]:
 
 
 def _attach_intent(session: Session, payment: Payment, intent: CreatedIntent) -> None:
-    """Record the created PaymentIntent on our (locked, unchanged) idempotency row."""
-    row_id, key, fingerprint = payment.id, payment.idempotency_key, payment.request_fingerprint
+    """Record the created PaymentIntent on our (locked) idempotency row."""
+    if payment.payment_intent_id == intent.id:
+        return  # a request that took over our lease recorded the same PaymentIntent first
+    row_id = payment.id
+    owner = {
+        "caller": payment.caller,
+        "idempotency_key": payment.idempotency_key,
+        "request_fingerprint": payment.request_fingerprint,
+        "client_secret_sha256": secret_digest(intent.client_secret),
+        "create_lease_until": None,
+    }
     try:
         # The savepoint keeps the transaction usable if the update hits the unique id.
         with session.begin_nested():
             session.execute(
                 update(Payment)
                 .where(Payment.id == row_id)
-                .values(updated_at=func.now(), **_intent_fields(intent))
+                .values(updated_at=func.now(), **owner, **_intent_fields(intent))
             )
     except IntegrityError:
         # A webhook for this PaymentIntent got here first and created its row. Keep that row
         # (it may carry a newer status) and move our idempotency key onto it.
         session.execute(delete(Payment).where(Payment.id == row_id))
         session.execute(
-            update(Payment)
-            .where(Payment.payment_intent_id == intent.id)
-            .values(idempotency_key=key, request_fingerprint=fingerprint)
+            update(Payment).where(Payment.payment_intent_id == intent.id).values(**owner)
         )
 
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import stripe
 
-from shared.config import Settings
+from shared.config import STRIPE_MAX_NETWORK_RETRIES, Settings
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def make_stripe_client(settings: Settings) -> stripe.StripeClient:
         settings.stripe_secret_key,
         base_addresses=base_addresses,
         # The SDK retries connection errors, 409s and 5xx with its own idempotency key.
-        max_network_retries=2,
+        max_network_retries=STRIPE_MAX_NETWORK_RETRIES,
         # requests is a dependency of the stripe SDK; its client is the one that takes a timeout.
         http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_seconds),
     )

@@ -31,11 +31,15 @@ from tests.support.processes import (
     free_port,
     port_open,
     python_module,
+    redis_server_args,
     wait_until,
 )
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
-REDIS_HOST = "redis://127.0.0.1:6379"
+# Each test session runs its own Redis on a spare port: parallel runs never share queues, and
+# the machine's Redis (a dev stack's broker) is never flushed.
+REDIS_PORT = free_port()
+REDIS_HOST = f"redis://127.0.0.1:{REDIS_PORT}"
 # Redis database indexes used only by the tests: one with a worker consuming it, one without,
 # where a test can look at what was enqueued.
 WORKER_REDIS_DB = 13
@@ -46,9 +50,23 @@ WORKER_METRICS_PORT = free_port()
 WEBHOOK_SECRET = "whsec_test_" + "a" * 32
 OLD_WEBHOOK_SECRET = "whsec_test_" + "b" * 32
 ADMIN_TOKEN = "admin-token-for-tests-" + "z" * 16
+# The API client the tests create payments as (a merchant's back end, in production).
+API_CLIENT_KEY = "api-client-key-for-tests-" + "k" * 16
+OTHER_API_CLIENT_KEY = "api-client-key-for-tests-" + "o" * 16
+METRICS_TOKEN = "metrics-token-for-tests-" + "m" * 16
 # base64 of "test-only-key-one-not-secret-32b" and "...-two-...": valid Fernet keys, no secret.
 ENCRYPTION_KEY = "dGVzdC1vbmx5LWtleS1vbmUtbm90LXNlY3JldC0zMmI="
 NEXT_ENCRYPTION_KEY = "dGVzdC1vbmx5LWtleS10d28tbm90LXNlY3JldC0zMmI="
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_redis() -> Iterator[Process]:
+    proc = Process("redis-session", redis_server_args(REDIS_PORT), dict(os.environ))
+    try:
+        wait_until(lambda: port_open(REDIS_PORT), 20, "session Redis start")
+        yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +111,11 @@ def base_env(stand_in_port: int) -> dict[str, str]:
         "RETRY_BASE_SECONDS": "1",
         "HANDLER_MODULES": "tests.support.test_handlers",
         "ADMIN_TOKEN": ADMIN_TOKEN,
+        "API_CLIENT_KEYS": f"tests:{API_CLIENT_KEY},other:{OTHER_API_CLIENT_KEY}",
+        "METRICS_TOKEN": METRICS_TOKEN,
+        "STATUS_RATE_LIMIT": "100000 per minute",
+        "ADMIN_RATE_LIMIT": "100000 per minute",
+        "PROBE_RATE_LIMIT": "100000 per minute",
         "PAYMENTS_ENCRYPTION_KEYS": ENCRYPTION_KEY,
         "LOG_LEVEL": "DEBUG",
         "LOG_FORMAT": "json",
@@ -194,12 +217,18 @@ class ApiClient:
         self.base = base
 
     def create_payment(self, body: dict[str, Any], **headers: str) -> requests.Response:
+        headers = {"Authorization": f"Bearer {API_CLIENT_KEY}", **headers}
         return requests.post(
             f"{self.base}/api/create-payment", json=body, headers=headers, timeout=30
         )
 
     def payment(self, payment_intent_id: str) -> requests.Response:
-        return requests.get(f"{self.base}/api/payments/{payment_intent_id}", timeout=10)
+        """The payment as the operators see it (the admin token may read any payment)."""
+        return requests.get(
+            f"{self.base}/api/payments/{payment_intent_id}",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=10,
+        )
 
     def post_webhook(self, body: bytes, headers: dict[str, str]) -> requests.Response:
         return requests.post(f"{self.base}/webhook", data=body, headers=headers, timeout=10)

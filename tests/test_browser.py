@@ -3,6 +3,8 @@ stand-in, with a Stripe.js test double (tests/support/stripe_js_double.js)."""
 
 from __future__ import annotations
 
+import re
+import secrets
 import shutil
 import threading
 from collections.abc import Iterator
@@ -16,7 +18,8 @@ import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from api import create_app
-from tests.support.processes import ARTIFACTS, ServedApp, free_port
+from tests.conftest import ADMIN_TOKEN, REDIS_HOST
+from tests.support.processes import ARTIFACTS, ServedApp, free_port, wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOUBLE = Path(__file__).parent / "support" / "stripe_js_double.js"
@@ -128,9 +131,16 @@ def test_card_4242_succeeds_with_the_status_the_webhook_set(page, checkout):
     assert intent_id
     # The page's final status is our ledger's, which only the webhook pipeline sets.
     assert (
-        requests.get(f"{checkout}/api/payments/{intent_id}", timeout=10).json()["status"]
+        requests.get(
+            f"{checkout}/api/payments/{intent_id}",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=10,
+        ).json()["status"]
         == "succeeded"
     )
+    # Paid: the order is done, and Pay is not offered again until a new payment is started.
+    expect(page.locator("#pay")).to_be_disabled()
+    page.click("#new-payment")
     expect(page.locator("#pay")).to_be_enabled()
 
 
@@ -171,10 +181,129 @@ def test_button_is_disabled_while_a_payment_is_in_flight(page):
     expect(button).to_have_attribute("aria-busy", "true")
     shot(page, "in-flight")
     expect(page.locator("#status")).to_have_attribute("data-state", "succeeded", timeout=30_000)
-    expect(button).to_be_enabled()
+    expect(button).to_be_disabled()
 
 
 def test_checkout_page_loads_stripe_js_from_its_setting(checkout, stripe_js_double):
     html = requests.get(checkout, timeout=10)
     assert f'src="{stripe_js_double}"' in html.text
     assert "script-src 'self' http://127.0.0.1" in html.headers["Content-Security-Policy"]
+
+
+def stand_in_intents_of(settings, amount: int) -> list[dict[str, Any]]:
+    listed = requests.get(
+        f"{settings.stripe_api_base}/v1/payment_intents",
+        auth=(settings.stripe_secret_key, ""),
+        timeout=10,
+    ).json()["data"]
+    return [intent for intent in listed if intent["amount"] == amount]
+
+
+@pytest.fixture
+def stalled_checkout(settings, stripe_js_double, stand_in, live_api) -> Iterator[str]:
+    """A checkout whose worker never records the outcome (its broker has no consumer): the
+    page waits past its timeout for a result that does not come."""
+    stalled = replace(
+        settings,
+        stripe_js_url=stripe_js_double,
+        redis_url=f"{REDIS_HOST}/11",
+        checkout_status_timeout_seconds=2,
+    )
+    served = ServedApp(create_app(stalled))
+    stand_in.register_webhook(f"{served.url}/webhook")
+    try:
+        yield served.url
+    finally:
+        stand_in.register_webhook(f"{live_api.url}/webhook")
+        served.stop()
+
+
+def test_a_second_click_while_the_outcome_is_unknown_never_charges_twice(
+    browser, stalled_checkout, settings
+):
+    amount = 1000 + secrets.randbelow(8000)
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(stalled_checkout)
+    pay(page, "4242 4242 4242 4242", amount=f"{amount / 100:.2f}")
+    wait_until(
+        lambda: [i["status"] for i in stand_in_intents_of(settings, amount)] == ["succeeded"],
+        30,
+        "the first payment to succeed at the stand-in",
+    )
+    # Past the timeout: "still processing" (before the fix: "failed", and Pay offered again).
+    page.wait_for_function(
+        "() => ['failed', 'delayed'].includes(document.getElementById('status').dataset.state)",
+        timeout=90_000,
+    )
+
+    # The customer clicks again (or a script submits the form past a disabled button) ...
+    page.locator("#payment-form").evaluate("form => form.requestSubmit()")
+    wait_until(
+        lambda: (
+            page.locator("#status").get_attribute("data-refused-resubmits") == "1"
+            or len(stand_in_intents_of(settings, amount)) > 1
+        ),
+        30,
+        "the second submit to be refused or to charge again",
+    )
+    assert len(stand_in_intents_of(settings, amount)) == 1, "charged twice"
+    expect(page.locator("#status")).to_contain_text("still processing")
+    expect(page.locator("#pay")).to_be_disabled()
+    # ... and reloads the page: the paid order is followed, not offered again.
+    page.reload()
+    expect(page.locator("#pay")).to_be_disabled()
+    expect(page.locator("#status")).to_have_attribute(
+        "data-state", re.compile("processing|delayed")
+    )
+    shot(page, "second-click-refused")
+    context.close()
+
+    assert len(stand_in_intents_of(settings, amount)) == 1
+
+
+def test_polling_backs_off_and_never_sooner_than_retry_after(page):
+    delays = page.evaluate(
+        """async () => {
+            const m = await import('/static/payment.js');
+            const low = () => 0;
+            return {
+                first: m.nextPollDelay(0, { baseMs: 500, capMs: 10000, random: low }),
+                later: m.nextPollDelay(6, { baseMs: 500, capMs: 10000, random: low }),
+                capped: m.nextPollDelay(30, { baseMs: 500, capMs: 10000, random: () => 1 }),
+                server: m.nextPollDelay(0, { baseMs: 500, capMs: 10000, serverMs: 60000 }),
+                seconds: m.retryAfterMs('7'),
+                date: m.retryAfterMs(new Date(Date.now() + 5000).toUTCString()),
+                none: m.retryAfterMs(null),
+            };
+        }"""
+    )
+    assert delays["first"] == 250
+    assert delays["later"] == 5000
+    assert delays["capped"] == 10000
+    assert delays["server"] == 60000
+    assert delays["seconds"] == 7000
+    assert 3000 <= delays["date"] <= 5000
+    assert delays["none"] is None
+
+
+def test_a_rate_limited_status_read_keeps_waiting(browser, stalled_checkout, settings):
+    """A 429 on a status read (before the fix: the page stopped following the payment)."""
+    context = browser.new_context()
+    page = context.new_page()
+    limited: list[int] = []
+
+    def first_two_limited(route: Any) -> None:
+        if len(limited) < 2:
+            limited.append(1)
+            route.fulfill(status=429, headers={"Retry-After": "1"}, body="{}")
+        else:
+            route.continue_()
+
+    page.route("**/api/payments/*", first_two_limited)
+    page.goto(stalled_checkout)
+    pay(page, "4242 4242 4242 4242")
+    expect(page.locator("#status")).to_have_attribute("data-backing-off", "true", timeout=30_000)
+    expect(page.locator("#status")).to_have_attribute("data-state", "delayed", timeout=30_000)
+    expect(page.locator("#pay")).to_be_disabled()
+    context.close()

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from api import create_app, stripe_error_response
 from shared.config import Settings
 from shared.models import Payment
+from tests.conftest import ADMIN_TOKEN, API_CLIENT_KEY
 from tests.support.processes import free_port
 
 
@@ -25,7 +26,16 @@ def app(settings: Settings, database):
 
 @pytest.fixture
 def client(app) -> FlaskClient:
-    return app.test_client()
+    return as_api_client(app.test_client())
+
+
+def as_api_client(client: FlaskClient, key: str = API_CLIENT_KEY) -> FlaskClient:
+    """A test client that creates payments as an API client; reads go with the admin token."""
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    return client
+
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def stand_in_intents(settings: Settings, marker: str) -> list[dict]:
@@ -53,7 +63,7 @@ def test_creates_a_payment_intent_and_records_it(client, settings, sessions):
     assert body["clientSecret"].startswith(body["paymentIntentId"] + "_secret_")
     assert [pi["id"] for pi in stand_in_intents(settings, marker)] == [body["paymentIntentId"]]
 
-    view = client.get(f"/api/payments/{body['paymentIntentId']}").get_json()
+    view = client.get(f"/api/payments/{body['paymentIntentId']}", headers=ADMIN).get_json()
     assert view["amount"] == 1000
     assert view["currency"] == "usd"
     assert view["status"] == "requires_payment_method"
@@ -76,7 +86,7 @@ def test_client_secret_is_never_stored(client, sessions):
 
 
 def test_unknown_payment_is_404_json(client):
-    response = client.get("/api/payments/pi_doesnotexist")
+    response = client.get("/api/payments/pi_doesnotexist", headers=ADMIN)
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
 
@@ -154,23 +164,33 @@ def test_concurrent_requests_with_one_key_create_one_payment_intent(app, setting
     key = secrets.token_hex(16)
     marker = secrets.token_hex(6)
     body = {"amount": 4200, "currency": "usd", "metadata": {"marker": marker}}
-    start = threading.Barrier(8)
-    results: list[tuple[int, dict]] = []
+    start = threading.Barrier(50)
+    results: list[tuple[int, dict, str | None]] = []
 
     def request() -> None:
-        client = app.test_client()
+        client = as_api_client(app.test_client())
         start.wait()
         response = client.post("/api/create-payment", json=body, headers={"Idempotency-Key": key})
-        results.append((response.status_code, response.get_json()))
+        results.append(
+            (response.status_code, response.get_json(), response.headers.get("Retry-After"))
+        )
 
-    threads = [threading.Thread(target=request) for _ in range(8)]
+    threads = [threading.Thread(target=request) for _ in range(50)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
 
-    assert [status for status, _ in results] == [200] * 8
-    assert len({body["paymentIntentId"] for _, body in results}) == 1
+    # As at Stripe: a request that finds the key still in flight is told to retry.
+    assert {status for status, _, _ in results} <= {200, 409}
+    in_use = [(body, after) for status, body, after in results if status == 409]
+    assert all(b["error"]["code"] == "idempotency_key_in_use" and a for b, a in in_use)
+    created = {b["paymentIntentId"] for status, b, _ in results if status == 200}
+    assert len(created) == 1
+    retried = as_api_client(app.test_client()).post(
+        "/api/create-payment", json=body, headers={"Idempotency-Key": key}
+    )
+    assert retried.get_json()["paymentIntentId"] in created
     assert len(stand_in_intents(settings, marker)) == 1
     with sessions() as session:
         rows = session.execute(
@@ -181,7 +201,7 @@ def test_concurrent_requests_with_one_key_create_one_payment_intent(app, setting
 
 def test_stripe_unreachable_is_503(settings, database):
     offline = replace(settings, stripe_api_base=f"http://127.0.0.1:{free_port()}")
-    client = create_app(offline).test_client()
+    client = as_api_client(create_app(offline).test_client())
 
     response = client.post("/api/create-payment", json={"amount": 1000, "currency": "usd"})
 
@@ -245,7 +265,7 @@ def _as_of(seconds: int):
 @pytest.mark.parametrize("with_key", [True, False])
 def test_webhook_row_created_first_is_kept_and_takes_the_key(settings, sessions, with_key):
     app = create_app(settings, gateway=WebhookFirstGateway(settings, sessions))
-    client = app.test_client()
+    client = as_api_client(app.test_client())
     key = secrets.token_hex(16)
     headers = {"Idempotency-Key": key} if with_key else {}
     body = {"amount": 3100, "currency": "usd"}
@@ -272,9 +292,9 @@ def test_database_unreachable_is_503_json(settings):
     offline = replace(
         settings, database_url=f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x"
     )
-    client = create_app(offline).test_client()
+    client = as_api_client(create_app(offline).test_client())
 
-    read = client.get("/api/payments/pi_anything")
+    read = client.get("/api/payments/pi_anything", headers=ADMIN)
     create = client.post(
         "/api/create-payment",
         json={"amount": 1000, "currency": "usd"},
@@ -293,5 +313,7 @@ def test_numeric_metadata_keys_survive_the_round_trip(client):
     response = client.post("/api/create-payment", json=body)
 
     assert response.status_code == 200, response.get_json()
-    view = client.get(f"/api/payments/{response.get_json()['paymentIntentId']}").get_json()
+    view = client.get(
+        f"/api/payments/{response.get_json()['paymentIntentId']}", headers=ADMIN
+    ).get_json()
     assert view["metadata"] == {"8": "eight", "orderId": "9"}

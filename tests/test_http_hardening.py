@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import time
 from dataclasses import replace
 
 import pytest
@@ -12,7 +14,14 @@ import requests
 from prometheus_client import REGISTRY
 
 from api import create_app
-from tests.conftest import OLD_WEBHOOK_SECRET, REDIS_HOST, WEBHOOK_SECRET
+from tests.conftest import (
+    ADMIN_TOKEN,
+    API_CLIENT_KEY,
+    METRICS_TOKEN,
+    OLD_WEBHOOK_SECRET,
+    REDIS_HOST,
+    WEBHOOK_SECRET,
+)
 from tests.support import stripe_events
 from tests.support.processes import (
     Process,
@@ -32,27 +41,67 @@ def limited_settings(settings, database):
     yield replace(
         settings,
         rate_limit="3 per minute",
+        status_rate_limit="3 per minute",
         rate_limit_storage_url=f"{REDIS_HOST}/{LIMIT_REDIS_DB}",
     )
     client.flushdb()
 
 
-def test_api_is_rate_limited_per_client_with_retry_after(limited_settings):
+def test_creation_is_rate_limited_per_client_with_retry_after(limited_settings):
     client = create_app(limited_settings).test_client()
 
-    statuses = [client.get("/api/payments/pi_nope").status_code for _ in range(4)]
+    statuses = [client.post("/api/create-payment", json={}).status_code for _ in range(4)]
 
-    assert statuses == [404, 404, 404, 429]
-    limited = client.get("/api/payments/pi_nope")
+    assert statuses == [401, 401, 401, 429]
+    limited = client.post("/api/create-payment", json={})
     assert limited.status_code == 429
     assert int(limited.headers["Retry-After"]) >= 1
     assert limited.get_json()["error"]["code"] == "too_many_requests"
-    # One budget across every /api/ route: the limit is per client, not per route.
-    other_route = client.post("/api/create-payment", json={"amount": 1000, "currency": "usd"})
-    assert other_route.status_code == 429
     # Another client address has its own budget.
-    other = client.get("/api/payments/pi_nope", environ_base={"REMOTE_ADDR": "10.9.8.7"})
-    assert other.status_code == 404
+    other = client.post("/api/create-payment", json={}, environ_base={"REMOTE_ADDR": "10.9.8.7"})
+    assert other.status_code == 401
+
+
+def test_a_page_waiting_for_its_result_is_not_starved_by_creation(limited_settings):
+    client = create_app(replace(limited_settings, status_rate_limit="5 per minute")).test_client()
+    for _ in range(4):
+        client.post("/api/create-payment", json={})
+
+    reads = [client.get("/api/payments/pi_nope").status_code for _ in range(6)]
+
+    # Creation's budget is spent; status reads have their own, and it is larger.
+    assert reads == [404] * 5 + [429]
+
+
+def test_probes_and_the_operator_api_are_rate_limited(limited_settings):
+    client = create_app(
+        replace(limited_settings, probe_rate_limit="2 per minute", admin_rate_limit="2 per minute")
+    ).test_client()
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    ready = [client.get("/readyz").status_code for _ in range(3)]
+    dlq = [client.get("/admin/dlq", headers=admin).status_code for _ in range(3)]
+    # A wrong token is counted too: guessing the token costs the same budget.
+    guess = client.get("/admin/dlq", headers={"Authorization": "Bearer guess"})
+
+    assert ready == [200, 200, 429]
+    assert dlq == [200, 200, 429]
+    assert guess.status_code == 429
+
+
+def test_metrics_on_the_api_port_need_the_metrics_token(settings, database):
+    client = create_app(settings).test_client()
+    unauthenticated = client.get("/metrics")
+    wrong = client.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    scraped = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    off = create_app(replace(settings, metrics_token=None)).test_client()
+
+    assert unauthenticated.status_code == wrong.status_code == 404
+    assert scraped.status_code == 200
+    assert b"webhook_events_total" in scraped.data
+    assert (
+        off.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).status_code == 404
+    )
 
 
 def test_webhook_is_never_rate_limited(limited_settings, quiet_redis):
@@ -129,6 +178,7 @@ def test_server_banner_has_no_version(gunicorn_web):
 
 def test_create_payment_takes_json_only(settings, database):
     client = create_app(settings).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_CLIENT_KEY}"
 
     form = client.post("/api/create-payment", data={"amount": "1000", "currency": "usd"})
     broken = client.post("/api/create-payment", data="{not json", content_type="application/json")
@@ -141,6 +191,7 @@ def test_create_payment_takes_json_only(settings, database):
 
 def test_long_idempotency_key_is_rejected(settings, database):
     client = create_app(settings).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_CLIENT_KEY}"
     response = client.post(
         "/api/create-payment",
         json={"amount": 1000, "currency": "usd"},
@@ -187,3 +238,38 @@ def test_chunked_oversized_body_is_refused(gunicorn_web, quiet_redis):
         status = 413  # refused and closed before the client finished sending
     assert status == 413
     assert quiet_redis.llen("events") == 0
+
+
+def test_slow_clients_cannot_stop_the_webhook_from_answering(gunicorn_web):
+    """Slowloris: clients that open connections and send their request a byte at a time. With
+    sync workers, two of them stopped every request, /webhook included."""
+    port = int(gunicorn_web.rsplit(":", 1)[1])
+    slow = []
+    for index in range(64):
+        conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+        # Half stall in their headers, half in a body they promised and never finish.
+        if index % 2:
+            conn.sendall(b"POST /api/create-payment HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        else:
+            conn.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n{")
+        slow.append(conn)
+    try:
+        answered = []
+        for _ in range(20):
+            body, headers = stripe_events.signed(
+                stripe_events.event("payment_intent.created", stripe_events.payment_intent()),
+                WEBHOOK_SECRET,
+            )
+            started = time.perf_counter()
+            response = requests.post(
+                f"{gunicorn_web}/webhook", data=body, headers=headers, timeout=5
+            )
+            answered.append((response.status_code, time.perf_counter() - started))
+            for conn in slow:
+                conn.sendall(b"a")  # still alive, still slow
+    finally:
+        for conn in slow:
+            conn.close()
+    assert [status for status, _ in answered] == [200] * 20
+    # A liveness bound, not a benchmark (bench/slow_clients.py measures the p99).
+    assert max(seconds for _, seconds in answered) < 2

@@ -19,7 +19,13 @@ from sqlalchemy import text
 
 from api import create_app
 from shared.observability import init_sentry
-from tests.conftest import REDIS_HOST, WEBHOOK_SECRET, WORKER_METRICS_PORT
+from tests.conftest import (
+    API_CLIENT_KEY,
+    METRICS_TOKEN,
+    REDIS_HOST,
+    WEBHOOK_SECRET,
+    WORKER_METRICS_PORT,
+)
 from tests.support import stripe_events
 from tests.support.processes import (
     ARTIFACTS,
@@ -37,7 +43,11 @@ from tests.support.processes import (
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     samples = {}
-    for family in text_string_to_metric_families(requests.get(url, timeout=10).text):
+    # The web process serves /metrics only to a scraper with the metrics token.
+    headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    for family in text_string_to_metric_families(
+        requests.get(url, headers=headers, timeout=10).text
+    ):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
@@ -70,12 +80,19 @@ def test_metrics_move_by_the_right_amounts_after_a_real_payment(gunicorn_api, st
     web_before, worker_before = scrape(f"{gunicorn_api}/metrics"), scrape(worker_metrics)
 
     created = requests.post(
-        f"{gunicorn_api}/api/create-payment", json={"amount": 4100, "currency": "usd"}, timeout=30
+        f"{gunicorn_api}/api/create-payment",
+        json={"amount": 4100, "currency": "usd"},
+        headers={"Authorization": f"Bearer {API_CLIENT_KEY}"},
+        timeout=30,
     ).json()
     stand_in.pay(created["paymentIntentId"], "4242424242424242")
 
     def succeeded() -> bool:
-        view = requests.get(f"{gunicorn_api}/api/payments/{created['paymentIntentId']}", timeout=10)
+        view = requests.get(
+            f"{gunicorn_api}/api/payments/{created['paymentIntentId']}",
+            headers={"X-Client-Secret": created["clientSecret"]},
+            timeout=10,
+        )
         return view.json().get("status") == "succeeded"
 
     wait_until(succeeded, 30, "payment succeeded", interval=0.3)
@@ -281,7 +298,11 @@ def test_unhandled_api_error_reaches_sentry(settings, database, fake_sentry):
     init_sentry(replace(settings, sentry_dsn=fake_sentry.dsn), component="web")
     try:
         client = create_app(settings, gateway=Exploding()).test_client()
-        response = client.post("/api/create-payment", json={"amount": 1000, "currency": "usd"})
+        response = client.post(
+            "/api/create-payment",
+            json={"amount": 1000, "currency": "usd"},
+            headers={"Authorization": f"Bearer {API_CLIENT_KEY}"},
+        )
         sentry_sdk.flush(5)
     finally:
         sentry_sdk.get_client().close()

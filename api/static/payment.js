@@ -3,33 +3,49 @@
 //   import { createPaymentClient } from "/static/payment.js";
 //   const client = createPaymentClient({ stripe: Stripe(publishableKey) });
 //   client.onChange((state, detail) => render(state, detail));
-//   const { paymentIntentId, clientSecret } = await client.createPayment({ amount: 1000, currency: "usd" });
+//   const { paymentIntentId, clientSecret } = await client.createPayment(order, { idempotencyKey });
 //   await client.confirm(clientSecret, cardElement, { name: "Jenny Rosen" });
-//   const payment = await client.waitForStatus(paymentIntentId);
+//   const payment = await client.waitForStatus(paymentIntentId, clientSecret);
 //
-// States: idle, creating, confirming, processing, succeeded, failed. Every error becomes a
-// PaymentError with a message fit to show a customer.
+// States: idle, creating, confirming, processing, delayed, succeeded, failed.
+// - "processing": Stripe accepted the payment and we wait for our ledger to say how it ended.
+// - "delayed": it is taking longer than expected; the customer is told it is still processing
+//   and is never offered to pay again (they may already have been charged).
+// Every error becomes a PaymentError with a message fit to show a customer.
 
-export const STATES = Object.freeze(["idle", "creating", "confirming", "processing", "succeeded", "failed"]);
+export const STATES = Object.freeze([
+  "idle",
+  "creating",
+  "confirming",
+  "processing",
+  "delayed",
+  "succeeded",
+  "failed",
+]);
+// Once Stripe has said one of these, the card may have been charged: never offer Pay again.
+export const CHARGED_OR_CHARGING = new Set(["succeeded", "processing", "requires_capture"]);
 const FINAL = new Set(["succeeded", "canceled", "requires_payment_method"]);
 
 const DECLINE_MESSAGES = {
   insufficient_funds: "Your card has insufficient funds. Try another card.",
   generic_decline: "Your card was declined. Try another card.",
   card_declined: "Your card was declined. Try another card.",
-  expired_card: "Your card has expired.",
-  incorrect_cvc: "Your card's security code is incorrect.",
+  lost_card: "Your card was declined. Try another card.",
+  stolen_card: "Your card was declined. Try another card.",
+  expired_card: "Your card has expired. Try another card.",
+  incorrect_cvc: "Your card's security code is incorrect. Check it and try again.",
   processing_error: "An error occurred while processing your card. Try again.",
   payment_intent_authentication_failure: "Authentication failed. Try again or use another card.",
 };
 
 export class PaymentError extends Error {
-  constructor(message, { code = null, declineCode = null, field = null } = {}) {
+  constructor(message, { code = null, declineCode = null, field = null, retryAfterMs = null } = {}) {
     super(message);
     this.name = "PaymentError";
     this.code = code;
     this.declineCode = declineCode;
     this.field = field;
+    this.retryAfterMs = retryAfterMs;
   }
 }
 
@@ -38,10 +54,30 @@ export function messageFor({ code, decline_code: declineCode, declineCode: camel
   return DECLINE_MESSAGES[decline] || DECLINE_MESSAGES[code] || message || "The payment could not be completed.";
 }
 
+// Retry-After in seconds (or an HTTP date), as milliseconds; null when absent or unreadable.
+export function retryAfterMs(header, now = Date.now()) {
+  if (!header) return null;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const date = Date.parse(header);
+  return Number.isNaN(date) ? null : Math.max(0, date - now);
+}
+
+// The next wait of a poll that backs off: doubling from the base up to a cap, with jitter so
+// many waiting pages do not poll in step, and never sooner than the server asked.
+export function nextPollDelay(attempt, { baseMs, capMs, serverMs = null, random = Math.random }) {
+  const backoff = Math.min(capMs, baseMs * 2 ** attempt);
+  const jittered = backoff / 2 + random() * (backoff / 2);
+  return Math.max(jittered, serverMs || 0);
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 export function createPaymentClient({
   stripe,
   apiBase = "",
   pollIntervalMs = 1000,
+  maxPollIntervalMs = 10000,
   timeoutMs = 60000,
   fetchImpl = (...args) => fetch(...args),
 } = {}) {
@@ -57,6 +93,7 @@ export function createPaymentClient({
     let response;
     try {
       response = await fetchImpl(apiBase + path, {
+        credentials: "same-origin",
         ...options,
         headers: { "Content-Type": "application/json", ...(options.headers || {}) },
       });
@@ -79,7 +116,11 @@ export function createPaymentClient({
           : response.status >= 500
             ? "The payment service is unavailable right now. Try again shortly."
             : error.message || "The payment could not be started.";
-      throw new PaymentError(message, { code: error.code || `http_${response.status}`, field: error.field });
+      throw new PaymentError(message, {
+        code: error.code || `http_${response.status}`,
+        field: error.field,
+        retryAfterMs: retryAfterMs(response.headers.get("Retry-After")),
+      });
     }
     return body;
   }
@@ -90,12 +131,40 @@ export function createPaymentClient({
     throw failure;
   }
 
+  // A create that the server is still working on (409 idempotency_key_in_use) is retried
+  // with the same key, as Retry-After says: it answers with the same PaymentIntent.
+  async function createWithKey(order, idempotencyKey) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await api("/api/create-payment", {
+          method: "POST",
+          headers: { "Idempotency-Key": idempotencyKey },
+          body: JSON.stringify(order),
+        });
+      } catch (error) {
+        if (!(error instanceof PaymentError) || error.code !== "idempotency_key_in_use" || attempt >= 10) throw error;
+        await sleep(nextPollDelay(attempt, { baseMs: 500, capMs: 5000, serverMs: error.retryAfterMs }));
+      }
+    }
+  }
+
+  function failedPaymentError(payment) {
+    return new PaymentError(messageFor(payment.lastError || { message: `The payment is ${payment.status}.` }), {
+      code: payment.lastError && payment.lastError.code,
+      declineCode: payment.lastError && payment.lastError.declineCode,
+    });
+  }
+
   return {
     get state() {
       return state;
     },
+    // While busy, or once the card may have been charged, the page must not offer Pay.
     get busy() {
-      return state === "creating" || state === "confirming" || state === "processing";
+      return ["creating", "confirming", "processing", "delayed"].includes(state);
+    },
+    get paid() {
+      return ["processing", "delayed", "succeeded"].includes(state);
     },
     onChange(listener) {
       listeners.add(listener);
@@ -105,14 +174,13 @@ export function createPaymentClient({
       set("idle");
     },
 
+    // `idempotencyKey` must be the same for every attempt at one order (retries, reloads):
+    // then a second attempt can only ever replay the first PaymentIntent, never make another.
     async createPayment({ amount, currency, metadata = {} }, { idempotencyKey } = {}) {
+      if (!idempotencyKey) throw new Error("createPayment needs the order's idempotencyKey");
       set("creating");
       try {
-        const body = await api("/api/create-payment", {
-          method: "POST",
-          headers: { "Idempotency-Key": idempotencyKey || crypto.randomUUID() },
-          body: JSON.stringify({ amount, currency, metadata }),
-        });
+        const body = await createWithKey({ amount, currency, metadata }, idempotencyKey);
         return { paymentIntentId: body.paymentIntentId, clientSecret: body.clientSecret };
       } catch (error) {
         return fail(error);
@@ -137,40 +205,41 @@ export function createPaymentClient({
       }
       if (result.error) {
         const error = result.error;
-        return fail(
-          new PaymentError(messageFor(error), { code: error.code, declineCode: error.decline_code }),
-        );
+        return fail(new PaymentError(messageFor(error), { code: error.code, declineCode: error.decline_code }));
       }
       set("processing", { paymentIntent: result.paymentIntent });
       return result.paymentIntent;
     },
 
     // Polls our own record, which the webhook pipeline keeps: the status a merchant acts on.
-    async waitForStatus(paymentIntentId) {
+    // The client secret is the proof that lets this page read it. Errors and 429s back off
+    // (honouring Retry-After) and keep waiting; past the timeout the page says the payment is
+    // still processing, and keeps checking, slowly, without ever offering to pay again.
+    async waitForStatus(paymentIntentId, clientSecret) {
       set("processing");
-      const deadline = Date.now() + timeoutMs;
-      while (Date.now() < deadline) {
+      const started = Date.now();
+      for (let attempt = 0; ; attempt++) {
         let payment = null;
+        let serverMs = null;
         try {
-          payment = await api(`/api/payments/${encodeURIComponent(paymentIntentId)}`);
+          payment = await api(`/api/payments/${encodeURIComponent(paymentIntentId)}`, {
+            headers: { "X-Client-Secret": clientSecret },
+          });
         } catch (error) {
-          if (!(error instanceof PaymentError) || !["not_found", "http_404"].includes(error.code)) throw error;
+          if (!(error instanceof PaymentError)) throw error;
+          serverMs = error.retryAfterMs;
         }
         if (payment && payment.status === "succeeded") {
           set("succeeded", { payment });
           return payment;
         }
         if (payment && FINAL.has(payment.status) && (payment.status !== "requires_payment_method" || payment.lastError)) {
-          return fail(
-            new PaymentError(messageFor(payment.lastError || { message: `The payment is ${payment.status}.` }), {
-              code: payment.lastError && payment.lastError.code,
-              declineCode: payment.lastError && payment.lastError.declineCode,
-            }),
-          );
+          return fail(failedPaymentError(payment));
         }
-        await new Promise((resolve) => setTimeout(resolve, pollIntervalMs));
+        if (state === "processing" && Date.now() - started > timeoutMs) set("delayed", { payment });
+        if (serverMs !== null) set(state, { payment, backingOffMs: serverMs });
+        await sleep(nextPollDelay(attempt, { baseMs: pollIntervalMs, capMs: maxPollIntervalMs, serverMs }));
       }
-      return fail(new PaymentError("The payment is still being processed. We will email you when it completes.", { code: "timeout" }));
     },
   };
 }

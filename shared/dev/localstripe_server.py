@@ -15,6 +15,8 @@ from aiohttp import web
 from localstripe import resources
 from localstripe.server import app
 
+from shared.dev import stripe_idempotency
+
 
 def _skip_disk_snapshots() -> None:
     # Workaround: localstripe pickles its whole store to /tmp/localstripe.pickle on every write,
@@ -80,6 +82,7 @@ def main() -> None:
         _add_stripe_js_double(load_settings().stripe_secret_key, args.port)
     # Started from scratch every time (like `localstripe --from-scratch`): nothing is loaded.
     _skip_disk_snapshots()
+    stripe_idempotency.install(app)
     logging.basicConfig(level=logging.INFO)
     web.run_app(app, host=args.host, port=args.port, print=None)
 

@@ -56,3 +56,4 @@ class FakeSentry:
 
     def stop(self) -> None:
         self.server.shutdown()
+        self.server.server_close()
