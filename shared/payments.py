@@ -130,9 +130,10 @@ class PaymentService:
                 metadata=request.metadata,
                 idempotency_key=caller.stripe_idempotency_key(key),
             )
-        except BaseException:
+        except Exception:
             # Stripe said no (or could not be reached): free the key now, so a retry need not
             # wait for the lease. Whatever Stripe did, its idempotency key makes a retry safe.
+            # A process being torn down (SystemExit, a kill) leaves the lease to expire.
             self._release(claim.row_id)
             raise
         self._attach(claim.row_id, intent)
