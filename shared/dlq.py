@@ -19,7 +19,7 @@ from shared.db import transaction
 from shared.events import EventNotFound, record_event
 from shared.handlers import registry
 from shared.metrics import EVENTS_REFUSED
-from shared.models import HandlerRun, StripeEvent
+from shared.models import HandlerRun, RunStatus, StripeEvent
 from shared.runs import lock_run
 from shared.webhooks import EventScope
 
@@ -76,7 +76,7 @@ def _dead_runs_query(filters: RunFilter) -> Select[HandlerRun, str]:
     query = (
         select(HandlerRun, StripeEvent.type)
         .join(StripeEvent, StripeEvent.id == HandlerRun.event_id)
-        .where(HandlerRun.status == "dead")
+        .where(HandlerRun.status == RunStatus.DEAD)
     )
     if filters.event_type:
         query = query.where(StripeEvent.type == filters.event_type)
@@ -117,7 +117,7 @@ def list_dead(
 def count_dead(sessions: sessionmaker[Session]) -> int:
     with sessions() as session:
         return session.execute(
-            select(func.count()).select_from(HandlerRun).where(HandlerRun.status == "dead")
+            select(func.count()).select_from(HandlerRun).where(HandlerRun.status == RunStatus.DEAD)
         ).scalar_one()
 
 
@@ -130,7 +130,7 @@ def parse_run_id(run_id: str) -> tuple[str, str | None]:
 
 
 def _reset(run: HandlerRun) -> None:
-    run.status = "pending"
+    run.status = RunStatus.PENDING
     run.attempts = 0
     run.leased_until = None
     run.replays = run.replays + 1
@@ -172,7 +172,7 @@ def replay_dead(
             for row in batch:
                 locked = lock_run(session, row.event_id, row.handler)
                 # Another operator may have replayed it meanwhile.
-                if locked is not None and locked.status == "dead":
+                if locked is not None and locked.status == RunStatus.DEAD:
                     _reset(locked)
                     revived.append(row)
         if enqueue:
@@ -218,12 +218,14 @@ def replay_event(
         for name in names:
             run = lock_run(session, event_id, name)
             if run is None:
-                session.add(HandlerRun(event_id=event_id, handler=name, status="pending"))
+                session.add(HandlerRun(event_id=event_id, handler=name, status=RunStatus.PENDING))
                 to_run.append(name)
-            elif run.status == "dead" or (handler is not None and run.status == "done"):
+            elif run.status == RunStatus.DEAD or (
+                handler is not None and run.status == RunStatus.DONE
+            ):
                 _reset(run)
                 to_run.append(name)
-            elif run.status == "pending":
+            elif run.status == RunStatus.PENDING:
                 to_run.append(name)
     if enqueue:
         for name in to_run:
@@ -257,7 +259,7 @@ def sweep_pending(
             session.execute(
                 select(HandlerRun)
                 .where(
-                    HandlerRun.status == "pending",
+                    HandlerRun.status == RunStatus.PENDING,
                     HandlerRun.updated_at < cutoff,
                     func.coalesce(HandlerRun.next_attempt_at, HandlerRun.updated_at) < cutoff,
                     # A run some worker holds right now is not lost.

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.crypto import PayloadCipher
 from shared.db import transaction
 from shared.handlers import registry
-from shared.models import HandlerRun, QuarantinedEvent, StripeEvent
+from shared.models import HandlerRun, QuarantinedEvent, RunStatus, StripeEvent
 from shared.webhooks import EventRefused, EventScope, check_event, storable_event
 
 # The refusal reason of a queue body that is not a token at all (plain JSON).
@@ -64,7 +64,7 @@ def record_event(
     if inserted is None:
         return False
     for handler in registry.handlers_for(event["type"]):
-        session.add(HandlerRun(event_id=event["id"], handler=handler, status="pending"))
+        session.add(HandlerRun(event_id=event["id"], handler=handler, status=RunStatus.PENDING))
     return True
 
 
@@ -89,7 +89,7 @@ def pending_handlers(session: Session, event_id: str) -> list[str]:
     return list(
         session.execute(
             select(HandlerRun.handler)
-            .where(HandlerRun.event_id == event_id, HandlerRun.status == "pending")
+            .where(HandlerRun.event_id == event_id, HandlerRun.status == RunStatus.PENDING)
             .order_by(HandlerRun.handler)
         ).scalars()
     )

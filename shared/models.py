@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -31,7 +32,16 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-HANDLER_RUN_STATUSES = ("pending", "done", "dead")
+
+class RunStatus(StrEnum):
+    """Where a handler run stands. The check constraint, the models and every query use these."""
+
+    PENDING = "pending"
+    DONE = "done"
+    DEAD = "dead"
+
+
+_RUN_STATUS_CHECK = "status IN (" + ", ".join(f"'{status}'" for status in RunStatus) + ")"
 EVENT_SOURCES = ("webhook", "reconcile", "replay")
 
 
@@ -116,7 +126,9 @@ class HandlerRun(Base):
         String(255), ForeignKey("stripe_events.id", ondelete="CASCADE"), primary_key=True
     )
     handler: Mapped[str] = mapped_column(String(255), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="pending")
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, server_default=RunStatus.PENDING.value
+    )
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     # While set and in the future, a worker holds this run: a second delivery of the task
@@ -131,7 +143,7 @@ class HandlerRun(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'done', 'dead')", name="status_known"),
+        CheckConstraint(_RUN_STATUS_CHECK, name="status_known"),
         # The sweeper and the dead-letter list both scan by status and age.
         Index("ix_handler_runs_status_updated_at", "status", "updated_at"),
     )

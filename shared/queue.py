@@ -13,6 +13,7 @@ from kombu import Exchange, Queue
 
 from shared.config import Settings
 from shared.crypto import PayloadCipher
+from shared.retry import RetryPolicy
 from shared.webhooks import storable_event
 
 INGEST_EVENT_TASK = "payments.ingest_event"
@@ -33,6 +34,7 @@ WEBHOOK_PUBLISH_RETRY_POLICY = {
 
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
+    policy = RetryPolicy.from_settings(settings)
     transport_options = {
         # Redis re-delivers an unacked message after this long; a retry countdown must stay
         # well below it or the message is delivered twice while it waits.
@@ -95,8 +97,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         # A handler that hangs is killed, its attempt counted (see shared.runs), and retried.
         "task_annotations": {
             RUN_HANDLER_TASK: {
-                "time_limit": settings.handler_time_limit_seconds,
-                "soft_time_limit": max(1, settings.handler_time_limit_seconds - 10),
+                "time_limit": policy.time_limit_seconds,
+                "soft_time_limit": policy.soft_time_limit_seconds,
             }
         },
         "worker_cancel_long_running_tasks_on_connection_loss": True,
@@ -104,12 +106,6 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "enable_utc": True,
         "timezone": "UTC",
     }
-
-
-def retry_countdown_cap(settings: Settings) -> float:
-    # Redis re-delivers a message its worker holds longer than the visibility timeout, and a
-    # countdown task is held by the worker until it is due: stay well below it.
-    return min(900.0, settings.visibility_timeout_seconds / 4)
 
 
 def make_producer(settings: Settings) -> Celery:

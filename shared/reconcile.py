@@ -25,7 +25,7 @@ from shared.crypto import PayloadCipher
 from shared.db import transaction
 from shared.events import EventNotFound, record_event
 from shared.metrics import EVENTS_REFUSED, RECONCILE_LAST_SUCCESS, RECONCILE_RECOVERED
-from shared.models import HandlerRun, ReconcileCheckpoint, StripeEvent
+from shared.models import HandlerRun, ReconcileCheckpoint, RunStatus, StripeEvent
 from shared.webhooks import EventScope
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,7 @@ def _pending_runs(session: Session, event_ids: list[str]) -> list[tuple[str, str
         (run.event_id, run.handler)
         for run in session.execute(
             select(HandlerRun).where(
-                HandlerRun.event_id.in_(event_ids), HandlerRun.status == "pending"
+                HandlerRun.event_id.in_(event_ids), HandlerRun.status == RunStatus.PENDING
             )
         ).scalars()
     ]

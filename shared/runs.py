@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
 import traceback
 from dataclasses import dataclass
 from enum import Enum
 
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.crypto import PayloadCipher
@@ -18,8 +18,10 @@ from shared.errors import is_transient
 from shared.events import stored_payload
 from shared.handlers import EventView, registry
 from shared.metrics import EVENT_PROCESSING, HANDLER_RUNS
-from shared.models import HandlerRun, StripeEvent
+from shared.models import HandlerRun, RunStatus, StripeEvent
+from shared.observability import report_dead_letter
 from shared.redaction import redact
+from shared.retry import GiveUp, Retry, RetryPolicy
 from shared.stripe_gateway import PaymentIntentReader
 
 log = logging.getLogger(__name__)
@@ -38,27 +40,6 @@ class RunOutcome(Enum):
     DEAD = "dead"
 
 
-DEFAULT_LEASE_SECONDS = 330
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_transient_attempts: int
-    max_permanent_attempts: int
-    base_seconds: float
-    cap_seconds: float
-    # How long one attempt may hold a run: the task's hard time limit plus a margin.
-    lease_seconds: float = DEFAULT_LEASE_SECONDS
-
-    def limit_for(self, error: BaseException) -> int:
-        return self.max_transient_attempts if is_transient(error) else self.max_permanent_attempts
-
-    def countdown(self, attempts: int) -> float:
-        """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempts)]."""
-        ceiling = min(self.cap_seconds, self.base_seconds * (2 ** max(0, attempts - 1)))
-        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security
-
-
 @dataclass(frozen=True)
 class FailureRecord:
     attempts: int
@@ -75,7 +56,7 @@ def execute_run(
     cipher: PayloadCipher,
     stripe: PaymentIntentReader | None = None,
     *,
-    policy: RetryPolicy | None = None,
+    policy: RetryPolicy,
 ) -> RunOutcome:
     """Apply one handler to one event and mark the run done, in a single transaction.
 
@@ -85,18 +66,18 @@ def execute_run(
     task while it runs leaves the run alone. Then the handler's effect and the done mark
     commit together; a crash before that commit leaves neither, and the run is retried whole.
     """
-    lease = dt.timedelta(seconds=policy.lease_seconds if policy else DEFAULT_LEASE_SECONDS)
+    lease = dt.timedelta(seconds=policy.lease_seconds)
     with transaction(sessions) as session:
         run = lock_run(session, event_id, handler_name)
         if run is None:
             return RunOutcome.MISSING
-        if run.status != "pending":
+        if run.status != RunStatus.PENDING:
             return RunOutcome.ALREADY_FINISHED
         now = session.execute(select(func.now())).scalar_one()
         if run.leased_until is not None and run.leased_until > now:
             return RunOutcome.LEASED
-        if policy and run.attempts >= policy.max_transient_attempts:
-            run.status = "dead"
+        if run.attempts >= policy.max_transient_attempts:
+            run.status = RunStatus.DEAD
             run.finished_at = func.now()
             run.updated_at = func.now()
             run.last_error = (
@@ -114,21 +95,21 @@ def execute_run(
         session.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
         session.execute(text(f"SET LOCAL lock_timeout = {min(timeout_ms, 30000)}"))
         run = lock_run(session, event_id, handler_name)
-        if run is None or run.status != "pending":
+        if run is None or run.status != RunStatus.PENDING:
             return RunOutcome.ALREADY_FINISHED
         event = session.get(StripeEvent, event_id)
         assert event is not None  # handler_runs.event_id is a foreign key
         handler = registry.get(handler_name)
         payload = stored_payload(event, cipher)
         handler(session, EventView(event.id, event.type, event.created, payload, stripe))
-        run.status = "done"
+        run.status = RunStatus.DONE
         run.last_error = None
         run.next_attempt_at = None
         run.leased_until = None
         run.updated_at = func.now()
         run.finished_at = func.now()
         received_at = event.received_at
-    HANDLER_RUNS.labels(handler=handler_name, status="done").inc()
+    HANDLER_RUNS.labels(handler=handler_name, status=RunStatus.DONE).inc()
     EVENT_PROCESSING.observe(max(0.0, (dt.datetime.now(dt.UTC) - received_at).total_seconds()))
     return RunOutcome.DONE
 
@@ -145,7 +126,7 @@ def record_failure(
     summary = error_text(error)
     with transaction(sessions) as session:
         run = lock_run(session, event_id, handler_name)
-        if run is None or run.status != "pending":
+        if run is None or run.status != RunStatus.PENDING:
             # Someone else finished or dead-lettered it meanwhile: nothing to retry (attempts 0
             # tells the task so).
             return FailureRecord(0, False, transient, 0.0, None)
@@ -153,10 +134,11 @@ def record_failure(
         run.last_error = summary
         run.leased_until = None
         run.updated_at = func.now()
-        dead = run.attempts >= policy.limit_for(error)
-        countdown = 0.0 if dead else policy.countdown(run.attempts)
+        decision = policy.after_failure(run.attempts, error)
+        dead = isinstance(decision, GiveUp)
+        countdown = decision.countdown if isinstance(decision, Retry) else 0.0
         if dead:
-            run.status = "dead"
+            run.status = RunStatus.DEAD
             run.next_attempt_at = None
             run.finished_at = func.now()
         else:
@@ -182,3 +164,80 @@ def error_text(error: BaseException) -> str:
         type(error), error, error.__traceback__, limit=-TRACEBACK_FRAMES
     )
     return redact("".join(lines))[-MAX_ERROR_CHARS:]
+
+
+def run_handler_once(
+    sessions: sessionmaker[Session],
+    event_id: str,
+    handler: str,
+    cipher: PayloadCipher,
+    stripe: PaymentIntentReader | None,
+    policy: RetryPolicy,
+) -> Retry | None:
+    """One delivery of a handler task: apply the run, or count its failure. Returns when to
+    try again (the Celery task only translates this into ``self.retry``), or None when the run
+    needs nothing more from this message."""
+    try:
+        outcome = execute_run(sessions, event_id, handler, cipher, stripe, policy=policy)
+    except Exception as error:  # noqa: BLE001 - every handler failure is counted; the policy decides
+        return _failed(sessions, event_id, handler, error, policy)
+    if outcome is RunOutcome.LEASED:
+        # Another delivery holds the run, or one whose worker died does until its lease ends:
+        # look again then. A finished run will be left alone; an abandoned one is claimed.
+        log.info("run %s/%s is leased; looking again later", event_id, handler)
+        return policy.while_leased()
+    if outcome is RunOutcome.DEAD:
+        HANDLER_RUNS.labels(handler=handler, status=RunStatus.DEAD).inc()
+        log.error("run %s/%s is dead: its worker died on every attempt", event_id, handler)
+        report_dead_letter(
+            RuntimeError("worker died or timed out on every attempt"),
+            event_id=event_id,
+            handler=handler,
+            event_type=None,
+        )
+    elif outcome is RunOutcome.MISSING:
+        log.error("run %s/%s does not exist; nothing to do", event_id, handler)
+    else:
+        log.info("run %s/%s: %s", event_id, handler, outcome.value)
+    return None
+
+
+class DatabaseUnavailable(Retry):
+    """The failure could not even be recorded: the run is still pending there. Retry; should
+    this message be lost too, the sweeper finds the pending row later."""
+
+
+def _failed(
+    sessions: sessionmaker[Session],
+    event_id: str,
+    handler: str,
+    error: Exception,
+    policy: RetryPolicy,
+) -> Retry | None:
+    try:
+        failure = record_failure(sessions, event_id, handler, error, policy)
+    except SQLAlchemyError:
+        log.warning("could not record the failure of %s/%s", event_id, handler)
+        return DatabaseUnavailable(policy.countdown(1))
+    HANDLER_RUNS.labels(handler=handler, status="dead" if failure.dead else "retry").inc()
+    if failure.dead:
+        log.error(
+            "run %s/%s is dead after %d attempts: %s",
+            event_id,
+            handler,
+            failure.attempts,
+            type(error).__name__,
+        )
+        report_dead_letter(error, event_id=event_id, handler=handler, event_type=failure.event_type)
+        return None
+    if failure.attempts == 0:
+        return None  # finished elsewhere meanwhile
+    log.warning(
+        "run %s/%s failed (attempt %d, %s), retrying in %.1fs",
+        event_id,
+        handler,
+        failure.attempts,
+        "transient" if failure.transient else "permanent",
+        failure.countdown,
+    )
+    return Retry(failure.countdown)

@@ -16,7 +16,8 @@ from shared.events import UndecryptableBody, ingest, queued_event, record_event,
 from shared.handlers import EventView, registry
 from shared.models import HandlerRun, ReconcileCheckpoint, StripeEvent
 from shared.reconcile import reconcile
-from shared.runs import RetryPolicy, RunOutcome, execute_run, record_failure
+from shared.retry import RetryPolicy
+from shared.runs import RunOutcome, execute_run, record_failure
 from shared.webhooks import EventRefused, EventScope, WebhookRejected
 
 TYPE = "fast.ledger_event"

@@ -1,0 +1,47 @@
+"""The runtime: the settings turned into what every entry point needs, built in one place.
+
+The web app, the workers, the operator CLI and the admin API all take their sessions, cipher,
+Stripe client, retry policy and event scope from ``build_runtime``, so a dependency is wired
+once and the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import stripe
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.config import Settings
+from shared.crypto import PayloadCipher
+from shared.db import make_engine, make_session_factory
+from shared.handlers import load_handler_modules
+from shared.retry import RetryPolicy
+from shared.stripe_gateway import StripeGateway, make_stripe_client
+from shared.webhooks import EventScope
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    cipher: PayloadCipher
+    stripe_client: stripe.StripeClient
+    gateway: StripeGateway
+    policy: RetryPolicy
+    scope: EventScope
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Build it after fork, never before: a database connection is not shared across fork."""
+    load_handler_modules(settings.handler_modules)
+    client = make_stripe_client(settings)
+    return Runtime(
+        settings=settings,
+        sessions=make_session_factory(make_engine(settings.database_url)),
+        cipher=PayloadCipher(settings.encryption_keys),
+        stripe_client=client,
+        gateway=StripeGateway(client),
+        policy=RetryPolicy.from_settings(settings),
+        scope=EventScope.of(settings),
+    )
