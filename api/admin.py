@@ -9,17 +9,16 @@ import datetime as dt
 import hmac
 from typing import Any
 
-from celery import Celery
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy.orm import Session, sessionmaker
 
-from shared.config import Settings
-from shared.crypto import PayloadCipher
+from api.context import ApiContext, Limits
+from api.errors import error_response
 from shared.dlq import RunFilter, count_dead, list_dead, replay_dead, replay_event
 from shared.events import EventNotFound
 from shared.handlers import UnknownHandler
 from shared.queue import enqueue_run
-from shared.webhooks import EventRefused, EventScope
+from shared.reconcile import StripeEventSource
+from shared.webhooks import EventRefused
 
 MAX_LIST = 1000
 
@@ -29,10 +28,6 @@ class AdminInputError(Exception):
         super().__init__(message)
         self.field = field
         self.message = message
-
-
-def _error(status: int, code: str, message: str, **extra: Any) -> tuple[Response, int]:
-    return jsonify({"success": False, "error": {"code": code, "message": message, **extra}}), status
 
 
 def _since(value: Any) -> dt.datetime | None:
@@ -63,31 +58,36 @@ def _filters(source: dict[str, Any]) -> RunFilter:
     )
 
 
-def make_admin_blueprint(
-    settings: Settings, sessions: sessionmaker[Session], producer: Celery, fetch_event: Any
-) -> Blueprint:
+def make_admin_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
     admin = Blueprint("admin", __name__, url_prefix="/admin")
-    cipher = PayloadCipher(settings.encryption_keys)
+    settings, sessions, cipher = api.settings, api.runtime.sessions, api.runtime.cipher
+    fetch_event = StripeEventSource(api.runtime.stripe_client).retrieve
+    # Counted before the token is checked: guessing the token costs the same budget.
+    limits.admin(admin)
 
     def enqueue(event_id: str, handler: str) -> None:
-        enqueue_run(producer, event_id, handler)
+        enqueue_run(api.producer, event_id, handler)
 
     @admin.before_request
     def require_token() -> tuple[Response, int] | None:
         if not settings.admin_token:
-            return _error(404, "not_found", "The requested URL was not found on the server.")
+            return error_response(
+                404, "not_found", "The requested URL was not found on the server."
+            )
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             token.strip().encode(), settings.admin_token.encode()
         ):
-            response, status = _error(401, "unauthorized", "A valid bearer token is required.")
+            response, status = error_response(
+                401, "unauthorized", "A valid bearer token is required."
+            )
             response.headers["WWW-Authenticate"] = 'Bearer realm="admin"'
             return response, status
         return None
 
     @admin.errorhandler(AdminInputError)
     def bad_input(exc: AdminInputError) -> tuple[Response, int]:
-        return _error(400, "invalid_request", exc.message, field=exc.field)
+        return error_response(400, "invalid_request", exc.message, field=exc.field)
 
     @admin.get("/dlq")
     def dlq_list() -> Response:
@@ -144,15 +144,15 @@ def make_admin_blueprint(
                 handler=handler,
                 fetch_event=fetch_event,
                 enqueue=enqueue,
-                scope=EventScope.of(settings),
+                scope=api.runtime.scope,
             )
         except UnknownHandler:
             raise AdminInputError("handler", f"no handler named {handler}") from None
         except EventNotFound:
-            return _error(404, "not_found", "No such event here or at Stripe.")
+            return error_response(404, "not_found", "No such event here or at Stripe.")
         except EventRefused as exc:
             # Of the other mode, or of an account we do not serve: never recorded or applied.
-            return _error(422, exc.code, exc.message)
+            return error_response(422, exc.code, exc.message)
         return jsonify({"eventId": event_id, "enqueued": names}), 200
 
     return admin

@@ -1,0 +1,66 @@
+"""What the blueprints share: the runtime, the services built on it, and the rate limits."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from flask import Flask, request
+from flask_limiter import Limiter
+
+from shared.config import Settings
+from shared.payments import PaymentService
+from shared.queue import EventPublisher
+from shared.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    runtime: Runtime
+    payments: PaymentService
+    producer: Celery
+    events: EventPublisher
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    def has_bearer(self, token: str | None) -> bool:
+        """Whether the request carries ``Authorization: Bearer <token>`` (compared in
+        constant time); never true for an unset token."""
+        offered = request.headers.get("Authorization", "")
+        return bool(token) and hmac.compare_digest(offered.encode(), f"Bearer {token}".encode())
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Budgets per client address, each route group its own: a page polling for its result is
+    never starved by creation, and probes and the operator API cannot be hammered for free.
+    Stripe delivers webhooks in bursts and retries what we refuse: /webhook is never limited."""
+
+    create: Any
+    status: Any
+    probe: Any
+    admin: Any
+
+
+def make_limits(app: Flask, settings: Settings) -> Limits:
+    limiter = Limiter(
+        key_func=lambda: request.remote_addr or "unknown",
+        app=app,
+        storage_uri=settings.rate_limit_storage_url or settings.redis_url,
+        headers_enabled=True,
+        strategy="moving-window",
+        # If Redis is unreachable, count per process instead of failing the request.
+        swallow_errors=True,
+        in_memory_fallback_enabled=True,
+        key_prefix="payments-ratelimit",
+    )
+    return Limits(
+        create=limiter.shared_limit(settings.rate_limit, scope="create"),
+        status=limiter.shared_limit(settings.status_rate_limit, scope="status"),
+        probe=limiter.shared_limit(settings.probe_rate_limit, scope="probe"),
+        admin=limiter.limit(settings.admin_rate_limit, scope="admin"),
+    )

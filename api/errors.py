@@ -1,0 +1,80 @@
+"""The one error envelope of the API, and the handlers that map exceptions onto it.
+
+Every error answer is ``{"success": false, "error": {"code", "message", ...}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import stripe
+from flask import Flask, Response, jsonify, request
+from flask_limiter import RateLimitExceeded
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+from werkzeug.exceptions import HTTPException
+
+from shared.redaction import redact
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> tuple[Response, int]:
+    error: dict[str, Any] = {"code": code, "message": message, **extra}
+    return jsonify({"success": False, "error": error}), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(OperationalError, _database_unavailable)
+    app.register_error_handler(SQLAlchemyTimeoutError, _database_unavailable)
+    app.register_error_handler(Exception, _unexpected_error)
+
+
+def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    code = (exc.name or "error").lower().replace(" ", "_")
+    response, status = error_response(exc.code or 500, code, exc.description or exc.name)
+    # Keep what the exception says in headers (Allow on a 405), with our JSON body.
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    if isinstance(exc, RateLimitExceeded):
+        # The window's length is the longest a client may have to wait; never advise 0.
+        response.headers["Retry-After"] = str(max(1, int(exc.limit.limit.get_expiry())))
+    return response, status
+
+
+def _database_unavailable(exc: Exception) -> tuple[Response, int]:
+    log.error("database unavailable on %s %s: %s", request.method, request.path, exc)
+    response, status = error_response(
+        503, "database_unavailable", "The service is briefly unavailable; try again."
+    )
+    response.headers["Retry-After"] = "5"
+    return response, status
+
+
+def _unexpected_error(exc: Exception) -> tuple[Response, int]:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "internal_error", "Something went wrong on our side.")
+
+
+def stripe_error_response(exc: stripe.StripeError) -> tuple[Response, int]:
+    # Stripe's own messages are shown for card and request errors (they are written for
+    # customers); for the others we say what happened without passing Stripe's text on.
+    if isinstance(exc, stripe.CardError):
+        # user_message is written by Stripe for the customer; masked all the same.
+        message = redact(exc.user_message or "The card was declined.")
+        return error_response(402, exc.code or "card_error", message)
+    if isinstance(exc, stripe.InvalidRequestError):
+        # Stripe's raw message can quote the values we sent; name only the parameter.
+        param = f" (parameter {exc.param})" if exc.param else ""
+        return error_response(
+            400, exc.code or "invalid_request", f"Stripe rejected the request{param}."
+        )
+    if isinstance(exc, stripe.APIConnectionError):
+        return error_response(503, "stripe_unreachable", "Could not reach Stripe; try again.")
+    if isinstance(exc, stripe.RateLimitError):
+        return error_response(503, "stripe_rate_limited", "Stripe is busy; try again shortly.")
+    log.error("Stripe error %s (HTTP %s)", type(exc).__name__, exc.http_status)
+    return error_response(502, "stripe_error", "Stripe could not process the request.")

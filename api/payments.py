@@ -1,0 +1,127 @@
+"""Creating payments (per caller, per idempotency key) and reading them (with proof)."""
+
+from __future__ import annotations
+
+import logging
+
+import stripe
+from flask import Blueprint, Response, jsonify, request
+
+from api.bodies import MAX_API_BODY_BYTES, InvalidJson, read_json_body
+from api.checkout import current_caller
+from api.context import ApiContext, Limits
+from api.errors import error_response, stripe_error_response
+from shared.callers import SESSION_HEADER, Caller, CallerRejected, secret_matches
+from shared.logging import bind
+from shared.metrics import PAYMENT_ATTEMPTS
+from shared.payments import (
+    IdempotencyConflict,
+    IdempotencyKeyInUse,
+    PaymentCreated,
+    payment_view,
+)
+from shared.validation import ValidationError, validate_idempotency_key, validate_payment_request
+
+log = logging.getLogger(__name__)
+
+Answer = tuple[Response, int]
+
+
+def payments_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
+    payments = Blueprint("payments", __name__)
+
+    @payments.post("/api/create-payment")
+    @limits.create
+    def create_payment() -> Answer:
+        caller_or_error = _caller(api)
+        if not isinstance(caller_or_error, Caller):
+            return caller_or_error
+        if not request.is_json:
+            return error_response(
+                415, "unsupported_media_type", "Send the body as application/json."
+            )
+        try:
+            body = read_json_body(MAX_API_BODY_BYTES)
+        except InvalidJson:
+            return error_response(400, "invalid_json", "The body is not valid JSON.")
+        try:
+            payment_request = validate_payment_request(body)
+            key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
+        except ValidationError as exc:
+            return error_response(400, "invalid_request", exc.message, field=exc.field)
+        try:
+            created = api.payments.create(payment_request, key, caller_or_error)
+        except (IdempotencyKeyInUse, IdempotencyConflict) as exc:
+            return _key_refused(exc)
+        except stripe.StripeError as exc:
+            return stripe_error_response(exc)
+        return _created(created)
+
+    @payments.get("/api/payments/<payment_intent_id>")
+    @limits.status
+    def get_payment(payment_intent_id: str) -> Answer:
+        bind(payment_intent_id=payment_intent_id)
+        payment = api.payments.get(payment_intent_id)
+        # The id names a payment; the client secret (or the operators' token) is the right to
+        # read it. Without that proof the answer is the same as for an id that does not exist.
+        allowed = payment is not None and (
+            secret_matches(request.headers.get("X-Client-Secret"), payment.client_secret_sha256)
+            or api.has_bearer(api.settings.admin_token)
+        )
+        if payment is None or not allowed:
+            return error_response(404, "not_found", "No payment with that PaymentIntent id.")
+        return jsonify(payment_view(payment)), 200
+
+    return payments
+
+
+def _caller(api: ApiContext) -> Caller | Answer:
+    try:
+        caller = current_caller(api.settings)
+    except CallerRejected as exc:
+        return error_response(401, "invalid_caller", str(exc))
+    if caller is None:
+        return error_response(
+            401,
+            "caller_required",
+            "Send an API client key (Authorization: Bearer ...) or a checkout session "
+            f"({SESSION_HEADER}, from POST /api/checkout-sessions).",
+        )
+    return caller
+
+
+def _key_refused(exc: IdempotencyKeyInUse | IdempotencyConflict) -> Answer:
+    if isinstance(exc, IdempotencyKeyInUse):
+        response, status = error_response(
+            409,
+            "idempotency_key_in_use",
+            "A request with this Idempotency-Key is still in progress; retry shortly.",
+            field="Idempotency-Key",
+        )
+        response.headers["Retry-After"] = str(exc.retry_after_seconds)
+        return response, status
+    return error_response(
+        409,
+        "idempotency_key_reused",
+        "This Idempotency-Key was already used with a different request body.",
+        field="Idempotency-Key",
+    )
+
+
+def _created(created: PaymentCreated) -> Answer:
+    response = jsonify(
+        {
+            "success": True,
+            "clientSecret": created.client_secret,
+            "paymentIntentId": created.payment_intent_id,
+        }
+    )
+    bind(payment_intent_id=created.payment_intent_id)
+    if not created.replayed:
+        PAYMENT_ATTEMPTS.inc()
+    log.info(
+        "payment %s %s", created.payment_intent_id, "replayed" if created.replayed else "created"
+    )
+    # Stripe's own header name for an answer that repeats an earlier request's result.
+    response.headers["Idempotent-Replayed"] = "true" if created.replayed else "false"
+    return response, 200
