@@ -6,7 +6,8 @@ With no ``ADMIN_TOKEN`` configured the whole prefix answers 404, as if it did no
 from __future__ import annotations
 
 import datetime as dt
-import hmac
+from collections.abc import Callable
+from functools import partial, update_wrapper
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -60,99 +61,100 @@ def _filters(source: dict[str, Any]) -> RunFilter:
 
 def make_admin_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
     admin = Blueprint("admin", __name__, url_prefix="/admin")
-    settings, sessions, cipher = api.settings, api.runtime.sessions, api.runtime.cipher
-    fetch_event = StripeEventSource(api.runtime.stripe_client).retrieve
     # Counted before the token is checked: guessing the token costs the same budget.
     limits.admin(admin)
-
-    def enqueue(event_id: str, handler: str) -> None:
-        enqueue_run(api.producer, event_id, handler)
-
-    @admin.before_request
-    def require_token() -> tuple[Response, int] | None:
-        if not settings.admin_token:
-            return error_response(
-                404, "not_found", "The requested URL was not found on the server."
-            )
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), settings.admin_token.encode()
-        ):
-            response, status = error_response(
-                401, "unauthorized", "A valid bearer token is required."
-            )
-            response.headers["WWW-Authenticate"] = 'Bearer realm="admin"'
-            return response, status
-        return None
-
-    @admin.errorhandler(AdminInputError)
-    def bad_input(exc: AdminInputError) -> tuple[Response, int]:
-        return error_response(400, "invalid_request", exc.message, field=exc.field)
-
-    @admin.get("/dlq")
-    def dlq_list() -> Response:
-        try:
-            limit = int(request.args.get("limit", 200))
-        except ValueError:
-            raise AdminInputError("limit", "must be an integer") from None
-        if not 1 <= limit <= MAX_LIST:
-            raise AdminInputError("limit", f"must be between 1 and {MAX_LIST}")
-        rows = list_dead(sessions, _filters(dict(request.args)), limit=limit)
-        return jsonify({"runs": [r.as_json() for r in rows], "totalDead": count_dead(sessions)})
-
-    @admin.post("/dlq/replay")
-    def dlq_replay() -> Response:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise AdminInputError("body", "must be a JSON object")
-        ids = body.get("ids") or []
-        replay_all = body.get("all") is True
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise AdminInputError("ids", "must be a list of run ids")
-        if bool(ids) == replay_all:
-            raise AdminInputError("ids", "give run ids, or all: true with optional filters")
-        dry_run = body.get("dryRun") is True
-        try:
-            chosen = replay_dead(
-                sessions,
-                run_ids=ids,
-                filters=_filters(body),
-                dry_run=dry_run,
-                enqueue=None if dry_run else enqueue,
-            )
-        except ValueError as exc:
-            raise AdminInputError("ids", str(exc)) from None
-        return jsonify(
-            {
-                "dryRun": dry_run,
-                "replayed": 0 if dry_run else len(chosen),
-                "runs": [r.as_json() for r in chosen],
-            }
+    admin.before_request(partial(_require_token, api))
+    admin.register_error_handler(AdminInputError, _bad_input)
+    routes: dict[tuple[str, str], Callable[..., Any]] = {
+        ("/dlq", "GET"): _dlq_list,
+        ("/dlq/replay", "POST"): _dlq_replay,
+        ("/events/<event_id>/replay", "POST"): _event_replay,
+    }
+    for (rule, method), view in routes.items():
+        admin.add_url_rule(
+            rule,
+            endpoint=view.__name__.lstrip("_"),
+            view_func=update_wrapper(partial(view, api), view),
+            methods=[method],
         )
-
-    @admin.post("/events/<event_id>/replay")
-    def event_replay(event_id: str) -> tuple[Response, int]:
-        body = request.get_json(silent=True) or {}
-        if not isinstance(body, dict):
-            raise AdminInputError("body", "must be a JSON object")
-        handler = _text(body, "handler")
-        try:
-            names = replay_event(
-                sessions,
-                event_id,
-                cipher=cipher,
-                handler=handler,
-                fetch_event=fetch_event,
-                enqueue=enqueue,
-                scope=api.runtime.scope,
-            )
-        except UnknownHandler:
-            raise AdminInputError("handler", f"no handler named {handler}") from None
-        except EventNotFound:
-            return error_response(404, "not_found", "No such event here or at Stripe.")
-        except EventRefused as exc:
-            # Of the other mode, or of an account we do not serve: never recorded or applied.
-            return error_response(422, exc.code, exc.message)
-        return jsonify({"eventId": event_id, "enqueued": names}), 200
-
     return admin
+
+
+def _require_token(api: ApiContext) -> tuple[Response, int] | None:
+    if not api.settings.admin_token:
+        return error_response(404, "not_found", "The requested URL was not found on the server.")
+    if not api.has_bearer(api.settings.admin_token):
+        response, status = error_response(401, "unauthorized", "A valid bearer token is required.")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="admin"'
+        return response, status
+    return None
+
+
+def _bad_input(exc: AdminInputError) -> tuple[Response, int]:
+    return error_response(400, "invalid_request", exc.message, field=exc.field)
+
+
+def _enqueuer(api: ApiContext) -> Callable[[str, str], None]:
+    return lambda event_id, handler: enqueue_run(api.producer, event_id, handler)
+
+
+def _dlq_list(api: ApiContext) -> Response:
+    try:
+        limit = int(request.args.get("limit", 200))
+    except ValueError:
+        raise AdminInputError("limit", "must be an integer") from None
+    if not 1 <= limit <= MAX_LIST:
+        raise AdminInputError("limit", f"must be between 1 and {MAX_LIST}")
+    sessions = api.runtime.sessions
+    rows = list_dead(sessions, _filters(dict(request.args)), limit=limit)
+    return jsonify({"runs": [r.as_json() for r in rows], "totalDead": count_dead(sessions)})
+
+
+def _dlq_replay(api: ApiContext) -> Response:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise AdminInputError("body", "must be a JSON object")
+    ids = body.get("ids") or []
+    replay_all = body.get("all") is True
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise AdminInputError("ids", "must be a list of run ids")
+    if bool(ids) == replay_all:
+        raise AdminInputError("ids", "give run ids, or all: true with optional filters")
+    dry_run = body.get("dryRun") is True
+    try:
+        chosen = replay_dead(
+            api.runtime.sessions,
+            run_ids=ids,
+            filters=_filters(body),
+            dry_run=dry_run,
+            enqueue=None if dry_run else _enqueuer(api),
+        )
+    except ValueError as exc:
+        raise AdminInputError("ids", str(exc)) from None
+    replayed = 0 if dry_run else len(chosen)
+    return jsonify({"dryRun": dry_run, "replayed": replayed, "runs": [r.as_json() for r in chosen]})
+
+
+def _event_replay(api: ApiContext, event_id: str) -> tuple[Response, int]:
+    body = request.get_json(silent=True) or {}
+    if not isinstance(body, dict):
+        raise AdminInputError("body", "must be a JSON object")
+    handler = _text(body, "handler")
+    try:
+        names = replay_event(
+            api.runtime.sessions,
+            event_id,
+            cipher=api.runtime.cipher,
+            handler=handler,
+            fetch_event=StripeEventSource(api.runtime.stripe_client).retrieve,
+            enqueue=_enqueuer(api),
+            scope=api.runtime.scope,
+        )
+    except UnknownHandler:
+        raise AdminInputError("handler", f"no handler named {handler}") from None
+    except EventNotFound:
+        return error_response(404, "not_found", "No such event here or at Stripe.")
+    except EventRefused as exc:
+        # Of the other mode, or of an account we do not serve: never recorded or applied.
+        return error_response(422, exc.code, exc.message)
+    return jsonify({"eventId": event_id, "enqueued": names}), 200
