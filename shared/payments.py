@@ -322,6 +322,30 @@ def apply_payment_intent(
     Creates the row for a PaymentIntent made outside this service (the Dashboard, another app).
     Returns whether the stored status changed.
     """
+    if _insert_if_new(session, intent, as_of):
+        _count_outcome(intent)
+        return True
+    payment = session.execute(
+        select(Payment).where(Payment.payment_intent_id == intent["id"]).with_for_update()
+    ).scalar_one()
+    winner = _newer_state(payment, intent, as_of, fetch_current)
+    if winner is None:
+        log.info(
+            "payment %s stays %s: event status %s is older",
+            payment.payment_intent_id,
+            payment.status,
+            intent["status"],
+        )
+        return False
+    if payment.status != winner["status"] or winner.get("last_payment_error"):
+        _count_outcome(winner)
+    for name, value in _status_fields(winner, as_of).items():
+        setattr(payment, name, value)
+    payment.updated_at = func.now()
+    return True
+
+
+def _insert_if_new(session: Session, intent: dict[str, Any], as_of: dt.datetime) -> bool:
     inserted = session.execute(
         insert(Payment)
         .values(
@@ -335,52 +359,38 @@ def apply_payment_intent(
         .on_conflict_do_nothing(index_elements=[Payment.payment_intent_id])
         .returning(Payment.id)
     ).scalar_one_or_none()
-    if inserted is not None:
-        _count_outcome(intent)
-        return True
-    payment = session.execute(
-        select(Payment).where(Payment.payment_intent_id == intent["id"]).with_for_update()
-    ).scalar_one()
+    return inserted is not None
+
+
+def _newer_state(
+    payment: Payment,
+    intent: dict[str, Any],
+    as_of: dt.datetime,
+    fetch_current: Callable[[str], dict[str, Any] | None] | None,
+) -> dict[str, Any] | None:
+    """The PaymentIntent state to store (the event's, or Stripe's present one on a tie), or
+    None when the stored state is newer."""
     current_has_error = (
         payment.last_error_code is not None or payment.last_error_message is not None
     )
     new_has_error = bool(intent.get("last_payment_error"))
     decision = decide(
-        payment.status,
-        current_has_error,
-        payment.status_as_of,
-        intent["status"],
-        new_has_error,
-        as_of,
-    )
-    if decision is Decision.TIE:
-        now = fetch_current(intent["id"]) if fetch_current else None
-        if now is not None:
-            # Stripe's present state settles which of the two same-second events is later.
-            intent = now
-        elif not should_apply(
-            payment.status,
-            payment.status_as_of,
-            intent["status"],
-            as_of,
-            current_has_error=current_has_error,
-            new_has_error=new_has_error,
-        ):
-            decision = Decision.IGNORE
+        payment.status, current_has_error, payment.status_as_of,
+        intent["status"], new_has_error, as_of,
+    )  # fmt: skip
+    if decision is Decision.APPLY:
+        return intent
     if decision is Decision.IGNORE:
-        log.info(
-            "payment %s stays %s: event status %s is older",
-            payment.payment_intent_id,
-            payment.status,
-            intent["status"],
-        )
-        return False
-    if payment.status != intent["status"] or intent.get("last_payment_error"):
-        _count_outcome(intent)
-    for name, value in _status_fields(intent, as_of).items():
-        setattr(payment, name, value)
-    payment.updated_at = func.now()
-    return True
+        return None
+    now = fetch_current(intent["id"]) if fetch_current else None
+    if now is not None:
+        # Stripe's present state settles which of the two same-second events is later.
+        return now
+    later = should_apply(
+        payment.status, payment.status_as_of, intent["status"], as_of,
+        current_has_error=current_has_error, new_has_error=new_has_error,
+    )  # fmt: skip
+    return intent if later else None
 
 
 def _count_outcome(intent: dict[str, Any]) -> None:

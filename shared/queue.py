@@ -34,7 +34,19 @@ WEBHOOK_PUBLISH_RETRY_POLICY = {
 
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
-    policy = RetryPolicy.from_settings(settings)
+    return {
+        **_broker_settings(settings),
+        **_delivery_settings(),
+        **_routing_settings(),
+        **_schedule_settings(settings),
+        **_time_limit_settings(RetryPolicy.from_settings(settings)),
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }
+
+
+def _broker_settings(settings: Settings) -> dict[str, Any]:
     transport_options = {
         # Redis re-delivers an unacked message after this long; a retry countdown must stay
         # well below it or the message is delivered twice while it waits.
@@ -54,6 +66,13 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "broker_connection_timeout": 5,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+    }
+
+
+def _delivery_settings() -> dict[str, Any]:
+    # Acknowledged only after the task ran, and given back if its worker dies: at least once.
+    return {
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
@@ -62,6 +81,11 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "result_serializer": "json",
         "task_ignore_result": True,
         "result_backend": None,
+    }
+
+
+def _routing_settings() -> dict[str, Any]:
+    return {
         # Each queue gets its own exchange and routing key. Left to defaults, both bind to the
         # default queue's exchange with one key; Celery publishes straight to the queue so that
         # does no harm today, but anything publishing by exchange (or RabbitMQ, where the broker
@@ -80,11 +104,17 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
             SWEEP_TASK: {"queue": EVENTS_QUEUE},
             RECONCILE_TASK: {"queue": EVENTS_QUEUE},
         },
+        "task_create_missing_queues": False,
+    }
+
+
+def _schedule_settings(settings: Settings) -> dict[str, Any]:
+    # A run that waited longer than its interval is superseded by the next one.
+    return {
         "beat_schedule": {
             "sweep-pending-runs": {
                 "task": SWEEP_TASK,
                 "schedule": float(settings.sweep_interval_seconds),
-                # A sweep that waited longer than its interval is superseded by the next one.
                 "options": {"expires": float(settings.sweep_interval_seconds)},
             },
             "reconcile-stripe-events": {
@@ -92,19 +122,19 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
                 "schedule": float(settings.reconcile_interval_seconds),
                 "options": {"expires": float(settings.reconcile_interval_seconds)},
             },
-        },
-        "task_create_missing_queues": False,
-        # A handler that hangs is killed, its attempt counted (see shared.runs), and retried.
+        }
+    }
+
+
+def _time_limit_settings(policy: RetryPolicy) -> dict[str, Any]:
+    # A handler that hangs is killed, its attempt counted (see shared.runs), and retried.
+    return {
         "task_annotations": {
             RUN_HANDLER_TASK: {
                 "time_limit": policy.time_limit_seconds,
                 "soft_time_limit": policy.soft_time_limit_seconds,
             }
-        },
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "worker_hijack_root_logger": False,
-        "enable_utc": True,
-        "timezone": "UTC",
+        }
     }
 
 

@@ -68,50 +68,75 @@ def execute_run(
     """
     lease = dt.timedelta(seconds=policy.lease_seconds)
     with transaction(sessions) as session:
-        run = lock_run(session, event_id, handler_name)
-        if run is None:
-            return RunOutcome.MISSING
-        if run.status != RunStatus.PENDING:
-            return RunOutcome.ALREADY_FINISHED
-        now = session.execute(select(func.now())).scalar_one()
-        if run.leased_until is not None and run.leased_until > now:
-            return RunOutcome.LEASED
-        if run.attempts >= policy.max_transient_attempts:
-            run.status = RunStatus.DEAD
-            run.finished_at = func.now()
-            run.updated_at = func.now()
-            run.last_error = (
-                (run.last_error or "")
-                + "\nNo attempts left: the worker died or timed out while running this handler."
-            )[-MAX_ERROR_CHARS:]
-            return RunOutcome.DEAD
-        run.attempts = run.attempts + 1
-        run.leased_until = now + lease
-        run.updated_at = func.now()
+        claimed = _claim(session, event_id, handler_name, lease, policy)
+    if claimed is not None:
+        return claimed
     with transaction(sessions) as session:
-        # A handler stuck on a lock or a query fails (and is retried) instead of holding its
-        # worker and its row lock past the lease.
-        timeout_ms = int(lease.total_seconds() * 1000)
-        session.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
-        session.execute(text(f"SET LOCAL lock_timeout = {min(timeout_ms, 30000)}"))
-        run = lock_run(session, event_id, handler_name)
-        if run is None or run.status != RunStatus.PENDING:
-            return RunOutcome.ALREADY_FINISHED
-        event = session.get(StripeEvent, event_id)
-        assert event is not None  # handler_runs.event_id is a foreign key
-        handler = registry.get(handler_name)
-        payload = stored_payload(event, cipher)
-        handler(session, EventView(event.id, event.type, event.created, payload, stripe))
-        run.status = RunStatus.DONE
-        run.last_error = None
-        run.next_attempt_at = None
-        run.leased_until = None
-        run.updated_at = func.now()
-        run.finished_at = func.now()
-        received_at = event.received_at
+        received_at = _apply(session, event_id, handler_name, lease, cipher, stripe)
+    if received_at is None:
+        return RunOutcome.ALREADY_FINISHED
     HANDLER_RUNS.labels(handler=handler_name, status=RunStatus.DONE).inc()
     EVENT_PROCESSING.observe(max(0.0, (dt.datetime.now(dt.UTC) - received_at).total_seconds()))
     return RunOutcome.DONE
+
+
+def _claim(
+    session: Session, event_id: str, handler_name: str, lease: dt.timedelta, policy: RetryPolicy
+) -> RunOutcome | None:
+    """Count the attempt and lease the run; or say why this delivery must leave it alone."""
+    run = lock_run(session, event_id, handler_name)
+    if run is None:
+        return RunOutcome.MISSING
+    if run.status != RunStatus.PENDING:
+        return RunOutcome.ALREADY_FINISHED
+    now = session.execute(select(func.now())).scalar_one()
+    if run.leased_until is not None and run.leased_until > now:
+        return RunOutcome.LEASED
+    if run.attempts >= policy.max_transient_attempts:
+        run.status = RunStatus.DEAD
+        run.finished_at = func.now()
+        run.updated_at = func.now()
+        run.last_error = (
+            (run.last_error or "")
+            + "\nNo attempts left: the worker died or timed out while running this handler."
+        )[-MAX_ERROR_CHARS:]
+        return RunOutcome.DEAD
+    run.attempts = run.attempts + 1
+    run.leased_until = now + lease
+    run.updated_at = func.now()
+    return None
+
+
+def _apply(
+    session: Session,
+    event_id: str,
+    handler_name: str,
+    lease: dt.timedelta,
+    cipher: PayloadCipher,
+    stripe: PaymentIntentReader | None,
+) -> dt.datetime | None:
+    """The handler's effect and the done mark, in the caller's one transaction. Returns when
+    the event was received, or None if the run was finished meanwhile."""
+    # A handler stuck on a lock or a query fails (and is retried) instead of holding its
+    # worker and its row lock past the lease.
+    timeout_ms = int(lease.total_seconds() * 1000)
+    session.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
+    session.execute(text(f"SET LOCAL lock_timeout = {min(timeout_ms, 30000)}"))
+    run = lock_run(session, event_id, handler_name)
+    if run is None or run.status != RunStatus.PENDING:
+        return None
+    event = session.get(StripeEvent, event_id)
+    assert event is not None  # handler_runs.event_id is a foreign key
+    handler = registry.get(handler_name)
+    payload = stored_payload(event, cipher)
+    handler(session, EventView(event.id, event.type, event.created, payload, stripe))
+    run.status = RunStatus.DONE
+    run.last_error = None
+    run.next_attempt_at = None
+    run.leased_until = None
+    run.updated_at = func.now()
+    run.finished_at = func.now()
+    return event.received_at
 
 
 def record_failure(
