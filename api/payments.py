@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import stripe
 from flask import Blueprint, Response, jsonify, request
@@ -14,12 +15,8 @@ from api.errors import error_response, stripe_error_response
 from shared.callers import SESSION_HEADER, Caller, CallerRejected, secret_matches
 from shared.logging import bind
 from shared.metrics import PAYMENT_ATTEMPTS
-from shared.payments import (
-    IdempotencyConflict,
-    IdempotencyKeyInUse,
-    PaymentCreated,
-    payment_view,
-)
+from shared.models import Payment
+from shared.payments import IdempotencyConflict, IdempotencyKeyInUse, PaymentCreated
 from shared.validation import ValidationError, validate_idempotency_key, validate_payment_request
 
 log = logging.getLogger(__name__)
@@ -125,3 +122,23 @@ def _created(created: PaymentCreated) -> Answer:
     # Stripe's own header name for an answer that repeats an earlier request's result.
     response.headers["Idempotent-Replayed"] = "true" if created.replayed else "false"
     return response, 200
+
+
+def payment_view(payment: Payment) -> dict[str, Any]:
+    """The payment as the API shows it (camelCase, Stripe's status)."""
+    last_error = None
+    if payment.last_error_code or payment.last_error_message or payment.last_error_decline_code:
+        last_error = {
+            "code": payment.last_error_code,
+            "declineCode": payment.last_error_decline_code,
+            "message": payment.last_error_message,
+        }
+    return {
+        "paymentIntentId": payment.payment_intent_id,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "status": payment.status,
+        "metadata": payment.metadata_,
+        "lastError": last_error,
+        "updatedAt": payment.updated_at.isoformat(),
+    }

@@ -26,6 +26,7 @@ from shared.db import transaction
 from shared.events import EventNotFound, record_event
 from shared.metrics import EVENTS_REFUSED, RECONCILE_LAST_SUCCESS, RECONCILE_RECOVERED
 from shared.models import HandlerRun, ReconcileCheckpoint, RunStatus, StripeEvent
+from shared.timeutil import utc_from_timestamp
 from shared.webhooks import EventScope
 
 log = logging.getLogger(__name__)
@@ -80,10 +81,6 @@ class ReconcileResult:
     skipped: bool = False
 
 
-def _utc(seconds: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(seconds, tz=dt.UTC)
-
-
 def reconcile(
     sessions: sessionmaker[Session],
     source: EventSource,
@@ -103,7 +100,7 @@ def reconcile(
         ).scalar_one()
         if not got_lock:
             log.info("another reconciler is running; skipping this pass")
-            return ReconcileResult(_utc(started), 0, 0, [], skipped=True)
+            return ReconcileResult(utc_from_timestamp(started), 0, 0, [], skipped=True)
         try:
             return _reconcile_locked(
                 sessions,
@@ -134,10 +131,10 @@ def _start_from(sessions: sessionmaker[Session], run: _Pass) -> dt.datetime:
         with sessions() as session:
             checkpoint = session.get(ReconcileCheckpoint, CHECKPOINT_NAME)
         if checkpoint is None:
-            since = _utc(run.started - run.lookback_seconds)
+            since = utc_from_timestamp(run.started - run.lookback_seconds)
         else:
             since = checkpoint.last_event_created - dt.timedelta(seconds=run.overlap_seconds)
-    oldest_listable = _utc(run.started - STRIPE_EVENTS_RETENTION_SECONDS + 60)
+    oldest_listable = utc_from_timestamp(run.started - STRIPE_EVENTS_RETENTION_SECONDS + 60)
     if since < oldest_listable:
         log.warning("Stripe lists only 30 days of events; reconciling from %s", oldest_listable)
         since = oldest_listable
@@ -165,7 +162,7 @@ def _reconcile_locked(
             # Never past an event we could not record: every later pass must list it again,
             # until it is recorded or an operator sees the stale-reconciler alert.
             if not failed and outcome.recorded_through is not None:
-                _save_checkpoint(session, _utc(outcome.recorded_through))
+                _save_checkpoint(session, utc_from_timestamp(outcome.recorded_through))
         failed = failed or outcome.failed
     if recovered:
         RECONCILE_RECOVERED.inc(recovered)
