@@ -453,6 +453,24 @@ def dev_authenticate(payment_intent_id: str, fail: bool) -> None:
     click.echo(f"{payment_intent_id} is {intent['status']} at the stand-in")
 
 
+@dev.command("trigger")
+@click.argument("event")
+def dev_trigger(event: str) -> None:
+    """Create a payment at the stand-in and fire EVENT's scenario, like `stripe trigger`.
+
+    EVENT: payment_intent.succeeded, payment_intent.payment_failed or
+    payment_intent.requires_action."""
+    from shared.dev.standin import StandIn
+    from shared.dev.trigger import SCENARIOS, UnknownScenario, trigger
+
+    try:
+        intent = trigger(StandIn(_settings()), event)
+    except UnknownScenario as exc:
+        raise click.BadParameter(str(exc), param_hint="EVENT") from None
+    click.echo(f"{intent['id']} is {intent['status']} at the stand-in")
+    click.echo("events sent to the webhook: " + ", ".join(SCENARIOS[event].events))
+
+
 @dev.command("bootstrap")
 @click.option("--web", default="http://127.0.0.1:8000", show_default=True)
 @click.option("--timeout", default=60.0, show_default=True)

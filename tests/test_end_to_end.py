@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from shared.crypto import PayloadCipher
+from shared.dev.cards import CARDS
 from shared.events import stored_payload
 from shared.models import HandlerRun, Payment, StripeEvent
 from tests.conftest import WEBHOOK_SECRET
@@ -62,56 +63,88 @@ def test_card_4242_succeeds(api, stand_in, sessions, settings):
     assert "client_secret" not in ours[0][1]["data"]["object"]
 
 
-def test_card_0341_is_declined_with_the_error_recorded(api, stand_in):
+def stand_in_events_of(stand_in, intent_id: str) -> list[str]:
+    return [e["type"] for e in stand_in.events() if e["data"]["object"].get("id") == intent_id]
+
+
+def wait_for_stand_in_events(stand_in, intent_id: str, expected: list[str]) -> None:
+    wait_until(
+        lambda: stand_in_events_of(stand_in, intent_id) == expected,
+        10,
+        f"the stand-in's events {expected} for {intent_id}",
+        interval=0.2,
+    )
+
+
+DECLINE_CARDS = [card for card in CARDS.values() if card.decline is not None]
+
+
+@pytest.mark.parametrize("card", DECLINE_CARDS, ids=lambda card: card.number[-4:])
+def test_every_decline_card_is_declined_at_confirm_and_reaches_our_ledger(api, stand_in, card):
+    # Before the stand-in was taught Stripe's test mode, all but 0341 succeeded here.
     intent_id = new_payment(api)
 
-    stand_in.pay(intent_id, "4000000000000341")
+    intent = stand_in.pay(intent_id, card.number)
 
-    # Wait for the failure event to be applied, not merely for the initial status.
+    assert intent["status"] == "requires_payment_method"
+    assert intent["last_payment_error"]["type"] == "card_error"
     view = api.wait_for_decline(intent_id)
     assert view["status"] == "requires_payment_method"
-    assert view["lastError"]["code"] == "card_declined"
-    assert view["lastError"]["message"] == "Your card was declined."
+    assert view["lastError"] == {
+        "code": card.decline.code,
+        "declineCode": card.decline.decline_code,
+        "message": card.decline.message,
+    }
+    wait_for_stand_in_events(
+        stand_in, intent_id, ["payment_intent.created", "payment_intent.payment_failed"]
+    )
 
 
-def test_card_3155_requires_action_then_succeeds_after_authentication(api, stand_in):
+@pytest.mark.parametrize("card", ["4000002500003155", "4000000000003220"])
+def test_three_d_secure_card_requires_action_then_succeeds_after_authentication(
+    api, stand_in, card
+):
     intent_id = new_payment(api)
 
-    intent = stand_in.pay(intent_id, "4000002500003155")
+    intent = stand_in.pay(intent_id, card)
+
     assert intent["status"] == "requires_action"
-    # The stand-in sends no event for requires_action; Stripe does. Deliver Stripe's shape.
-    requires_action = stripe_events.event(
-        "payment_intent.requires_action",
-        stripe_events.payment_intent(intent_id=intent_id, status="requires_action"),
-        created=int(time.time()),
-    )
-    assert (
-        api.post_webhook(*stripe_events.signed(requires_action, WEBHOOK_SECRET)).status_code == 200
-    )
+    # The stand-in's own payment_intent.requires_action event, as Stripe sends it.
     api.wait_for_status(intent_id, "requires_action")
 
     stand_in.authenticate(intent_id)
 
     api.wait_for_status(intent_id, "succeeded")
+    wait_for_stand_in_events(
+        stand_in,
+        intent_id,
+        ["payment_intent.created", "payment_intent.requires_action", "payment_intent.succeeded"],
+    )
 
 
-@pytest.mark.parametrize(
-    ("card", "decline_code"),
-    [("4000000000000002", "generic_decline"), ("4000000000009995", "insufficient_funds")],
-)
-def test_decline_cards_via_stripe_shaped_events(api, card, decline_code):
-    # The stand-in does not decline these cards; real Stripe answers them with this event.
+def test_failed_authentication_is_a_failed_payment(api, stand_in):
     intent_id = new_payment(api)
-    event = stripe_events.payment_failed(intent_id, card, created=int(time.time()) + 1)
+    stand_in.pay(intent_id, "4000002500003155")
 
-    response = api.post_webhook(*stripe_events.signed(event, WEBHOOK_SECRET))
+    intent = stand_in.authenticate(intent_id, success=False)
 
-    assert response.status_code == 200
-
+    assert intent["status"] == "requires_payment_method"
     view = api.wait_for_decline(intent_id)
-    assert view["status"] == "requires_payment_method"
-    assert view["lastError"]["code"] == "card_declined"
-    assert view["lastError"]["declineCode"] == decline_code
+    assert view["lastError"]["code"] == "payment_intent_authentication_failure"
+
+
+def test_a_new_card_after_a_decline_pays_the_same_payment_intent(api, stand_in):
+    # Stripe's recommended retry: confirm the same PaymentIntent again with another card.
+    intent_id = new_payment(api)
+    assert stand_in.pay(intent_id, "4000000000000002")["status"] == "requires_payment_method"
+    api.wait_for_decline(intent_id)
+
+    intent = stand_in.pay(intent_id, "4242424242424242")
+
+    assert intent["status"] == "succeeded"
+    assert intent["last_payment_error"] is None
+    view = api.wait_for_status(intent_id, "succeeded")
+    assert view["lastError"] is None
 
 
 def test_same_event_twice_is_applied_once(api, sessions):

@@ -15,7 +15,7 @@ from aiohttp import web
 from localstripe import resources
 from localstripe.server import app
 
-from shared.dev import stripe_idempotency
+from shared.dev import stripe_idempotency, stripe_test_mode
 
 
 def _skip_disk_snapshots() -> None:
@@ -83,6 +83,8 @@ def main() -> None:
     # Started from scratch every time (like `localstripe --from-scratch`): nothing is loaded.
     _skip_disk_snapshots()
     stripe_idempotency.install(app)
+    # Declines, 3-D Secure and their events at confirm, as Stripe's test mode answers them.
+    stripe_test_mode.install(app)
     logging.basicConfig(level=logging.INFO)
     web.run_app(app, host=args.host, port=args.port, print=None)
 

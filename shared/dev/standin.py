@@ -52,10 +52,11 @@ class StandIn:
             raise StandInError(f"webhook registration failed: HTTP {response.status_code}")
 
     def pay(self, payment_intent_id: str, card_number: str) -> dict[str, Any]:
-        """Attach a test card to the PaymentIntent and confirm it, as Stripe.js would.
+        """Confirm the PaymentIntent with a test card, as Stripe.js does (and as the Stripe.js
+        double does: the same two calls, so both meet the same declines).
 
         Returns the PaymentIntent. A declined card comes back as a PaymentIntent in
-        ``requires_payment_method`` (the stand-in answers the confirm with a 402).
+        ``requires_payment_method`` with ``last_payment_error`` (the confirm answers 402).
         """
         method = self._post(
             "/v1/payment_methods",
@@ -67,14 +68,24 @@ class StandIn:
                 "card[cvc]": "123",
             },
         )
-        # localstripe's confirm does not take payment_method; set it on the intent first.
-        self._post(f"/v1/payment_intents/{payment_intent_id}", {"payment_method": method["id"]})
         try:
-            self._post(f"/v1/payment_intents/{payment_intent_id}/confirm", {})
+            self._post(
+                f"/v1/payment_intents/{payment_intent_id}/confirm",
+                {"payment_method": method["id"]},
+            )
         except StandInError as exc:
             if "402" not in str(exc):
                 raise
         return self.retrieve(payment_intent_id)
+
+    def create_payment_intent(
+        self, amount: int, currency: str, metadata: dict[str, str]
+    ) -> dict[str, Any]:
+        """A PaymentIntent made at the stand-in directly, as the Dashboard or `stripe trigger`
+        would: our ledger learns of it from its events only."""
+        data = {"amount": str(amount), "currency": currency}
+        data.update({f"metadata[{key}]": value for key, value in metadata.items()})
+        return self._post("/v1/payment_intents", data)
 
     def authenticate(self, payment_intent_id: str, *, success: bool = True) -> dict[str, Any]:
         """Complete (or fail) the 3-D Secure challenge of a PaymentIntent in requires_action."""

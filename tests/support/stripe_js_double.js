@@ -1,9 +1,10 @@
 // TEST DOUBLE of Stripe.js, for the browser tests only. Never served outside tests/.
 //
 // localstripe's own fake Stripe.js cannot confirm a fresh PaymentIntent, so this double
-// implements the calls the checkout page uses by driving localstripe's API: it creates the
-// PaymentMethod from the card number typed in, attaches it, confirms, and for a card that asks
-// for 3-D Secure shows a challenge whose button completes the authentication. Its calls go
+// implements the calls the checkout page uses by driving the stand-in's API (taught Stripe's
+// test cards in shared/dev/stripe_test_mode.py): it creates the PaymentMethod from the card
+// number typed in, confirms the PaymentIntent with it, and for a card that asks for 3-D Secure
+// shows a challenge whose button completes the authentication. Its calls go
 // through the test server that serves it, which adds the stand-in's test key (a browser's
 // cross-origin request with an Authorization header needs a CORS preflight localstripe
 // does not answer).
@@ -34,7 +35,7 @@
     const error = (body && body.error) || {};
     return {
       error: {
-        type: "card_error",
+        type: error.type || "card_error",
         code: error.code || "card_declined",
         decline_code: error.decline_code,
         message: error.message || "Your card was declined.",
@@ -92,8 +93,11 @@
           "billing_details[name]": details.name,
         });
         if (method.status >= 400) return cardError(method.body);
-        await post("/v1/payment_intents/" + intentId, { payment_method: method.body.id });
-        const confirmed = await post("/v1/payment_intents/" + intentId + "/confirm", {});
+        // One confirm with the payment method, as Stripe.js sends it (and `payments dev pay`):
+        // declines, 3-D Secure and a retry with another card all happen here, at the stand-in.
+        const confirmed = await post("/v1/payment_intents/" + intentId + "/confirm", {
+          payment_method: method.body.id,
+        });
         if (confirmed.status >= 400) return cardError(confirmed.body);
         let intent = confirmed.body;
         if (intent.status === "requires_action") {
@@ -103,10 +107,7 @@
             { client_secret: clientSecret, success: ok ? "true" : "false", key: publishableKey },
           );
           intent = result.body;
-          if (!ok) {
-            return { error: { type: "card_error", code: "payment_intent_authentication_failure",
-                              message: "Authentication failed." } };
-          }
+          if (!ok) return cardError({ error: intent.last_payment_error });
         }
         return { paymentIntent: { id: intent.id, status: intent.status } };
       },
