@@ -97,6 +97,7 @@ def main() -> None:
     try:
         wait_until(lambda: port_open(port), 30, "gunicorn start")
         url = f"http://127.0.0.1:{port}/webhook"
+        steady_load(url, args.rate, 3)  # warm-up: both workers loaded, pools open
         print("alone:        ", percentiles(steady_load(url, args.rate, args.seconds)))
         stop = threading.Event()
         attacker = threading.Thread(target=slowloris, args=(port, args.slow, stop))
