@@ -440,6 +440,9 @@ def dev_pay(payment_intent_id: str, card: str) -> None:
 
     intent = StandIn(_settings()).pay(payment_intent_id, card)
     click.echo(f"{payment_intent_id} is {intent['status']} at the stand-in")
+    if error := intent.get("last_payment_error"):
+        # The decline as Stripe words it; our ledger gets it from payment_intent.payment_failed.
+        click.echo(f"declined: {error.get('decline_code') or error['code']}: {error['message']}")
 
 
 @dev.command("authenticate")

@@ -1,5 +1,6 @@
-"""`payments dev trigger EVENT`, run as a developer runs it, against the test stand-in: its
-events reach our webhook, the worker and our ledger with no browser and no API call of ours."""
+"""`payments dev trigger EVENT` and `payments dev pay`, run as a developer runs them, against
+the test stand-in: the stand-in's events reach our webhook, the worker and our ledger, with no
+browser and no hand-built event."""
 
 from __future__ import annotations
 
@@ -55,3 +56,15 @@ def test_an_unknown_scenario_names_the_known_ones(base_env, live_api):
 
     assert result.returncode == 2
     assert "payment_intent.succeeded" in result.stderr
+
+
+def test_dev_pay_says_why_a_card_was_declined(base_env, api):
+    intent_id = api.create_payment({"amount": 1000, "currency": "usd"}).json()["paymentIntentId"]
+    env = {**os.environ, **base_env, "PYTHONPATH": str(REPO_ROOT)}
+
+    result = run_payments("dev", "pay", intent_id, "--card", "4000000000009995", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert "requires_payment_method" in result.stdout
+    assert "insufficient_funds: Your card has insufficient funds." in result.stdout
+    assert api.wait_for_decline(intent_id)["lastError"]["declineCode"] == "insufficient_funds"
