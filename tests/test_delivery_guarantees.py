@@ -184,7 +184,9 @@ def test_event_replay_fetches_an_event_we_never_received(api, stand_in, sessions
     finally:
         stand_in.register_webhook(f"{api.base}/webhook")
     event_id = next(
-        e["id"] for e in stand_in.events() if e["data"]["object"].get("id") == intent_id
+        e["id"]
+        for e in stand_in.events()
+        if e["data"]["object"].get("id") == intent_id and e["type"] == "payment_intent.succeeded"
     )
 
     cli("events", "replay", event_id)

@@ -95,12 +95,18 @@ def test_metrics_move_by_the_right_amounts_after_a_real_payment(gunicorn_api, st
         )
         return view.json().get("status") == "succeeded"
 
-    wait_until(succeeded, 30, "payment succeeded", interval=0.3)
-    time.sleep(0.5)
-    web_after, worker_after = scrape(f"{gunicorn_api}/metrics"), scrape(worker_metrics)
-
     def moved(before, after, name, **labels):
         return value(after, name, **labels) - value(before, name, **labels)
+
+    def both_runs_counted() -> bool:
+        now = scrape(worker_metrics)
+        runs = {"handler": "payments.sync_payment_intent", "status": "done"}
+        return moved(worker_before, now, "handler_runs_total", **runs) >= 2
+
+    wait_until(succeeded, 30, "payment succeeded", interval=0.3)
+    # Both events (created, succeeded) handled: the counts below are complete, not racing.
+    wait_until(both_runs_counted, 30, "both handler runs counted", interval=0.3)
+    web_after, worker_after = scrape(f"{gunicorn_api}/metrics"), scrape(worker_metrics)
 
     # Counted across both gunicorn workers: whichever served each request, nothing is lost.
     assert moved(web_before, web_after, "payment_attempts_total") == 1
@@ -114,7 +120,8 @@ def test_metrics_move_by_the_right_amounts_after_a_real_payment(gunicorn_api, st
         )
         == 1
     )
-    assert moved(web_before, web_after, "webhook_latency_seconds_count") == 1
+    # Two deliveries: payment_intent.created and payment_intent.succeeded.
+    assert moved(web_before, web_after, "webhook_latency_seconds_count") == 2
     assert moved(worker_before, worker_after, "payment_success_total") == 1
     assert (
         moved(
@@ -124,7 +131,7 @@ def test_metrics_move_by_the_right_amounts_after_a_real_payment(gunicorn_api, st
             handler="payments.sync_payment_intent",
             status="done",
         )
-        == 1
+        == 2  # one run per event: created and succeeded
     )
     assert moved(worker_before, worker_after, "event_processing_seconds_count") >= 1
     with sessions() as session:
