@@ -14,12 +14,12 @@ from flask import Blueprint, Response, jsonify, request
 
 from api.context import ApiContext, Limits
 from api.errors import error_response
-from shared.dlq import RunFilter, count_dead, list_dead, replay_dead, replay_event
-from shared.events import EventNotFound
-from shared.handlers import UnknownHandler
-from shared.queue import enqueue_run
-from shared.reconcile import StripeEventSource
-from shared.webhooks import EventRefused
+from shared.infra.broker import enqueue_run
+from shared.ledger.dlq import RunFilter, count_dead, list_dead, replay_dead, replay_event
+from shared.ledger.events import EventNotFound
+from shared.ledger.handlers import UnknownHandler
+from shared.ledger.reconcile import StripeEventSource
+from shared.ledger.webhooks import EventRefused
 
 MAX_LIST = 1000
 

@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, jsonify, render_template, request
 
 from api.context import ApiContext, Limits
-from shared.callers import (
+from shared.config import Settings
+from shared.payments.callers import (
     SESSION_COOKIE,
     SESSION_HEADER,
     SESSION_MAX_AGE_SECONDS,
@@ -16,7 +17,6 @@ from shared.callers import (
     identify_caller,
     new_session_token,
 )
-from shared.config import Settings
 
 
 def current_caller(settings: Settings) -> Caller | None:

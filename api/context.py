@@ -11,9 +11,9 @@ from flask import Flask, request
 from flask_limiter import Limiter
 
 from shared.config import Settings
+from shared.infra.broker import EventPublisher
+from shared.infra.runtime import Runtime
 from shared.payments import PaymentService
-from shared.queue import EventPublisher
-from shared.runtime import Runtime
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def on_starting(server: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    from shared.green import make_psycopg2_cooperative
+    from shared.infra.green import make_psycopg2_cooperative
 
     make_psycopg2_cooperative()
 

@@ -12,11 +12,11 @@ from api.bodies import MAX_API_BODY_BYTES, InvalidJson, read_json_body
 from api.checkout import current_caller
 from api.context import ApiContext, Limits
 from api.errors import error_response, stripe_error_response
-from shared.callers import SESSION_HEADER, Caller, CallerRejected, secret_matches
 from shared.logging import bind
 from shared.metrics import PAYMENT_ATTEMPTS
 from shared.models import Payment
 from shared.payments import IdempotencyConflict, IdempotencyKeyInUse, PaymentCreated
+from shared.payments.callers import SESSION_HEADER, Caller, CallerRejected, secret_matches
 from shared.validation import ValidationError, validate_idempotency_key, validate_payment_request
 
 log = logging.getLogger(__name__)

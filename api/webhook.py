@@ -16,6 +16,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from api.bodies import MAX_WEBHOOK_BYTES, read_capped_body
 from api.context import ApiContext
 from api.errors import error_response
+from shared.ledger.webhooks import EventRefused, VerifiedDelivery, WebhookRejected, verify_delivery
 from shared.logging import bind
 from shared.metrics import (
     EVENTS_REFUSED,
@@ -23,7 +24,6 @@ from shared.metrics import (
     WEBHOOK_LATENCY,
     WEBHOOK_SECRET_MATCHES,
 )
-from shared.webhooks import EventRefused, VerifiedDelivery, WebhookRejected, verify_delivery
 
 log = logging.getLogger(__name__)
 

@@ -39,9 +39,9 @@ from bench.chaos_handlers import POISON_EVENT, TABLES
 from shared.config import load_settings
 from shared.db import upgrade
 from shared.dev.standin import StandIn
-from shared.handlers import load_handler_modules, registry
-from shared.reconcile import StripeEventSource
-from shared.stripe_gateway import make_stripe_client
+from shared.infra.stripe_gateway import make_stripe_client
+from shared.ledger.handlers import load_handler_modules, registry
+from shared.ledger.reconcile import StripeEventSource
 from tests.support import stripe_events
 from tests.support.processes import (
     Process,

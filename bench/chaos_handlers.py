@@ -11,8 +11,8 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from shared.handlers import EventView, registry
-from shared.handlers.payment_intents import PAYMENT_INTENT_EVENTS
+from shared.ledger.handlers import EventView, registry
+from shared.ledger.handlers.payment_intents import PAYMENT_INTENT_EVENTS
 
 POISON_EVENT = "chaos.poison"
 

@@ -11,10 +11,10 @@ import click
 import requests
 
 from shared.config import ConfigError, Settings, load_settings
-from shared.crypto import PayloadCipher
-from shared.handlers import payment_intents
+from shared.infra.crypto import PayloadCipher
+from shared.ledger.handlers import payment_intents
+from shared.ledger.webhooks import EventRefused, EventScope
 from shared.logging import configure_logging
-from shared.webhooks import EventRefused, EventScope
 
 
 def _settings() -> Settings:
@@ -67,7 +67,7 @@ def webhook_register(url: str) -> None:
         StandIn(settings).register_webhook(url, events)
         click.echo(f"stand-in at {settings.stripe_api_base} now posts events to {url}")
         return
-    from shared.stripe_gateway import make_stripe_client
+    from shared.infra.stripe_gateway import make_stripe_client
 
     endpoint = make_stripe_client(settings).v1.webhook_endpoints.create(
         params={"url": url, "enabled_events": events}  # type: ignore[typeddict-item]
@@ -79,8 +79,8 @@ def webhook_register(url: str) -> None:
 
 def _runtime() -> tuple[Settings, Any, Any]:
     from shared.db import make_engine, make_session_factory
-    from shared.handlers import load_handler_modules
-    from shared.queue import make_producer
+    from shared.infra.broker import make_producer
+    from shared.ledger.handlers import load_handler_modules
 
     settings = _settings()
     configure_logging("WARNING")
@@ -111,7 +111,7 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
 def _filters(
     event_type: str | None, handler: str | None, since: dt.datetime | None, error: str | None
 ) -> Any:
-    from shared.dlq import RunFilter
+    from shared.ledger.dlq import RunFilter
 
     return RunFilter(event_type, handler, _utc(since), error)
 
@@ -159,7 +159,7 @@ def dlq_list(
     limit: int,
 ) -> None:
     """List dead runs, oldest first."""
-    from shared.dlq import count_dead, list_dead
+    from shared.ledger.dlq import count_dead, list_dead
 
     _, sessions, _ = _runtime()
     rows = list_dead(sessions, _filters(event_type, handler, since, error), limit=limit)
@@ -186,8 +186,8 @@ def dlq_replay(
 ) -> None:
     """Send dead runs back to the queue: RUN_IDS (evt_.../handler, or evt_... for all of an
     event's dead runs), or --all with optional filters."""
-    from shared.dlq import replay_dead
-    from shared.queue import enqueue_run
+    from shared.infra.broker import enqueue_run
+    from shared.ledger.dlq import replay_dead
 
     if bool(run_ids) == replay_all:
         raise click.UsageError("name run ids, or give --all (with optional filters), not both")
@@ -227,12 +227,12 @@ def events() -> None:
 def events_replay(event_id: str, handler: str | None) -> None:
     """Re-run EVENT_ID's handlers that did not finish (or only --handler). An event we never
     received is fetched from Stripe first."""
-    from shared.dlq import replay_event
-    from shared.events import EventNotFound
-    from shared.handlers import UnknownHandler
-    from shared.queue import enqueue_run
-    from shared.reconcile import StripeEventSource
-    from shared.stripe_gateway import make_stripe_client
+    from shared.infra.broker import enqueue_run
+    from shared.infra.stripe_gateway import make_stripe_client
+    from shared.ledger.dlq import replay_event
+    from shared.ledger.events import EventNotFound
+    from shared.ledger.handlers import UnknownHandler
+    from shared.ledger.reconcile import StripeEventSource
 
     settings, sessions, producer = _runtime()
     source = StripeEventSource(make_stripe_client(settings))
@@ -268,7 +268,7 @@ def quarantine() -> None:
 @click.option("--all", "show_all", is_flag=True, help="Include bodies already recovered.")
 def quarantine_list(show_all: bool) -> None:
     """List quarantined bodies (never their content), oldest first."""
-    from shared.events import list_quarantined
+    from shared.ledger.events import list_quarantined
 
     _, sessions, _ = _runtime()
     rows = list_quarantined(sessions, include_recovered=show_all)
@@ -300,8 +300,8 @@ def quarantine_list(show_all: bool) -> None:
 def quarantine_retry(ids: tuple[int, ...], retry_all: bool) -> None:
     """Ingest quarantined bodies (IDS, or --all) under the configured keys: put the key that
     encrypted them in PAYMENTS_ENCRYPTION_KEYS (last) first. Exits 1 if any stays unread."""
-    from shared.events import recover_quarantined
-    from shared.queue import enqueue_run
+    from shared.infra.broker import enqueue_run
+    from shared.ledger.events import recover_quarantined
 
     if bool(ids) == retry_all:
         raise click.UsageError("name quarantine ids, or give --all, not both")
@@ -329,9 +329,9 @@ def quarantine_retry(ids: tuple[int, ...], retry_all: bool) -> None:
 @click.option("--since", type=_DATE, help="List Stripe events from this UTC date/time.")
 def reconcile_command(since: dt.datetime | None) -> None:
     """Ingest every Stripe event since the checkpoint (or --since) that we never recorded."""
-    from shared.queue import enqueue_run
-    from shared.reconcile import StripeEventSource, reconcile
-    from shared.stripe_gateway import make_stripe_client
+    from shared.infra.broker import enqueue_run
+    from shared.infra.stripe_gateway import make_stripe_client
+    from shared.ledger.reconcile import StripeEventSource, reconcile
 
     settings, sessions, producer = _runtime()
     result = reconcile(
@@ -394,7 +394,7 @@ def keys() -> None:
 @keys.command("generate")
 def keys_generate() -> None:
     """Print a new key, to put first in PAYMENTS_ENCRYPTION_KEYS."""
-    from shared.crypto import generate_key
+    from shared.infra.crypto import generate_key
 
     click.echo(generate_key())
 
@@ -408,7 +408,7 @@ def keys_rotate() -> None:
     """
     from sqlalchemy import func, select
 
-    from shared.crypto import rotate_stored_payloads
+    from shared.infra.crypto import rotate_stored_payloads
     from shared.models import StripeEvent
 
     settings, sessions, _ = _runtime()

@@ -32,7 +32,7 @@ DEFAULT_RECONCILE_LOOKBACK_SECONDS = 3 * 24 * 3600
 # How long a queued body that no configured key decrypts is retried before it is quarantined:
 # long enough for a deploy that gave the web process a new key before the workers to finish.
 DEFAULT_UNDECRYPTABLE_RETRY_SECONDS = 3600
-# The Stripe SDK's own retries of one request (see shared.stripe_gateway).
+# The Stripe SDK's own retries of one request (see shared.infra.stripe_gateway).
 STRIPE_MAX_NETWORK_RETRIES = 2
 
 # The values `.env.dev` ships with. They are public (they are in this repository), so a service
@@ -257,7 +257,7 @@ def _rate_limit(env: Mapping[str, str]) -> str:
 
 
 def _encryption_keys(env: Mapping[str, str]) -> tuple[str, ...]:
-    from shared.crypto import is_valid_key
+    from shared.infra.crypto import is_valid_key
 
     raw = _required(env, "PAYMENTS_ENCRYPTION_KEYS")
     keys = tuple(part.strip() for part in raw.split(",") if part.strip())

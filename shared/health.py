@@ -12,8 +12,8 @@ from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
+from shared.infra.broker import CANARY_TASK, EVENTS_QUEUE, HANDLERS_QUEUE
 from shared.models import WorkerCanary
-from shared.queue import CANARY_TASK, EVENTS_QUEUE, HANDLERS_QUEUE
 
 
 def database_ready(sessions: sessionmaker[Session]) -> bool:

@@ -66,8 +66,8 @@ class Payment(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column(
         "metadata", JSONB, nullable=False, server_default="{}"
     )
-    # Who created the payment (see shared.callers): idempotency keys are unique per caller, as
-    # Stripe's are per account, so one caller's key never replays another's payment.
+    # Who created the payment (see shared.payments.callers): idempotency keys are unique per
+    # caller, as Stripe's are per account, so one caller's key never replays another's payment.
     caller: Mapped[str | None] = mapped_column(String(80))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     # While set and in the future, a create request for this key is talking to Stripe: a
@@ -104,7 +104,7 @@ class StripeEvent(Base):
     # Plaintext JSON only for rows written before encryption at rest; `payments keys rotate`
     # moves them into payload_encrypted.
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    # The event as a Fernet token (see shared.crypto).
+    # The event as a Fernet token (see shared.infra.crypto).
     payload_encrypted: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16), nullable=False)
     received_at: Mapped[dt.datetime] = _now_column()

@@ -76,9 +76,9 @@ def start_worker_metrics(settings: Settings) -> None:
     from prometheus_client import start_http_server
 
     from shared.db import make_engine, make_session_factory
-    from shared.dlq import count_dead
+    from shared.infra.broker import make_producer, queue_depths
+    from shared.ledger.dlq import count_dead
     from shared.metrics import LedgerCollector, scrape_registry
-    from shared.queue import make_producer, queue_depths
 
     # Its own small pool and producer, separate from the tasks'.
     sessions = make_session_factory(make_engine(settings.database_url, pool_size=1))

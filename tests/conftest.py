@@ -20,7 +20,7 @@ from api import create_app
 from shared.config import Settings, load_settings
 from shared.db import make_engine, make_session_factory
 from shared.dev.standin import StandIn
-from shared.queue import make_producer
+from shared.infra.broker import make_producer
 from tests.support.fake_sentry import FakeSentry
 from tests.support.processes import (
     ARTIFACTS,

@@ -230,7 +230,7 @@ class WebhookFirstGateway:
     create request commits (an SDK network retry makes that window seconds wide)."""
 
     def __init__(self, settings: Settings, sessions) -> None:
-        from shared.stripe_gateway import StripeGateway
+        from shared.infra.stripe_gateway import StripeGateway
 
         self._real = StripeGateway.from_settings(settings)
         self._sessions = sessions

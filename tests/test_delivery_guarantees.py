@@ -10,9 +10,9 @@ import pytest
 import requests
 from sqlalchemy import select, text
 
-from shared.crypto import PayloadCipher
+from shared.infra.broker import SWEEP_TASK, make_producer
+from shared.infra.crypto import PayloadCipher
 from shared.models import HandlerRun, ReconcileCheckpoint, StripeEvent
-from shared.queue import SWEEP_TASK, make_producer
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET
 from tests.support import stripe_events
 from tests.support.processes import REPO_ROOT, free_port, run_payments, venv_script, wait_until
@@ -200,7 +200,7 @@ def test_sweeper_resends_runs_whose_message_was_lost(sessions, settings, worker)
     # A recorded event whose handler message never reached the broker.
     event = stripe_events.event("test.flaky", {"id": "obj_swept", "object": "test"})
     with sessions.begin() as session:
-        from shared.events import record_event
+        from shared.ledger.events import record_event
 
         assert record_event(session, event, "webhook", PayloadCipher(settings.encryption_keys))
         session.execute(
@@ -263,7 +263,7 @@ def test_reconcile_recovers_events_whose_webhooks_were_lost(api, stand_in, sessi
 def test_beat_schedules_the_sweeper(base_env, settings, sessions, worker):
     event = stripe_events.event("test.flaky", {"id": "obj_beat", "object": "test"})
     with sessions.begin() as session:
-        from shared.events import record_event
+        from shared.ledger.events import record_event
 
         record_event(session, event, "webhook", PayloadCipher(settings.encryption_keys))
         session.execute(

@@ -7,8 +7,8 @@ import os
 
 from sqlalchemy import text
 
-from shared.crypto import PayloadCipher, rotate_stored_payloads
-from shared.events import record_event, stored_payload
+from shared.infra.crypto import PayloadCipher, rotate_stored_payloads
+from shared.ledger.events import record_event, stored_payload
 from shared.models import StripeEvent
 from tests.conftest import ENCRYPTION_KEY, NEXT_ENCRYPTION_KEY
 from tests.support import stripe_events

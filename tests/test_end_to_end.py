@@ -9,9 +9,9 @@ import time
 import pytest
 from sqlalchemy import select
 
-from shared.crypto import PayloadCipher
 from shared.dev.cards import CARDS
-from shared.events import stored_payload
+from shared.infra.crypto import PayloadCipher
+from shared.ledger.events import stored_payload
 from shared.models import HandlerRun, Payment, StripeEvent
 from tests.conftest import WEBHOOK_SECRET
 from tests.support import stripe_events

@@ -21,13 +21,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, text
 
 from api import create_app
-from shared.crypto import PayloadCipher
-from shared.dlq import replay_event
+from shared.infra.broker import EVENTS_QUEUE, INGEST_EVENT_TASK, EventPublisher, make_producer
+from shared.infra.crypto import PayloadCipher
+from shared.infra.stripe_gateway import make_stripe_client
+from shared.ledger.dlq import replay_event
+from shared.ledger.reconcile import CHECKPOINT_NAME, StripeEventSource, reconcile
+from shared.ledger.webhooks import EventRefused, EventScope
 from shared.models import QuarantinedEvent, ReconcileCheckpoint, StripeEvent
-from shared.queue import EVENTS_QUEUE, INGEST_EVENT_TASK, EventPublisher, make_producer
-from shared.reconcile import CHECKPOINT_NAME, StripeEventSource, reconcile
-from shared.stripe_gateway import make_stripe_client
-from shared.webhooks import EventRefused, EventScope
 from tests.conftest import (
     ENCRYPTION_KEY,
     NEXT_ENCRYPTION_KEY,

@@ -16,8 +16,8 @@ from sqlalchemy import select, text, update
 
 from api import create_app
 from shared.config import Settings
+from shared.infra.stripe_gateway import StripeGateway
 from shared.models import Payment
-from shared.stripe_gateway import StripeGateway
 from tests.conftest import ADMIN_TOKEN, API_CLIENT_KEY, OTHER_API_CLIENT_KEY
 from tests.support.processes import REPO_ROOT
 from tests.test_create_payment import stand_in_intents

@@ -9,6 +9,7 @@ import stripe
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.ledger.webhooks import WebhookRejected, verify_signature
 from shared.redaction import redact
 from shared.validation import (
     MAX_AMOUNT,
@@ -17,7 +18,6 @@ from shared.validation import (
     validate_idempotency_key,
     validate_payment_request,
 )
-from shared.webhooks import WebhookRejected, verify_signature
 
 SECRET = "whsec_property_" + "p" * 20
 OTHER = "whsec_property_" + "q" * 20

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.queue import (
+from shared.infra.broker import (
     EVENTS_QUEUE,
     HANDLERS_QUEUE,
     INGEST_EVENT_TASK,

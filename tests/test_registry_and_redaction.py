@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.handlers import HandlerRegistry, UnknownHandler, registry
-from shared.handlers.payment_intents import PAYMENT_INTENT_EVENTS
-from shared.webhooks import storable_event
+from shared.ledger.handlers import HandlerRegistry, UnknownHandler, registry
+from shared.ledger.handlers.payment_intents import PAYMENT_INTENT_EVENTS
+from shared.ledger.webhooks import storable_event
 from tests.support import stripe_events
 
 

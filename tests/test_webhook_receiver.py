@@ -14,8 +14,8 @@ from flask.testing import FlaskClient
 
 from api import create_app
 from shared.config import Settings
-from shared.crypto import PayloadCipher
-from shared.queue import EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
+from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
+from shared.infra.crypto import PayloadCipher
 from tests.conftest import ENCRYPTION_KEY, OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
 from tests.support import stripe_events
 from tests.support.processes import declare_worker_queues, free_port

@@ -13,7 +13,7 @@ from celery.signals import (
 )
 
 from shared.config import load_settings
-from shared.handlers import load_handler_modules
+from shared.ledger.handlers import load_handler_modules
 from shared.logging import bind, clear_context, configure_logging, install_redaction
 from shared.metrics import mark_process_dead, reset_multiprocess_dir
 from shared.observability import init_sentry, start_worker_metrics

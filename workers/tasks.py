@@ -9,9 +9,22 @@ import time
 from celery import Task
 
 from shared.config import load_settings
-from shared.dlq import sweep_pending
-from shared.events import UndecryptableBody, ingest, quarantine, undecryptable_countdown
 from shared.health import record_canary
+from shared.infra.broker import (
+    CANARY_TASK,
+    INGEST_EVENT_TASK,
+    RECONCILE_TASK,
+    RUN_HANDLER_TASK,
+    SWEEP_TASK,
+    enqueue_run,
+)
+from shared.infra.runtime import Runtime, build_runtime
+from shared.ledger.dlq import sweep_pending
+from shared.ledger.events import UndecryptableBody, ingest, quarantine, undecryptable_countdown
+from shared.ledger.reconcile import StripeEventSource, reconcile
+from shared.ledger.retry import INGEST_MAX_COUNTDOWN_SECONDS, GiveUp
+from shared.ledger.runs import run_handler_once
+from shared.ledger.webhooks import EventRefused, WebhookRejected
 from shared.logging import bind
 from shared.metrics import (
     EVENTS_REFUSED,
@@ -20,19 +33,6 @@ from shared.metrics import (
     SWEPT,
 )
 from shared.observability import report_ingest_failure
-from shared.queue import (
-    CANARY_TASK,
-    INGEST_EVENT_TASK,
-    RECONCILE_TASK,
-    RUN_HANDLER_TASK,
-    SWEEP_TASK,
-    enqueue_run,
-)
-from shared.reconcile import StripeEventSource, reconcile
-from shared.retry import INGEST_MAX_COUNTDOWN_SECONDS, GiveUp
-from shared.runs import run_handler_once
-from shared.runtime import Runtime, build_runtime
-from shared.webhooks import EventRefused, WebhookRejected
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)

@@ -16,11 +16,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.callers import Caller, secret_digest
 from shared.db import transaction
+from shared.infra.stripe_gateway import CreatedIntent, PaymentGateway
+from shared.infra.timeutil import utc_from_timestamp
 from shared.models import Payment
-from shared.stripe_gateway import CreatedIntent, PaymentGateway
-from shared.timeutil import utc_from_timestamp
+from shared.payments.callers import Caller, secret_digest
 from shared.validation import PaymentRequest
 
 log = logging.getLogger(__name__)

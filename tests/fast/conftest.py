@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.crypto import PayloadCipher
 from shared.db import make_engine, upgrade
+from shared.infra.crypto import PayloadCipher
 
 POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 # base64 of "test-only-key-one-not-secret-32b": a valid Fernet key that protects nothing.

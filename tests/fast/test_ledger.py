@@ -11,14 +11,20 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from shared.dlq import RunFilter, list_dead, replay_dead, sweep_pending
-from shared.events import UndecryptableBody, ingest, queued_event, record_event, stored_payload
-from shared.handlers import EventView, registry
+from shared.ledger.dlq import RunFilter, list_dead, replay_dead, sweep_pending
+from shared.ledger.events import (
+    UndecryptableBody,
+    ingest,
+    queued_event,
+    record_event,
+    stored_payload,
+)
+from shared.ledger.handlers import EventView, registry
+from shared.ledger.reconcile import reconcile
+from shared.ledger.retry import RetryPolicy
+from shared.ledger.runs import RunOutcome, execute_run, record_failure
+from shared.ledger.webhooks import EventRefused, EventScope, WebhookRejected
 from shared.models import HandlerRun, ReconcileCheckpoint, StripeEvent
-from shared.reconcile import reconcile
-from shared.retry import RetryPolicy
-from shared.runs import RunOutcome, execute_run, record_failure
-from shared.webhooks import EventRefused, EventScope, WebhookRejected
 
 TYPE = "fast.ledger_event"
 APPLIED: list[str] = []
@@ -87,7 +93,7 @@ def test_the_stored_event_is_encrypted_and_reads_back(db, cipher):
 
 
 def test_queued_bodies_must_be_ours(cipher):
-    from shared.crypto import PayloadCipher
+    from shared.infra.crypto import PayloadCipher
 
     with pytest.raises(WebhookRejected):
         queued_event('{"id": "evt_x", "type": "t"}', cipher)

@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from shared.callers import (
+from shared.infra.stripe_gateway import CreatedIntent
+from shared.models import Payment
+from shared.payments import (
+    IdempotencyConflict,
+    IdempotencyKeyInUse,
+    PaymentService,
+    apply_payment_intent,
+)
+from shared.payments.callers import (
     Caller,
     CallerRejected,
     api_client_caller,
@@ -20,14 +28,6 @@ from shared.callers import (
     secret_matches,
     session_caller,
 )
-from shared.models import Payment
-from shared.payments import (
-    IdempotencyConflict,
-    IdempotencyKeyInUse,
-    PaymentService,
-    apply_payment_intent,
-)
-from shared.stripe_gateway import CreatedIntent
 from shared.validation import PaymentRequest
 from tests.fast.conftest import FAST_KEY
 

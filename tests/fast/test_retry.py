@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from shared.config import load_settings
-from shared.retry import GiveUp, Retry, RetryPolicy
-from shared.runs import DatabaseUnavailable, run_handler_once
+from shared.ledger.retry import GiveUp, Retry, RetryPolicy
+from shared.ledger.runs import DatabaseUnavailable, run_handler_once
 from tests.fast.test_ledger import POLICY, event, recorded, runs
 
 HIGHEST = replace(POLICY, jitter=lambda low, high: high)

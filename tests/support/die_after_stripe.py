@@ -10,7 +10,7 @@ from typing import Any
 
 from api import create_app
 from shared.config import load_settings
-from shared.stripe_gateway import StripeGateway
+from shared.infra.stripe_gateway import StripeGateway
 
 
 class DyingGateway:

@@ -13,7 +13,7 @@ import signal
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from shared.handlers import EventView, registry
+from shared.ledger.handlers import EventView, registry
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS test_handler_calls (

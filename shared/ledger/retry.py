@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.config import Settings
-from shared.errors import is_transient
+from shared.infra.errors import is_transient
 
 # Redis redelivers a message its worker holds longer than the visibility timeout, and a task
 # waiting out its countdown is held by the worker: a countdown stays well below that timeout.

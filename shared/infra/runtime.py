@@ -13,12 +13,12 @@ import stripe
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings
-from shared.crypto import PayloadCipher
 from shared.db import make_engine, make_session_factory
-from shared.handlers import load_handler_modules
-from shared.retry import RetryPolicy
-from shared.stripe_gateway import StripeGateway, make_stripe_client
-from shared.webhooks import EventScope
+from shared.infra.crypto import PayloadCipher
+from shared.infra.stripe_gateway import StripeGateway, make_stripe_client
+from shared.ledger.handlers import load_handler_modules
+from shared.ledger.retry import RetryPolicy
+from shared.ledger.webhooks import EventScope
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from shared.stripe_gateway import PaymentIntentReader
+from shared.infra.stripe_gateway import PaymentIntentReader
 
 
 @dataclass(frozen=True)

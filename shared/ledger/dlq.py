@@ -14,14 +14,14 @@ from typing import Any
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.crypto import PayloadCipher
 from shared.db import transaction
-from shared.events import EventNotFound, record_event
-from shared.handlers import registry
+from shared.infra.crypto import PayloadCipher
+from shared.ledger.events import EventNotFound, record_event
+from shared.ledger.handlers import registry
+from shared.ledger.runs import lock_run
+from shared.ledger.webhooks import EventScope
 from shared.metrics import EVENTS_REFUSED
 from shared.models import HandlerRun, RunStatus, StripeEvent
-from shared.runs import lock_run
-from shared.webhooks import EventScope
 
 Enqueue = Callable[[str, str], None]
 

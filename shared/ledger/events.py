@@ -13,11 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.crypto import PayloadCipher
 from shared.db import transaction
-from shared.handlers import registry
+from shared.infra.crypto import PayloadCipher
+from shared.ledger.handlers import registry
+from shared.ledger.webhooks import EventRefused, EventScope, check_event, storable_event
 from shared.models import HandlerRun, QuarantinedEvent, RunStatus, StripeEvent
-from shared.webhooks import EventRefused, EventScope, check_event, storable_event
 
 # The refusal reason of a queue body that is not a token at all (plain JSON).
 UNSIGNED = "unsigned"

@@ -2,8 +2,8 @@
 
 import importlib
 
-from shared.handlers import payment_intents
-from shared.handlers.registry import EventView, HandlerRegistry, UnknownHandler, registry
+from shared.ledger.handlers import payment_intents
+from shared.ledger.handlers.registry import EventView, HandlerRegistry, UnknownHandler, registry
 
 
 def load_handler_modules(modules: tuple[str, ...]) -> None:

@@ -21,13 +21,13 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import STRIPE_EVENTS_RETENTION_SECONDS
-from shared.crypto import PayloadCipher
 from shared.db import transaction
-from shared.events import EventNotFound, record_event
+from shared.infra.crypto import PayloadCipher
+from shared.infra.timeutil import utc_from_timestamp
+from shared.ledger.events import EventNotFound, record_event
+from shared.ledger.webhooks import EventScope
 from shared.metrics import EVENTS_REFUSED, RECONCILE_LAST_SUCCESS, RECONCILE_RECOVERED
 from shared.models import HandlerRun, ReconcileCheckpoint, RunStatus, StripeEvent
-from shared.timeutil import utc_from_timestamp
-from shared.webhooks import EventScope
 
 log = logging.getLogger(__name__)
 

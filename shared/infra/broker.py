@@ -12,9 +12,9 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from shared.config import Settings
-from shared.crypto import PayloadCipher
-from shared.retry import RetryPolicy
-from shared.webhooks import storable_event
+from shared.infra.crypto import PayloadCipher
+from shared.ledger.retry import RetryPolicy
+from shared.ledger.webhooks import storable_event
 
 INGEST_EVENT_TASK = "payments.ingest_event"
 RUN_HANDLER_TASK = "payments.run_handler"
@@ -127,7 +127,7 @@ def _schedule_settings(settings: Settings) -> dict[str, Any]:
 
 
 def _time_limit_settings(policy: RetryPolicy) -> dict[str, Any]:
-    # A handler that hangs is killed, its attempt counted (see shared.runs), and retried.
+    # A handler that hangs is killed, its attempt counted (see shared.ledger.runs), and retried.
     return {
         "task_annotations": {
             RUN_HANDLER_TASK: {
@@ -146,7 +146,7 @@ def make_producer(settings: Settings) -> Celery:
 
 class EventPublisher:
     """The one way onto the ``events`` queue. The worker ingests only bodies encrypted under
-    our keys (authenticated: see shared.events.queued_event), so this encrypts every event it
+    our keys (authenticated: see shared.ledger.events.queued_event), so this encrypts every event it
     publishes; a tool that enqueues an event goes through here too."""
 
     def __init__(self, app: Celery) -> None:

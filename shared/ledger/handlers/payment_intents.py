@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from shared.handlers.registry import EventView, registry
+from shared.ledger.handlers.registry import EventView, registry
 from shared.logging import bind
 from shared.payments import apply_payment_intent
 

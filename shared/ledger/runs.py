@@ -12,17 +12,17 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.crypto import PayloadCipher
 from shared.db import transaction
-from shared.errors import is_transient
-from shared.events import stored_payload
-from shared.handlers import EventView, registry
+from shared.infra.crypto import PayloadCipher
+from shared.infra.errors import is_transient
+from shared.infra.stripe_gateway import PaymentIntentReader
+from shared.ledger.events import stored_payload
+from shared.ledger.handlers import EventView, registry
+from shared.ledger.retry import GiveUp, Retry, RetryPolicy
 from shared.metrics import EVENT_PROCESSING, HANDLER_RUNS
 from shared.models import HandlerRun, RunStatus, StripeEvent
 from shared.observability import report_dead_letter
 from shared.redaction import redact
-from shared.retry import GiveUp, Retry, RetryPolicy
-from shared.stripe_gateway import PaymentIntentReader
 
 log = logging.getLogger(__name__)
 
