@@ -24,6 +24,9 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
         max_overflow=10,
         pool_pre_ping=True,
         pool_recycle=1800,
+        # An error's text must never carry bound values (metadata, keys): it reaches logs,
+        # handler_runs.last_error, /admin/dlq and Sentry.
+        hide_parameters=True,
         connect_args={"connect_timeout": 5, "application_name": "payments"},
     )
 

@@ -117,11 +117,12 @@ def _metadata(value: Any) -> dict[str, str]:
         text = str(item)
         if "\x00" in key or "\x00" in text:
             raise ValidationError(field, "must not contain NUL characters")
+        # Limits before work: a huge value is refused before anything scans it.
+        if len(text) > MAX_METADATA_VALUE_LENGTH:
+            raise ValidationError(field, f"must be at most {MAX_METADATA_VALUE_LENGTH} characters")
         # Metadata is stored and shown in plain text: card data must never reach it.
         if contains_card_number(key) or contains_card_number(text):
             raise ValidationError(field, "must not contain a card number")
-        if len(text) > MAX_METADATA_VALUE_LENGTH:
-            raise ValidationError(field, f"must be at most {MAX_METADATA_VALUE_LENGTH} characters")
         cleaned[key] = text
     return cleaned
 
