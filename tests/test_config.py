@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from shared.config import ConfigError, load_settings
+from shared.config import PUBLIC_DEV_VALUES, ConfigError, load_settings
 from tests.support.processes import REPO_ROOT, run_payments, venv_script
 
 VALID = {
@@ -128,3 +128,44 @@ def test_nothing_but_config_reads_the_environment():
         if "os.environ" in path.read_text() or "getenv" in path.read_text():
             readers.append(str(relative))
     assert readers == ["shared/config.py"]
+
+
+def _dev_env() -> dict[str, str]:
+    """.env.dev exactly as the repository ships it."""
+    env = {}
+    for line in (REPO_ROOT / ".env.dev").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            env[name] = value
+    return env
+
+
+def test_env_dev_loads_against_the_stand_in():
+    settings = load_settings(_dev_env())
+    assert settings.uses_stripe_stand_in
+
+
+def test_env_dev_values_are_refused_when_aimed_at_real_stripe():
+    env = {k: v for k, v in _dev_env().items() if k != "STRIPE_API_BASE"}
+    with pytest.raises(ConfigError, match="public development value"):
+        load_settings(env)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "PAYMENTS_ENCRYPTION_KEYS", "ADMIN_TOKEN"],
+)
+def test_one_forgotten_variable_left_at_its_dev_value_stops_start_up(name):
+    real = {**VALID, "ADMIN_TOKEN": "a-real-admin-token-of-enough-length"}
+    real.pop("STRIPE_API_BASE", None)
+    with pytest.raises(ConfigError, match=name):
+        load_settings({**real, name: _dev_env()[name]})
+
+
+def test_every_secret_in_env_dev_is_known_as_public():
+    secrets = {
+        name: value
+        for name, value in _dev_env().items()
+        if any(word in name for word in ("KEY", "SECRET", "TOKEN"))
+    }
+    assert secrets and set(secrets.values()) <= PUBLIC_DEV_VALUES

@@ -3,12 +3,14 @@ fire when they should, a compose stack with healthchecks, a complete Procfile.""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
 import pytest
 import yaml
 
+from shared.config import PUBLIC_DEV_VALUES
 from tests.support.processes import REPO_ROOT
 
 OPS = REPO_ROOT / "shared" / "ops"
@@ -84,3 +86,41 @@ def test_procfile_has_every_process():
         if line.strip()
     }
     assert names == {"web", "worker", "beat", "flower", "stripe"}
+
+
+SECRETS = (
+    "STRIPE_SECRET_KEY",
+    "STRIPE_PUBLISHABLE_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "PAYMENTS_ENCRYPTION_KEYS",
+    "REDIS_PASSWORD",
+    "POSTGRES_PASSWORD",
+)
+
+
+def test_compose_secrets_fail_closed_with_no_default():
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    for name in SECRETS:
+        uses = re.findall(r"\$\{" + name + r"([^}]*)\}", text)
+        assert uses, name
+        # ${VAR:?message} only: no ${VAR:-default} or ${VAR-default} a forgotten variable falls to.
+        assert all(use.startswith(":?") for use in uses), (name, uses)
+    for value in PUBLIC_DEV_VALUES:
+        assert value not in text
+
+
+def test_the_app_image_has_no_dev_extra_and_the_stand_in_is_dev_only():
+    services = compose()["services"]
+    for name in ("web", "worker", "beat", "flower", "migrate"):
+        dockerfile = services[name]["build"]["dockerfile_inline"]
+        assert "[dev]" not in dockerfile, name
+        assert "profiles" not in services[name]
+    for name in ("localstripe", "stripe-setup"):
+        assert services[name]["profiles"] == ["dev"]
+
+
+def test_redis_requires_a_password_everywhere():
+    services = compose()["services"]
+    assert "--requirepass" in services["redis"]["command"]
+    assert services["redis"]["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
+    assert services["web"]["environment"]["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
