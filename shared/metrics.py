@@ -12,7 +12,20 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from shared.config import prometheus_multiproc_dir
+
+# Every process creates what it needs: under a Procfile runner nothing made this directory, and
+# prometheus-client's first sample would fail to open its file there.
+if _metrics_dir := prometheus_multiproc_dir():
+    Path(_metrics_dir).mkdir(parents=True, exist_ok=True)
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 

@@ -5,6 +5,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import (
+    beat_init,
     setup_logging,
     task_postrun,
     task_prerun,
@@ -53,6 +54,14 @@ def _prepare_worker(**_: Any) -> None:
     reset_multiprocess_dir(settings.prometheus_multiproc_dir)
     if settings.worker_metrics_port:
         start_worker_metrics(settings)
+
+
+@beat_init.connect
+def _prepare_beat(sender: Any = None, **_: Any) -> None:
+    # Beat keeps its schedule in a file (--schedule); a Procfile runner made no directory for it.
+    schedule = getattr(sender, "schedule", None)
+    if isinstance(schedule, str) and os.path.dirname(schedule):
+        os.makedirs(os.path.dirname(schedule), exist_ok=True)
 
 
 @worker_process_shutdown.connect

@@ -45,7 +45,9 @@ def port_open(port: int) -> bool:
 class Process:
     """A child process with its output in a log file under test-artifacts/."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], cwd: Path = REPO_ROOT
+    ) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
         self.name = name
         self.log_path = ARTIFACTS / f"{name}.log"
@@ -53,7 +55,7 @@ class Process:
         self.proc = subprocess.Popen(
             args,
             env=env,
-            cwd=REPO_ROOT,
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             # Its own process group, so stopping it also stops the children it forked.
