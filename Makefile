@@ -6,15 +6,16 @@ BIN := $(VENV)/bin
 DEV_ENV := set -a; . ./.env.dev; set +a; export PATH="$(CURDIR)/$(BIN):$$PATH"
 T ?= tests
 
-.PHONY: help install services migrate run test lint format clean chaos chaos-small
+.PHONY: help install services migrate run test test-fast lint format clean chaos chaos-small lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
 
-$(BIN)/.installed: pyproject.toml
+# Pinned with hashes: what CI, make run and the image install is exactly what was locked.
+$(BIN)/.installed: pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(BIN)/.installed ## create the virtualenv and install the project with its dev tools
@@ -32,8 +33,15 @@ run: migrate ## run the whole stack (web, worker, flower, Stripe stand-in) with 
 	payments dev bootstrap --web http://127.0.0.1:8000 || exit 1; \
 	wait $$stack
 
-test: install services lint ## lint, type-check and run the test suite on the real services
-	$(BIN)/pytest $(T)
+test: install services lint ## lint, type-check and run the test suite on the real services, with coverage
+	$(BIN)/pytest --cov=shared --cov=api --cov=workers --cov-branch --cov-report=term:skip-covered $(T)
+
+test-fast: install services ## the fast layer only: ledger and payment logic, rolled back per test
+	$(BIN)/pytest -q tests/fast
+
+lock: install ## regenerate requirements.lock and requirements-dev.lock (with hashes) from pyproject.toml
+	$(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
+	$(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links --extra dev -o requirements-dev.lock pyproject.toml
 
 chaos: install services ## fault-injection suite: 2,000+ events while worker, Redis and PostgreSQL die
 	$(BIN)/python -m bench.chaos

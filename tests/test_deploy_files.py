@@ -124,3 +124,56 @@ def test_redis_requires_a_password_everywhere():
     assert "--requirepass" in services["redis"]["command"]
     assert services["redis"]["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
     assert services["web"]["environment"]["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
+
+
+def _locked(path: str) -> dict[str, str]:
+    """name -> version of every pin in a lock file, checking each carries hashes."""
+    text = (REPO_ROOT / path).read_text()
+    pins = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        head = block.split(" ", 1)[0]
+        if "==" not in head:
+            continue
+        name, version = head.split("==")
+        assert "--hash=sha256:" in block, f"{name} has no hash in {path}"
+        pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def _declared(extra: str | None) -> set[str]:
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    specs = project["optional-dependencies"][extra] if extra else project["dependencies"]
+    return {
+        re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~ ]", s, maxsplit=1)[0]).lower() for s in specs
+    }
+
+
+def test_every_dependency_is_locked_with_hashes():
+    runtime, dev = _locked("requirements.lock"), _locked("requirements-dev.lock")
+    assert _declared(None) <= set(runtime)
+    assert _declared(None) | _declared("dev") <= set(dev)
+    # The image's runtime set is the dev set's subset, at the same versions.
+    assert all(dev.get(name) == version for name, version in runtime.items())
+
+
+def test_the_installed_environment_is_the_locked_one():
+    from importlib.metadata import PackageNotFoundError, version
+
+    mismatched = {}
+    for name, locked in _locked("requirements-dev.lock").items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = None
+        if installed != locked:
+            mismatched[name] = (locked, installed)
+    assert not mismatched
+
+
+def test_the_image_installs_the_lock_with_hashes():
+    services = compose()["services"]
+    assert "--require-hashes -r requirements.lock" in services["web"]["build"]["dockerfile_inline"]
+    dev = services["localstripe"]["build"]["dockerfile_inline"]
+    assert "--require-hashes -r requirements-dev.lock" in dev
