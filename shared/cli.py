@@ -50,6 +50,15 @@ def webhook() -> None:
     """The Stripe webhook endpoint."""
 
 
+def _needed_event_types(settings: Settings) -> list[str]:
+    """The event types our handlers need, HANDLER_MODULES included: the subscription follows the
+    registry, so a new handler's type cannot be left out of it."""
+    from shared.ledger.handlers import load_handler_modules, registry
+
+    load_handler_modules(settings.handler_modules)
+    return registry.event_types()
+
+
 @webhook.command("register")
 @click.option("--url", required=True, help="Public URL of our POST /webhook endpoint.")
 def webhook_register(url: str) -> None:
@@ -60,7 +69,7 @@ def webhook_register(url: str) -> None:
     configured secret.
     """
     settings = _settings()
-    events = list(payment_intents.PAYMENT_INTENT_EVENTS)
+    events = _needed_event_types(settings)
     if settings.uses_stripe_stand_in:
         from shared.dev.standin import StandIn
 

@@ -61,6 +61,10 @@ class HandlerRegistry:
     def handlers_for(self, event_type: str) -> list[str]:
         return list(self._by_type.get(event_type, ()))
 
+    def event_types(self) -> list[str]:
+        """Every event type some handler needs: what Stripe must send us, no more."""
+        return sorted(event_type for event_type, names in self._by_type.items() if names)
+
     def get(self, name: str) -> Handler:
         try:
             return self._handlers[name]
