@@ -395,6 +395,29 @@ def worker_check(timeout: float) -> None:
         raise SystemExit(1)
 
 
+@main.command("doctor")
+@click.option(
+    "--web",
+    help="Our web process, e.g. http://127.0.0.1:8000: check it verifies STRIPE_WEBHOOK_SECRET.",
+)
+@click.option(
+    "--worker-timeout", default=10.0, show_default=True, help="Seconds to wait for the canaries."
+)
+def doctor_command(web: str | None, worker_timeout: float) -> None:
+    """Check the configuration and what it points at (Stripe keys and webhooks, PostgreSQL,
+    migrations, Redis, workers); say in plain words what is wrong. Exits 1 on any problem."""
+    from shared import doctor
+
+    configure_logging("ERROR")
+    settings, loaded = doctor.configuration(load_settings)
+    findings = [loaded]
+    if settings is not None:
+        findings += doctor.diagnose(settings, _needed_event_types(settings), web, worker_timeout)
+    click.echo(doctor.render(findings))
+    if any(f.status == doctor.PROBLEM for f in findings):
+        raise SystemExit(1)
+
+
 @main.group()
 def keys() -> None:
     """Encryption keys for stored event payloads."""
