@@ -272,7 +272,7 @@ def database(engine: Engine, database_url: str) -> Finding:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         return problem(
             "database",
-            f"PostgreSQL at {where} does not answer: {reason}",
+            f"PostgreSQL at {where} cannot be used: {reason}",
             "start PostgreSQL or correct DATABASE_URL; a missing database is created by "
             "`payments db upgrade`",
         )

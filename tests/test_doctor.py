@@ -62,7 +62,7 @@ def test_a_database_that_does_not_answer(good_env: dict[str, str]) -> None:
     code, output = doctor(env)
     assert code == 1
     found = line(output, "PROBLEM", "database")
-    assert "does not answer" in found and "start PostgreSQL or correct DATABASE_URL" in found
+    assert "cannot be used" in found and "start PostgreSQL or correct DATABASE_URL" in found
     line(output, "SKIPPED", "migrations")
     line(output, "SKIPPED", "workers")
 
