@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -27,6 +28,12 @@ from tests.support.processes import (
 def clean_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The committed tree (what a clone holds), unpacked where nothing else is."""
     target = tmp_path_factory.mktemp("clean-clone")
+    if not (REPO_ROOT / ".git").exists():
+        # Already an isolated copy of the committed tree (.ci/run): copy it, minus what runs
+        # made (the virtualenv, caches, logs, .run).
+        made = shutil.ignore_patterns(".venv", "*cache*", "test-artifacts", ".run", "__pycache__")
+        shutil.copytree(REPO_ROOT, target, ignore=made, dirs_exist_ok=True)
+        return target
     archive = subprocess.run(
         ["git", "archive", "--format=tar", "HEAD"], cwd=REPO_ROOT, capture_output=True, check=True
     ).stdout

@@ -82,6 +82,9 @@ export function createPaymentClient({
   fetchImpl = (...args) => fetch(...args),
 } = {}) {
   let state = "idle";
+  // What Stripe said at the last confirm. "succeeded" is final at Stripe: a failure our ledger
+  // still shows then is from an earlier attempt on the same PaymentIntent, not this one.
+  let confirmedAs = null;
   const listeners = new Set();
 
   function set(next, detail = {}) {
@@ -178,6 +181,7 @@ export function createPaymentClient({
     // then a second attempt can only ever replay the first PaymentIntent, never make another.
     async createPayment({ amount, currency, metadata = {} }, { idempotencyKey } = {}) {
       if (!idempotencyKey) throw new Error("createPayment needs the order's idempotencyKey");
+      confirmedAs = null;
       set("creating");
       try {
         const body = await createWithKey({ amount, currency, metadata }, idempotencyKey);
@@ -207,6 +211,7 @@ export function createPaymentClient({
         const error = result.error;
         return fail(new PaymentError(messageFor(error), { code: error.code, declineCode: error.decline_code }));
       }
+      confirmedAs = result.paymentIntent.status;
       set("processing", { paymentIntent: result.paymentIntent });
       return result.paymentIntent;
     },
@@ -233,7 +238,8 @@ export function createPaymentClient({
           set("succeeded", { payment });
           return payment;
         }
-        if (payment && FINAL.has(payment.status) && (payment.status !== "requires_payment_method" || payment.lastError)) {
+        const stale = confirmedAs === "succeeded";
+        if (!stale && payment && FINAL.has(payment.status) && (payment.status !== "requires_payment_method" || payment.lastError)) {
           return fail(failedPaymentError(payment));
         }
         if (state === "processing" && Date.now() - started > timeoutMs) set("delayed", { payment });
