@@ -12,7 +12,6 @@ import requests
 
 from shared.config import ConfigError, Settings, load_settings
 from shared.infra.crypto import PayloadCipher
-from shared.ledger.handlers import payment_intents
 from shared.ledger.webhooks import EventRefused, EventScope
 from shared.logging import configure_logging
 
@@ -528,9 +527,8 @@ def dev_bootstrap(web: str, timeout: float) -> None:
                 if time.monotonic() > deadline:
                     raise click.ClickException(f"{url} did not answer within {timeout}s") from None
                 time.sleep(0.5)
-    StandIn(settings).register_webhook(
-        f"{web}/webhook", list(payment_intents.PAYMENT_INTENT_EVENTS)
-    )
+    # The same event types as `webhook register`: whatever the handler registry needs.
+    StandIn(settings).register_webhook(f"{web}/webhook", _needed_event_types(settings))
     click.echo(
         f"""
 The stack is up: API {web}, Flower http://127.0.0.1:5555, stand-in {settings.stripe_api_base}.
