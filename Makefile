@@ -39,9 +39,12 @@ test: install services lint ## lint, type-check and run the test suite on the re
 test-fast: install services ## the fast layer only: ledger and payment logic, rolled back per test
 	$(BIN)/pytest -q tests/fast
 
+# The build backend (setuptools) is locked too: the image and make install build the project
+# with --no-build-isolation, so nothing unpinned is fetched to build it.
+LOCK := $(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
 lock: install ## regenerate requirements.lock and requirements-dev.lock (with hashes) from pyproject.toml
-	$(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
-	$(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links --extra dev -o requirements-dev.lock pyproject.toml
+	$(LOCK) --build-deps-for wheel -o requirements.lock pyproject.toml
+	$(LOCK) --build-deps-for editable --extra dev -o requirements-dev.lock pyproject.toml
 
 chaos: install services ## fault-injection suite: 2,000+ events while worker, Redis and PostgreSQL die
 	$(BIN)/python -m bench.chaos

@@ -158,6 +158,23 @@ def test_every_dependency_is_locked_with_hashes():
     assert all(dev.get(name) == version for name, version in runtime.items())
 
 
+def test_the_build_backend_is_locked_for_builds_without_isolation():
+    """The image and make install build the project with --no-build-isolation: the backend they
+    build it with must come from the lock (python:3.11's own setuptools is too old for
+    pyproject's licence field, and an isolated build would fetch an unpinned one)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    requires = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    for path in ("requirements.lock", "requirements-dev.lock"):
+        locked = _locked(path)
+        for requirement in map(Requirement, requires):
+            version = locked.get(requirement.name.lower())
+            assert version, f"{requirement.name} is not in {path}"
+            assert requirement.specifier.contains(version), (path, requirement, version)
+
+
 def test_the_installed_environment_is_the_locked_one():
     from importlib.metadata import PackageNotFoundError, version
 
