@@ -16,7 +16,7 @@ def test_payment_intent_events_have_the_sync_handler():
 
 
 def test_unknown_event_type_has_no_handlers():
-    assert registry.handlers_for("customer.created") == []
+    assert registry.handlers_for("customer.deleted") == []
 
 
 def test_one_event_type_fans_out_to_every_handler():
