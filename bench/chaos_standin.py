@@ -17,7 +17,7 @@ from aiohttp import web
 from localstripe.resources import Event, StripeObject
 from localstripe.server import app
 
-from shared.dev.localstripe_server import _skip_disk_snapshots
+from shared.dev.localstripe_server import teach_stripe
 
 
 async def inject_event(request: web.Request) -> web.Response:
@@ -41,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    _skip_disk_snapshots()
+    teach_stripe(app)
     app.router.add_post("/_config/chaos/events", inject_event)
     logging.basicConfig(level=logging.WARNING)
     web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)

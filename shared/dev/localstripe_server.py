@@ -66,6 +66,15 @@ def _add_stripe_js_double(secret_key: str, port: int) -> None:
     app.router.add_post("/_config/relay/{path:.*}", relay)
 
 
+def teach_stripe(stand_in: web.Application) -> None:
+    """What every run of the stand-in (dev, tests, chaos) is taught of Stripe."""
+    # Started from scratch every time (like `localstripe --from-scratch`): nothing is loaded.
+    _skip_disk_snapshots()
+    stripe_idempotency.install(stand_in)
+    # Declines, 3-D Secure and their events at confirm, as Stripe's test mode answers them.
+    stripe_test_mode.install(stand_in)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
@@ -80,11 +89,7 @@ def main() -> None:
         from shared.config import load_settings
 
         _add_stripe_js_double(load_settings().stripe_secret_key, args.port)
-    # Started from scratch every time (like `localstripe --from-scratch`): nothing is loaded.
-    _skip_disk_snapshots()
-    stripe_idempotency.install(app)
-    # Declines, 3-D Secure and their events at confirm, as Stripe's test mode answers them.
-    stripe_test_mode.install(app)
+    teach_stripe(app)
     logging.basicConfig(level=logging.INFO)
     web.run_app(app, host=args.host, port=args.port, print=None)
 
