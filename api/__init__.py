@@ -22,7 +22,7 @@ from shared.config import Settings, load_settings
 from shared.infra.broker import EventPublisher, make_producer
 from shared.infra.runtime import build_runtime
 from shared.infra.stripe_gateway import PaymentGateway
-from shared.logging import install_redaction
+from shared.observability.logs import install_redaction
 from shared.payments import PaymentService
 
 __all__ = ["create_app", "error_response", "read_capped_body", "stripe_error_response"]

@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from werkzeug.exceptions import HTTPException
 
-from shared.redaction import redact
+from shared.observability.redaction import redact
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ it exits.
 from typing import Any
 
 from shared.config import ConfigError, load_settings
-from shared.metrics import mark_process_dead, reset_multiprocess_dir
+from shared.observability.metrics import mark_process_dead, reset_multiprocess_dir
 
 worker_class = "gevent"
 # Per worker process. Past this a worker stops accepting; the kernel's backlog holds the rest.

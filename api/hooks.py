@@ -9,7 +9,7 @@ from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.config import Settings
-from shared.logging import bind, clear_context, current_ids
+from shared.observability.logs import bind, clear_context, current_ids
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,100}")
 

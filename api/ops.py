@@ -10,8 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.context import ApiContext, Limits
 from api.errors import error_response
 from api.openapi import openapi_document
-from shared.health import broker_ready, database_ready
-from shared.metrics import scrape_registry
+from shared.observability.health import broker_ready, database_ready
+from shared.observability.metrics import scrape_registry
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from api.bodies import MAX_API_BODY_BYTES, InvalidJson, read_json_body
 from api.checkout import current_caller
 from api.context import ApiContext, Limits
 from api.errors import error_response, stripe_error_response
-from shared.logging import bind
-from shared.metrics import PAYMENT_ATTEMPTS
 from shared.models import Payment
+from shared.observability.logs import bind
+from shared.observability.metrics import PAYMENT_ATTEMPTS
 from shared.payments import IdempotencyConflict, IdempotencyKeyInUse, PaymentCreated
 from shared.payments.callers import SESSION_HEADER, Caller, CallerRejected, secret_matches
 from shared.validation import ValidationError, validate_idempotency_key, validate_payment_request

@@ -17,8 +17,8 @@ from api.bodies import MAX_WEBHOOK_BYTES, read_capped_body
 from api.context import ApiContext
 from api.errors import error_response
 from shared.ledger.webhooks import EventRefused, VerifiedDelivery, WebhookRejected, verify_delivery
-from shared.logging import bind
-from shared.metrics import (
+from shared.observability.logs import bind
+from shared.observability.metrics import (
     EVENTS_REFUSED,
     WEBHOOK_EVENTS,
     WEBHOOK_LATENCY,

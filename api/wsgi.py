@@ -4,8 +4,8 @@ import sys
 
 from api import create_app
 from shared.config import ConfigError, load_settings
-from shared.logging import configure_logging
-from shared.observability import init_sentry
+from shared.observability.logs import configure_logging
+from shared.observability.sentry import init_sentry
 
 # gunicorn stops, instead of booting workers in a loop, when a worker exits with this code.
 GUNICORN_APP_LOAD_ERROR = 4

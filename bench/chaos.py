@@ -38,12 +38,8 @@ from sqlalchemy import create_engine, text
 from bench.chaos_handlers import POISON_EVENT, TABLES
 from shared.config import load_settings
 from shared.db import upgrade
-from shared.dev.standin import StandIn
-from shared.infra.stripe_gateway import make_stripe_client
-from shared.ledger.handlers import load_handler_modules, registry
-from shared.ledger.reconcile import StripeEventSource
-from tests.support import stripe_events
-from tests.support.processes import (
+from shared.dev import stripe_events
+from shared.dev.processes import (
     Process,
     celery_worker_args,
     free_port,
@@ -52,6 +48,10 @@ from tests.support.processes import (
     venv_script,
     wait_until,
 )
+from shared.dev.standin import StandIn
+from shared.infra.stripe_gateway import make_stripe_client
+from shared.ledger.handlers import load_handler_modules, registry
+from shared.ledger.reconcile import StripeEventSource
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WEBHOOK_SECRET = "whsec_chaos_" + "c" * 24

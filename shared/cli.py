@@ -13,7 +13,7 @@ import requests
 from shared.config import ConfigError, Settings, load_settings
 from shared.infra.crypto import PayloadCipher
 from shared.ledger.webhooks import EventRefused, EventScope
-from shared.logging import configure_logging
+from shared.observability.logs import configure_logging
 
 
 def _settings() -> Settings:
@@ -376,7 +376,7 @@ def reconcile_command(since: dt.datetime | None) -> None:
 )
 def worker_check(timeout: float) -> None:
     """Exit non-zero unless a worker answers a ping and consumes a canary from every queue."""
-    from shared.health import check_workers
+    from shared.observability.health import check_workers
 
     _, sessions, producer = _runtime()
     result = check_workers(producer, sessions, timeout)

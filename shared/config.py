@@ -333,7 +333,7 @@ def refuse_public_dev_values(env: Mapping[str, str]) -> None:
 
 
 def prometheus_multiproc_dir(env: Mapping[str, str] | None = None) -> str | None:
-    """The one variable prometheus-client also reads itself, at import: shared.metrics needs it
+    """The one variable prometheus-client also reads itself, at import: the metrics module needs it
     before any setting is loaded, to create the directory (a Procfile runner does not)."""
     return _optional(os.environ if env is None else env, "PROMETHEUS_MULTIPROC_DIR")
 

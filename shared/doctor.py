@@ -22,7 +22,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from shared.config import ConfigError, Settings
-from shared.health import WorkerCheck, broker_ready, check_workers
+from shared.observability.health import WorkerCheck, broker_ready, check_workers
 
 OK, PROBLEM, SKIPPED = "ok", "problem", "skipped"
 
@@ -313,7 +313,7 @@ def broker(producer: Celery, redis_url: str) -> Finding:
 
 
 def workers(result: WorkerCheck) -> Finding:
-    """A ping and a canary through each queue (shared.health.check_workers), as
+    """A ping and a canary through each queue (shared.observability.health.check_workers), as
     `payments worker-check` does: a worker can answer pings yet consume nothing."""
     pinged, consumed = result.pinged, result.queues_consumed
     if not pinged:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared.redaction import contains_card_number
+from shared.observability.redaction import contains_card_number
 
 # Stripe's largest amount for a PaymentIntent, in minor units (eight digits).
 MAX_AMOUNT = 99_999_999

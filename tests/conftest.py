@@ -19,10 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api import create_app
 from shared.config import Settings, load_settings
 from shared.db import make_engine, make_session_factory
-from shared.dev.standin import StandIn
-from shared.infra.broker import make_producer
-from tests.support.fake_sentry import FakeSentry
-from tests.support.processes import (
+from shared.dev.processes import (
     ARTIFACTS,
     REPO_ROOT,
     Process,
@@ -34,6 +31,9 @@ from tests.support.processes import (
     redis_server_args,
     wait_until,
 )
+from shared.dev.standin import StandIn
+from shared.infra.broker import make_producer
+from tests.support.fake_sentry import FakeSentry
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 # Each test session runs its own Redis on a spare port: parallel runs never share queues, and

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from shared.config import PUBLIC_DEV_VALUES, ConfigError, load_settings
-from tests.support.processes import REPO_ROOT, run_payments, venv_script
+from shared.dev.processes import REPO_ROOT, run_payments, venv_script
 
 VALID = {
     "STRIPE_SECRET_KEY": "sk_test_abc",

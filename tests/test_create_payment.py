@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 
 from api import create_app, stripe_error_response
 from shared.config import Settings
+from shared.dev.processes import free_port
 from shared.models import Payment
 from tests.conftest import ADMIN_TOKEN, API_CLIENT_KEY
-from tests.support.processes import free_port
 
 
 @pytest.fixture(scope="module")

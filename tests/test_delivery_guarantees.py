@@ -10,12 +10,12 @@ import pytest
 import requests
 from sqlalchemy import select, text
 
+from shared.dev import stripe_events
+from shared.dev.processes import REPO_ROOT, free_port, run_payments, venv_script, wait_until
 from shared.infra.broker import SWEEP_TASK, make_producer
 from shared.infra.crypto import PayloadCipher
 from shared.models import HandlerRun, ReconcileCheckpoint, StripeEvent
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET
-from tests.support import stripe_events
-from tests.support.processes import REPO_ROOT, free_port, run_payments, venv_script, wait_until
 
 
 @pytest.fixture
@@ -272,7 +272,7 @@ def test_beat_schedules_the_sweeper(base_env, settings, sessions, worker):
             ),
             {"e": event["id"]},
         )
-    from tests.support.processes import ARTIFACTS, Process
+    from shared.dev.processes import ARTIFACTS, Process
 
     env = {**os.environ, **base_env, "SWEEP_INTERVAL_SECONDS": "1", "PYTHONPATH": str(REPO_ROOT)}
     beat = Process(

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from shared.config import PUBLIC_DEV_VALUES
-from tests.support.processes import REPO_ROOT
+from shared.dev.processes import REPO_ROOT
 
 OPS = REPO_ROOT / "shared" / "ops"
 LONG_RUNNING = {"postgres", "redis", "web", "worker", "beat", "flower", "localstripe"}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import REPO_ROOT, run_payments
+from shared.dev.processes import REPO_ROOT, run_payments
 
 
 def trigger(base_env: dict[str, str], event: str) -> Any:

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from shared.dev import stripe_events
+from shared.dev.processes import REPO_ROOT, ServedApp, free_port, run_payments
 from shared.ledger.handlers.registry import HandlerRegistry
 from tests.conftest import POSTGRES, QUIET_REDIS_DB, REDIS_HOST
-from tests.support import stripe_events
-from tests.support.processes import REPO_ROOT, ServedApp, free_port, run_payments
 
 
 def doctor(env: dict[str, str], *args: str) -> tuple[int, str]:

@@ -7,12 +7,12 @@ import os
 
 from sqlalchemy import text
 
+from shared.dev import stripe_events
+from shared.dev.processes import REPO_ROOT, run_payments
 from shared.infra.crypto import PayloadCipher, rotate_stored_payloads
 from shared.ledger.events import record_event, stored_payload
 from shared.models import StripeEvent
 from tests.conftest import ENCRYPTION_KEY, NEXT_ENCRYPTION_KEY
-from tests.support import stripe_events
-from tests.support.processes import REPO_ROOT, run_payments
 
 
 def a_customer_event() -> dict:

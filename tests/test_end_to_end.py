@@ -9,14 +9,14 @@ import time
 import pytest
 from sqlalchemy import select
 
+from shared.dev import stripe_events
 from shared.dev.cards import CARDS
+from shared.dev.processes import wait_until
 from shared.infra.crypto import PayloadCipher
 from shared.ledger.events import stored_payload
 from shared.ledger.handlers import registry
 from shared.models import HandlerRun, Payment, StripeEvent
 from tests.conftest import WEBHOOK_SECRET
-from tests.support import stripe_events
-from tests.support.processes import wait_until
 
 
 def new_payment(api, amount: int = 1000) -> str:

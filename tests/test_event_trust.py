@@ -21,6 +21,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, text
 
 from api import create_app
+from shared.dev import stripe_events
+from shared.dev.processes import (
+    ARTIFACTS,
+    REPO_ROOT,
+    Process,
+    celery_worker_args,
+    free_port,
+    port_open,
+    python_module,
+    run_payments,
+    wait_until,
+)
 from shared.infra.broker import EVENTS_QUEUE, INGEST_EVENT_TASK, EventPublisher, make_producer
 from shared.infra.crypto import PayloadCipher
 from shared.infra.stripe_gateway import make_stripe_client
@@ -34,18 +46,6 @@ from tests.conftest import (
     REDIS_HOST,
     WEBHOOK_SECRET,
     WORKER_METRICS_PORT,
-)
-from tests.support import stripe_events
-from tests.support.processes import (
-    ARTIFACTS,
-    REPO_ROOT,
-    Process,
-    celery_worker_args,
-    free_port,
-    port_open,
-    python_module,
-    run_payments,
-    wait_until,
 )
 
 SERVED_ACCOUNT = "acct_1ServedByUs0000"

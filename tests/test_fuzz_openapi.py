@@ -15,8 +15,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from api import create_app
 from api.openapi import openapi_document
+from shared.dev.processes import ServedApp
 from tests.conftest import API_CLIENT_KEY, REDIS_HOST
-from tests.support.processes import ServedApp
 
 schema = schemathesis.openapi.from_dict(openapi_document())
 

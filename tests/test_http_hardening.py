@@ -14,6 +14,14 @@ import requests
 from prometheus_client import REGISTRY
 
 from api import create_app
+from shared.dev import stripe_events
+from shared.dev.processes import (
+    Process,
+    free_port,
+    port_open,
+    procfile_command,
+    wait_until,
+)
 from tests.conftest import (
     ADMIN_TOKEN,
     API_CLIENT_KEY,
@@ -21,14 +29,6 @@ from tests.conftest import (
     OLD_WEBHOOK_SECRET,
     REDIS_HOST,
     WEBHOOK_SECRET,
-)
-from tests.support import stripe_events
-from tests.support.processes import (
-    Process,
-    free_port,
-    port_open,
-    procfile_command,
-    wait_until,
 )
 
 LIMIT_REDIS_DB = 11

@@ -8,8 +8,8 @@ import re
 
 from sqlalchemy import text
 
+from shared.dev.processes import ARTIFACTS
 from tests.conftest import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
-from tests.support.processes import ARTIFACTS
 
 
 def test_full_flow_at_debug_leaks_nothing(api, stand_in, settings, sessions, worker, caplog):

@@ -18,16 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from api import create_app
-from shared.observability import init_sentry
-from tests.conftest import (
-    API_CLIENT_KEY,
-    METRICS_TOKEN,
-    REDIS_HOST,
-    WEBHOOK_SECRET,
-    WORKER_METRICS_PORT,
-)
-from tests.support import stripe_events
-from tests.support.processes import (
+from shared.dev import stripe_events
+from shared.dev.processes import (
     ARTIFACTS,
     REPO_ROOT,
     Process,
@@ -38,6 +30,14 @@ from tests.support.processes import (
     run_payments,
     venv_script,
     wait_until,
+)
+from shared.observability.sentry import init_sentry
+from tests.conftest import (
+    API_CLIENT_KEY,
+    METRICS_TOKEN,
+    REDIS_HOST,
+    WEBHOOK_SECRET,
+    WORKER_METRICS_PORT,
 )
 
 

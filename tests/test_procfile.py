@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.processes import (
+from shared.dev.processes import (
     REPO_ROOT,
     Process,
     free_port,

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.ledger.webhooks import WebhookRejected, verify_signature
-from shared.redaction import contains_card_number, redact
+from shared.observability.redaction import contains_card_number, redact
 from shared.validation import (
     MAX_AMOUNT,
     SUPPORTED_CURRENCIES,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.dev.processes import declare_worker_queues
 from shared.infra.broker import (
     EVENTS_QUEUE,
     HANDLERS_QUEUE,
@@ -11,7 +12,6 @@ from shared.infra.broker import (
     RUN_HANDLER_TASK,
     make_producer,
 )
-from tests.support.processes import declare_worker_queues
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.newcomer_handlers import NEW_EVENT_TYPE
-from tests.support.processes import (
+from shared.dev.processes import (
     REPO_ROOT,
     Process,
     ServedApp,
@@ -22,6 +21,7 @@ from tests.support.processes import (
     run_payments,
     wait_until,
 )
+from tests.support.newcomer_handlers import NEW_EVENT_TYPE
 
 
 class Receiver:

@@ -15,9 +15,9 @@ from celery.signals import (
 
 from shared.config import load_settings
 from shared.ledger.handlers import load_handler_modules
-from shared.logging import bind, clear_context, configure_logging, install_redaction
-from shared.metrics import mark_process_dead, reset_multiprocess_dir
-from shared.observability import init_sentry, start_worker_metrics
+from shared.observability.logs import bind, clear_context, configure_logging, install_redaction
+from shared.observability.metrics import mark_process_dead, reset_multiprocess_dir
+from shared.observability.sentry import init_sentry, start_worker_metrics
 
 # Before Celery sets up its own handlers: every record it prints is redacted at creation.
 install_redaction()

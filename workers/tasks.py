@@ -9,7 +9,6 @@ import time
 from celery import Task
 
 from shared.config import load_settings
-from shared.health import record_canary
 from shared.infra.broker import (
     CANARY_TASK,
     INGEST_EVENT_TASK,
@@ -25,14 +24,15 @@ from shared.ledger.reconcile import StripeEventSource, reconcile
 from shared.ledger.retry import INGEST_MAX_COUNTDOWN_SECONDS, GiveUp
 from shared.ledger.runs import run_handler_once
 from shared.ledger.webhooks import EventRefused, WebhookRejected
-from shared.logging import bind
-from shared.metrics import (
+from shared.observability.health import record_canary
+from shared.observability.logs import bind
+from shared.observability.metrics import (
     EVENTS_REFUSED,
     INGEST_QUARANTINED,
     INGEST_UNDECRYPTABLE,
     SWEPT,
 )
-from shared.observability import report_ingest_failure
+from shared.observability.sentry import report_ingest_failure
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ def _skip_disk_snapshots() -> None:
 
 
 # The browser double of Stripe.js lives with the tests that use it; dev serves the same file.
-STRIPE_JS_DOUBLE = Path(__file__).resolve().parents[2] / "tests" / "support" / "stripe_js_double.js"
+STRIPE_JS_DOUBLE = Path(__file__).resolve().parent / "stripe_js_double.js"
 
 
 def _add_stripe_js_double(secret_key: str, port: int) -> None:

@@ -20,8 +20,8 @@ from shared.ledger.events import EventNotFound, record_event
 from shared.ledger.handlers import registry
 from shared.ledger.runs import lock_run
 from shared.ledger.webhooks import EventScope
-from shared.metrics import EVENTS_REFUSED
 from shared.models import HandlerRun, RunStatus, StripeEvent
+from shared.observability.metrics import EVENTS_REFUSED
 
 Enqueue = Callable[[str, str], None]
 

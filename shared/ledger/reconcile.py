@@ -26,8 +26,8 @@ from shared.infra.crypto import PayloadCipher
 from shared.infra.timeutil import utc_from_timestamp
 from shared.ledger.events import EventNotFound, record_event
 from shared.ledger.webhooks import EventScope
-from shared.metrics import EVENTS_REFUSED, RECONCILE_LAST_SUCCESS, RECONCILE_RECOVERED
 from shared.models import HandlerRun, ReconcileCheckpoint, RunStatus, StripeEvent
+from shared.observability.metrics import EVENTS_REFUSED, RECONCILE_LAST_SUCCESS, RECONCILE_RECOVERED
 
 log = logging.getLogger(__name__)
 

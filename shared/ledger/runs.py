@@ -19,10 +19,10 @@ from shared.infra.stripe_gateway import PaymentIntentReader
 from shared.ledger.events import stored_payload
 from shared.ledger.handlers import EventView, registry
 from shared.ledger.retry import GiveUp, Retry, RetryPolicy
-from shared.metrics import EVENT_PROCESSING, HANDLER_RUNS
 from shared.models import HandlerRun, RunStatus, StripeEvent
-from shared.observability import report_dead_letter
-from shared.redaction import redact
+from shared.observability.metrics import EVENT_PROCESSING, HANDLER_RUNS
+from shared.observability.redaction import redact
+from shared.observability.sentry import report_dead_letter
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from shared.metrics import PAYMENT_FAILURES, PAYMENT_SUCCESS
 from shared.models import Payment
+from shared.observability.metrics import PAYMENT_FAILURES, PAYMENT_SUCCESS
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ def test_database_errors_never_carry_the_values_bound_to_them(db):
 
     from shared.ledger.runs import error_text
     from shared.models import Payment
-    from shared.redaction import redact
+    from shared.observability.redaction import redact
 
     with pytest.raises(IntegrityError) as failed, db.begin() as session:
         session.add(

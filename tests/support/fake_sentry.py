@@ -9,7 +9,7 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.support.processes import free_port
+from shared.dev.processes import free_port
 
 
 class FakeSentry:

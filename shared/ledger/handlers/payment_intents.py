@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from shared.ledger.handlers.registry import EventView, registry
-from shared.logging import bind
+from shared.observability.logs import bind
 from shared.payments import apply_payment_intent
 
 PAYMENT_INTENT_EVENTS = (

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from shared.redaction import redact
+from shared.observability.redaction import redact
 
 CONTEXT_FIELDS = ("request_id", "task_id", "event_id", "payment_intent_id")
 _context: dict[str, contextvars.ContextVar[str | None]] = {

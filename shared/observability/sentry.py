@@ -7,8 +7,8 @@ from typing import Any
 import sentry_sdk
 
 from shared.config import Settings
-from shared.metrics import DEAD_LETTERED
-from shared.redaction import redact
+from shared.observability.metrics import DEAD_LETTERED
+from shared.observability.redaction import redact
 
 
 def init_sentry(settings: Settings, *, component: str) -> bool:
@@ -78,7 +78,7 @@ def start_worker_metrics(settings: Settings) -> None:
     from shared.db import make_engine, make_session_factory
     from shared.infra.broker import make_producer, queue_depths
     from shared.ledger.dlq import count_dead
-    from shared.metrics import LedgerCollector, scrape_registry
+    from shared.observability.metrics import LedgerCollector, scrape_registry
 
     # Its own small pool and producer, separate from the tasks'.
     sessions = make_session_factory(make_engine(settings.database_url, pool_size=1))

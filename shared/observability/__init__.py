@@ -1,0 +1,1 @@
+"""Observability: structured logs, metrics, redaction of secrets and cards, Sentry, health."""
