@@ -15,13 +15,29 @@ from flask import Blueprint, Response, jsonify, request
 from api.context import ApiContext, Limits
 from api.errors import error_response
 from shared.infra.broker import enqueue_run
-from shared.ledger.dlq import RunFilter, count_dead, list_dead, replay_dead, replay_event
+from shared.ledger.dlq import RunFilter, RunRow, count_dead, list_dead, replay_dead, replay_event
 from shared.ledger.events import EventNotFound
 from shared.ledger.handlers import UnknownHandler
 from shared.ledger.reconcile import StripeEventSource
 from shared.ledger.webhooks import EventRefused
 
 MAX_LIST = 1000
+
+
+def run_view(run: RunRow) -> dict[str, Any]:
+    """A handler run as the admin API shows it."""
+    return {
+        "id": run.run_id,
+        "eventId": run.event_id,
+        "handler": run.handler,
+        "eventType": run.event_type,
+        "status": run.status,
+        "attempts": run.attempts,
+        "replays": run.replays,
+        "updatedAt": run.updated_at.isoformat(),
+        "error": run.error_line,
+        "lastError": run.last_error,
+    }
 
 
 class AdminInputError(Exception):
@@ -107,7 +123,7 @@ def _dlq_list(api: ApiContext) -> Response:
         raise AdminInputError("limit", f"must be between 1 and {MAX_LIST}")
     sessions = api.runtime.sessions
     rows = list_dead(sessions, _filters(dict(request.args)), limit=limit)
-    return jsonify({"runs": [r.as_json() for r in rows], "totalDead": count_dead(sessions)})
+    return jsonify({"runs": [run_view(r) for r in rows], "totalDead": count_dead(sessions)})
 
 
 def _dlq_replay(api: ApiContext) -> Response:
@@ -132,7 +148,7 @@ def _dlq_replay(api: ApiContext) -> Response:
     except ValueError as exc:
         raise AdminInputError("ids", str(exc)) from None
     replayed = 0 if dry_run else len(chosen)
-    return jsonify({"dryRun": dry_run, "replayed": replayed, "runs": [r.as_json() for r in chosen]})
+    return jsonify({"dryRun": dry_run, "replayed": replayed, "runs": [run_view(r) for r in chosen]})
 
 
 def _event_replay(api: ApiContext, event_id: str) -> tuple[Response, int]:

@@ -57,20 +57,6 @@ class RunRow:
         lines = [line for line in self.last_error.strip().splitlines() if line.strip()]
         return lines[-1] if lines else ""
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.run_id,
-            "eventId": self.event_id,
-            "handler": self.handler,
-            "eventType": self.event_type,
-            "status": self.status,
-            "attempts": self.attempts,
-            "replays": self.replays,
-            "updatedAt": self.updated_at.isoformat(),
-            "error": self.error_line,
-            "lastError": self.last_error,
-        }
-
 
 def _dead_runs_query(filters: RunFilter) -> Select[HandlerRun, str]:
     query = (
