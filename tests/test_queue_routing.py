@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
+import kombu.exceptions
 import pytest
 
-from shared.dev.processes import declare_worker_queues
+from shared.dev.processes import declare_worker_queues, free_port
 from shared.infra.broker import (
     EVENTS_QUEUE,
     HANDLERS_QUEUE,
@@ -12,6 +16,7 @@ from shared.infra.broker import (
     RUN_HANDLER_TASK,
     make_producer,
 )
+from shared.infra.redis_publish import RedisTaskPublisher
 
 
 @pytest.mark.parametrize(
@@ -29,3 +34,45 @@ def test_task_is_routed_to_its_queue_only(quiet_settings, quiet_redis, task, que
         EVENTS_QUEUE: int(queue == EVENTS_QUEUE),
         HANDLERS_QUEUE: int(queue == HANDLERS_QUEUE),
     }
+
+
+def _stored(quiet_redis, queue: str) -> dict:
+    message = json.loads(quiet_redis.rpop(queue))
+    body = json.loads(base64.b64decode(message.pop("body")))
+    task_id = message["headers"]["id"]
+    # What differs from one publish to the next: ids, the publishing process, the tag.
+    for key in ("id", "root_id", "origin"):
+        assert message["headers"].pop(key)
+    assert message["properties"].pop("correlation_id") == task_id
+    assert message["properties"].pop("delivery_tag")
+    message["properties"].pop("reply_to")
+    return {"message": message, "body": body}
+
+
+def test_a_direct_publish_queues_what_celery_would(quiet_settings, quiet_redis):
+    """The receiver writes the ingest task onto Redis itself (shared.infra.redis_publish):
+    a worker, Flower and the sweeper must find exactly the message Celery's send_task
+    queues, on the same list."""
+    producer = make_producer(quiet_settings)
+    declare_worker_queues(producer)
+    args, argsrepr = ["token", "webhook"], "('evt_1', 'payment_intent.succeeded', 'webhook')"
+    producer.send_task(INGEST_EVENT_TASK, args=args, argsrepr=argsrepr, queue=EVENTS_QUEUE)
+    through_celery = _stored(quiet_redis, EVENTS_QUEUE)
+    publisher = RedisTaskPublisher(producer, quiet_settings.redis_url)
+    publisher.send(INGEST_EVENT_TASK, args, argsrepr=argsrepr, queue=EVENTS_QUEUE)
+    direct = _stored(quiet_redis, EVENTS_QUEUE)
+    publisher.close()
+    producer.close()
+
+    # Celery also copies argsrepr into the AMQP properties, where no consumer reads it.
+    through_celery["message"]["properties"].pop("argsrepr")
+    assert direct["message"]["headers"] == through_celery["message"]["headers"]
+    assert direct == through_celery
+    assert quiet_redis.llen(HANDLERS_QUEUE) == 0
+
+
+def test_a_direct_publish_to_a_dead_broker_fails_fast(quiet_settings):
+    producer = make_producer(quiet_settings)
+    publisher = RedisTaskPublisher(producer, f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(kombu.exceptions.OperationalError):
+        publisher.send(INGEST_EVENT_TASK, ["token", "webhook"], argsrepr="x", queue=EVENTS_QUEUE)

@@ -13,6 +13,7 @@ from kombu import Exchange, Queue
 
 from shared.config import Settings
 from shared.infra.crypto import PayloadCipher
+from shared.infra.redis_publish import RedisTaskPublisher, can_publish_directly
 from shared.ledger.retry import RetryPolicy
 from shared.ledger.webhooks import storable_event
 
@@ -147,20 +148,32 @@ def make_producer(settings: Settings) -> Celery:
 class EventPublisher:
     """The one way onto the ``events`` queue. The worker ingests only bodies encrypted under
     our keys (authenticated: see shared.ledger.events.queued_event), so this encrypts every event it
-    publishes; a tool that enqueues an event goes through here too."""
+    publishes; a tool that enqueues an event goes through here too. On a plain Redis broker
+    it writes the task itself (shared.infra.redis_publish); elsewhere Celery publishes it."""
 
     def __init__(self, app: Celery) -> None:
         self._app = app
+        conf = app.conf
+        self._direct = (
+            RedisTaskPublisher(app, conf.broker_url)
+            if can_publish_directly(conf.broker_url, conf.broker_transport_options or {})
+            else None
+        )
 
     def publish(self, event: dict[str, Any], source: str, cipher: PayloadCipher) -> None:
         """Queue ``event`` for ingest, without its client secret, encrypted like the database
         copy (Redis may write it to disk, and it holds customers' data). Raises
         kombu.exceptions.OperationalError when the broker cannot take the message."""
+        args = [cipher.encrypt(storable_event(event)), source]
+        # What Flower and the worker log show instead of the whole payload.
+        argsrepr = repr((event["id"], event["type"], source))
+        if self._direct is not None:
+            self._direct.send(INGEST_EVENT_TASK, args, argsrepr=argsrepr, queue=EVENTS_QUEUE)
+            return
         self._app.send_task(
             INGEST_EVENT_TASK,
-            args=[cipher.encrypt(storable_event(event)), source],
-            # What Flower and the worker log show instead of the whole payload.
-            argsrepr=repr((event["id"], event["type"], source)),
+            args=args,
+            argsrepr=argsrepr,
             queue=EVENTS_QUEUE,
             retry=True,
             retry_policy=WEBHOOK_PUBLISH_RETRY_POLICY,
