@@ -114,8 +114,14 @@ def storable_event(event: dict[str, Any]) -> dict[str, Any]:
         section = data.get(part)
         if isinstance(section, dict) and any(f in section for f in SECRET_OBJECT_FIELDS):
             data[part] = {k: v for k, v in section.items() if k not in SECRET_OBJECT_FIELDS}
-    cleaned: dict[str, Any] = _without_nul({**event, "data": data})
-    return cleaned
+    cleaned: dict[str, Any] = {**event, "data": data}
+    return _without_nul(cleaned) if _may_hold_nul(cleaned) else cleaned
+
+
+def _may_hold_nul(value: Any) -> bool:
+    # json.dumps runs in C and writes U+0000 as \u0000: checking its text is far cheaper than
+    # walking every value in Python, which only an event that may hold one then pays for.
+    return "\\u0000" in json.dumps(value, default=str)
 
 
 def verify_signature(
