@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import time
@@ -18,6 +19,7 @@ from shared.infra.broker import (
     enqueue_run,
 )
 from shared.infra.runtime import Runtime, build_runtime
+from shared.ledger.batch import apply_claimed_runs
 from shared.ledger.dlq import sweep_pending
 from shared.ledger.events import UndecryptableBody, ingest, quarantine, undecryptable_countdown
 from shared.ledger.reconcile import StripeEventSource, reconcile
@@ -53,8 +55,9 @@ def ingest_event(
     self: Task, body: str, source: str = "webhook", first_attempt_at: float | None = None
 ) -> None:
     rt = runtime()
+    lease = dt.timedelta(seconds=rt.policy.lease_seconds)
     try:
-        result = ingest(rt.sessions, body, source, rt.cipher, rt.scope)
+        result = ingest(rt.sessions, body, source, rt.cipher, rt.scope, claim_lease=lease)
     except UndecryptableBody:
         _retry_or_quarantine(self, body, source, first_attempt_at or time.time())
         return
@@ -81,14 +84,34 @@ def ingest_event(
         raise self.retry(exc=exc, countdown=decision.countdown) from exc
     bind(event_id=result.event_id)
     log.info(
-        "event %s (%s) %s; %d handler run(s) pending",
+        "event %s (%s) %s; %d handler run(s) to apply, %d pending",
         result.event_id,
         result.event_type,
         "recorded" if result.newly_recorded else "already recorded",
+        len(result.claimed_handlers),
         len(result.pending_handlers),
     )
     for handler in result.pending_handlers:
         _enqueue(result.event_id, handler)
+    if result.claimed_handlers:
+        _apply_claimed(rt, result.event_id, result.claimed_handlers)
+
+
+def _apply_claimed(rt: Runtime, event_id: str, handlers: list[str]) -> None:
+    """Apply the runs ingest claimed; each one that failed goes on as a task of its own."""
+    try:
+        outcome = apply_claimed_runs(
+            rt.sessions, event_id, handlers, rt.cipher, rt.gateway, rt.policy
+        )
+    except Exception:
+        # Still pending and leased to us: a task takes each over once the lease ends (and
+        # the sweeper, should this enqueue be lost too).
+        log.exception("could not apply the runs of %s; handing them to handler tasks", event_id)
+        retries = dict.fromkeys(handlers, rt.policy.while_leased())
+    else:
+        retries = outcome.retries
+    for handler, retry in retries.items():
+        enqueue_run(app, event_id, handler, countdown=retry.countdown)
 
 
 def _retry_or_quarantine(task: Task, body: str, source: str, first_attempt_at: float) -> None:

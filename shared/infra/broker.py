@@ -129,14 +129,12 @@ def _schedule_settings(settings: Settings) -> dict[str, Any]:
 
 def _time_limit_settings(policy: RetryPolicy) -> dict[str, Any]:
     # A handler that hangs is killed, its attempt counted (see shared.ledger.runs), and retried.
-    return {
-        "task_annotations": {
-            RUN_HANDLER_TASK: {
-                "time_limit": policy.time_limit_seconds,
-                "soft_time_limit": policy.soft_time_limit_seconds,
-            }
-        }
+    # Ingest applies the runs it claims itself (shared.ledger.batch), so it is bound the same.
+    limits = {
+        "time_limit": policy.time_limit_seconds,
+        "soft_time_limit": policy.soft_time_limit_seconds,
     }
+    return {"task_annotations": {RUN_HANDLER_TASK: limits, INGEST_EVENT_TASK: limits}}
 
 
 def make_producer(settings: Settings) -> Celery:
@@ -193,5 +191,5 @@ def queue_depths(app: Celery) -> dict[str, int]:
     return depths
 
 
-def enqueue_run(app: Celery, event_id: str, handler: str) -> None:
-    app.send_task(RUN_HANDLER_TASK, args=[event_id, handler])
+def enqueue_run(app: Celery, event_id: str, handler: str, countdown: float | None = None) -> None:
+    app.send_task(RUN_HANDLER_TASK, args=[event_id, handler], countdown=countdown)

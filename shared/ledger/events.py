@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,12 +39,22 @@ class IngestResult:
     newly_recorded: bool
     # Runs still pending after the commit; the caller enqueues one handler task for each.
     pending_handlers: list[str]
+    # Runs this call created already claimed (one attempt counted, leased to the caller): the
+    # caller applies them itself, at once (shared.ledger.batch).
+    claimed_handlers: list[str] = field(default_factory=list)
 
 
 def record_event(
-    session: Session, event: dict[str, Any], source: str, cipher: PayloadCipher
+    session: Session,
+    event: dict[str, Any],
+    source: str,
+    cipher: PayloadCipher,
+    *,
+    claim_lease: dt.timedelta | None = None,
 ) -> bool:
-    """Insert the event unless it is known. Returns True when this call recorded it."""
+    """Insert the event unless it is known. Returns True when this call recorded it. With
+    ``claim_lease``, its runs are created claimed by the caller: one attempt counted and
+    leased for that long, as ``shared.ledger.runs`` claims a run before applying it."""
     inserted = session.execute(
         insert(StripeEvent)
         .values(
@@ -63,8 +73,11 @@ def record_event(
     ).scalar_one_or_none()
     if inserted is None:
         return False
+    claimed = {"attempts": 1, "leased_until": func.now() + claim_lease} if claim_lease else {}
     for handler in registry.handlers_for(event["type"]):
-        session.add(HandlerRun(event_id=event["id"], handler=handler, status=RunStatus.PENDING))
+        session.add(
+            HandlerRun(event_id=event["id"], handler=handler, status=RunStatus.PENDING, **claimed)
+        )
     return True
 
 
@@ -74,12 +87,18 @@ def ingest(
     source: str,
     cipher: PayloadCipher,
     scope: EventScope,
+    *,
+    claim_lease: dt.timedelta | None = None,
 ) -> IngestResult:
-    """Record a queued event. Raises UndecryptableBody, or EventRefused (never applied)."""
+    """Record a queued event. Raises UndecryptableBody, or EventRefused (never applied).
+    With ``claim_lease``, the runs of a newly recorded event come back claimed by the caller
+    instead of pending (see ``record_event``)."""
     event = scope.check(queued_event(body, cipher))
     with transaction(sessions) as session:
-        newly_recorded = record_event(session, event, source, cipher)
+        newly_recorded = record_event(session, event, source, cipher, claim_lease=claim_lease)
         pending = pending_handlers(session, event["id"])
+    if newly_recorded and claim_lease:
+        return IngestResult(event["id"], event["type"], True, [], claimed_handlers=pending)
     return IngestResult(event["id"], event["type"], newly_recorded, pending)
 
 

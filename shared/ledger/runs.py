@@ -119,9 +119,7 @@ def _apply(
     the event was received, or None if the run was finished meanwhile."""
     # A handler stuck on a lock or a query fails (and is retried) instead of holding its
     # worker and its row lock past the lease.
-    timeout_ms = int(lease.total_seconds() * 1000)
-    session.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
-    session.execute(text(f"SET LOCAL lock_timeout = {min(timeout_ms, 30000)}"))
+    limit_statements(session, lease)
     run = lock_run(session, event_id, handler_name)
     if run is None or run.status != RunStatus.PENDING:
         return None
@@ -130,13 +128,15 @@ def _apply(
     handler = registry.get(handler_name)
     payload = stored_payload(event, cipher)
     handler(session, EventView(event.id, event.type, event.created, payload, stripe))
-    run.status = RunStatus.DONE
-    run.last_error = None
-    run.next_attempt_at = None
-    run.leased_until = None
-    run.updated_at = func.now()
-    run.finished_at = func.now()
+    mark_done(run)
     return event.received_at
+
+
+def limit_statements(session: Session, lease: dt.timedelta) -> None:
+    """Bound every statement of this transaction by the lease."""
+    timeout_ms = int(lease.total_seconds() * 1000)
+    session.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
+    session.execute(text(f"SET LOCAL lock_timeout = {min(timeout_ms, 30000)}"))
 
 
 def record_failure(
@@ -155,23 +155,38 @@ def record_failure(
             # Someone else finished or dead-lettered it meanwhile: nothing to retry (attempts 0
             # tells the task so).
             return FailureRecord(0, False, transient, 0.0, None)
-        # The attempt was counted when it was claimed.
-        run.last_error = summary
-        run.leased_until = None
-        run.updated_at = func.now()
-        decision = policy.after_failure(run.attempts, error)
-        dead = isinstance(decision, GiveUp)
-        countdown = decision.countdown if isinstance(decision, Retry) else 0.0
-        if dead:
-            run.status = RunStatus.DEAD
-            run.next_attempt_at = None
-            run.finished_at = func.now()
-        else:
-            run.next_attempt_at = func.now() + dt.timedelta(seconds=countdown)
+        dead, countdown = note_failure(run, summary, error, policy)
         event_type = session.execute(
             select(StripeEvent.type).where(StripeEvent.id == event_id)
         ).scalar_one_or_none()
         return FailureRecord(run.attempts, dead, transient, countdown, event_type)
+
+
+def note_failure(
+    run: HandlerRun, summary: str, error: BaseException, policy: RetryPolicy
+) -> tuple[bool, float]:
+    """Write a failed attempt (counted when it was claimed) on its locked run: dead once the
+    policy says so, otherwise due again after the backoff. Returns (dead, countdown)."""
+    run.last_error = summary
+    run.leased_until = None
+    run.updated_at = func.now()
+    decision = policy.after_failure(run.attempts, error)
+    if isinstance(decision, GiveUp):
+        run.status = RunStatus.DEAD
+        run.next_attempt_at = None
+        run.finished_at = func.now()
+        return True, 0.0
+    run.next_attempt_at = func.now() + dt.timedelta(seconds=decision.countdown)
+    return False, decision.countdown
+
+
+def mark_done(run: HandlerRun) -> None:
+    run.status = RunStatus.DONE
+    run.last_error = None
+    run.next_attempt_at = None
+    run.leased_until = None
+    run.updated_at = func.now()
+    run.finished_at = func.now()
 
 
 def lock_run(session: Session, event_id: str, handler_name: str) -> HandlerRun | None:

@@ -1,0 +1,160 @@
+"""Ingest claims an event's runs and applies them in one transaction, one savepoint each
+(shared.ledger.batch): a failing handler is rolled back and counted alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.infra.crypto import PayloadCipher
+from shared.ledger.batch import apply_claimed_runs
+from shared.ledger.events import ingest
+from shared.ledger.handlers import EventView, registry
+from shared.ledger.retry import RetryPolicy
+from shared.ledger.webhooks import EventScope
+from shared.models import HandlerRun, RunStatus
+
+TYPE = "fast.batch_event"
+LEASE = dt.timedelta(seconds=60)
+POLICY = RetryPolicy(
+    max_transient_attempts=3, max_permanent_attempts=2, base_seconds=1, cap_seconds=10
+)
+SCOPE = EventScope(livemode=False, connected_accounts=())
+_ids = itertools.count(1)
+
+
+def _effect(session: Session, event: EventView, handler: str) -> None:
+    session.execute(
+        text("INSERT INTO batch_effects VALUES (:event, :handler)"),
+        {"event": event.id, "handler": handler},
+    )
+
+
+@registry.handles(TYPE, name="fast.batch_first")
+def _first(session: Session, event: EventView) -> None:
+    _effect(session, event, "fast.batch_first")
+
+
+@registry.handles(TYPE, name="fast.batch_second")
+def _second(session: Session, event: EventView) -> None:
+    # Writes, then fails: its write must not survive.
+    _effect(session, event, "fast.batch_second")
+    if event.object.get("fail"):
+        raise ValueError("a handler bug")
+
+
+@pytest.fixture
+def effects(db: sessionmaker[Session]) -> sessionmaker[Session]:
+    with db() as session, session.begin():
+        session.execute(text("CREATE TEMP TABLE batch_effects (event_id text, handler text)"))
+    return db
+
+
+def _queued(cipher: PayloadCipher, **obj: Any) -> tuple[str, str]:
+    event_id = f"evt_batch_{next(_ids)}_{dt.datetime.now().timestamp()}"
+    event = {
+        "id": event_id,
+        "object": "event",
+        "type": TYPE,
+        "created": 1_700_000_000,
+        "livemode": False,
+        "data": {"object": {"id": "obj_1", **obj}},
+    }
+    return event_id, cipher.encrypt(event)
+
+
+def _runs(db: sessionmaker[Session], event_id: str) -> dict[str, HandlerRun]:
+    with db() as session:
+        rows = session.execute(select(HandlerRun).where(HandlerRun.event_id == event_id))
+        return {run.handler: run for run in rows.scalars()}
+
+
+def _effects(db: sessionmaker[Session], event_id: str) -> list[str]:
+    with db() as session:
+        query = text("SELECT handler FROM batch_effects WHERE event_id = :e ORDER BY handler")
+        return list(session.execute(query, {"e": event_id}).scalars())
+
+
+def test_a_new_event_comes_back_with_its_runs_claimed(effects, cipher):
+    event_id, body = _queued(cipher)
+
+    first = ingest(effects, body, "webhook", cipher, SCOPE, claim_lease=LEASE)
+    again = ingest(effects, body, "webhook", cipher, SCOPE, claim_lease=LEASE)
+
+    assert first.claimed_handlers == ["fast.batch_first", "fast.batch_second"]
+    assert first.pending_handlers == []
+    runs = _runs(effects, event_id)
+    assert {run.attempts for run in runs.values()} == {1}
+    assert all(run.leased_until is not None for run in runs.values())
+    # A second delivery claims nothing: it hands the still-pending runs to handler tasks,
+    # which find them leased and wait.
+    assert again.claimed_handlers == []
+    assert again.pending_handlers == ["fast.batch_first", "fast.batch_second"]
+
+
+def test_claimed_runs_are_applied_and_marked_done_together(effects, cipher):
+    event_id, body = _queued(cipher)
+    result = ingest(effects, body, "webhook", cipher, SCOPE, claim_lease=LEASE)
+
+    outcome = apply_claimed_runs(effects, event_id, result.claimed_handlers, cipher, None, POLICY)
+
+    assert outcome.done == ["fast.batch_first", "fast.batch_second"]
+    assert outcome.retries == {} and outcome.dead == []
+    assert _effects(effects, event_id) == ["fast.batch_first", "fast.batch_second"]
+    runs = _runs(effects, event_id)
+    assert {run.status for run in runs.values()} == {RunStatus.DONE}
+    assert all(run.leased_until is None for run in runs.values())
+
+
+def test_a_failing_handler_is_rolled_back_and_counted_alone(effects, cipher):
+    event_id, body = _queued(cipher, fail=True)
+    result = ingest(effects, body, "webhook", cipher, SCOPE, claim_lease=LEASE)
+
+    outcome = apply_claimed_runs(effects, event_id, result.claimed_handlers, cipher, None, POLICY)
+
+    assert outcome.done == ["fast.batch_first"]
+    assert outcome.retries["fast.batch_second"].countdown > 0
+    # The failing handler's own write went with its savepoint; the other's effect stayed.
+    assert _effects(effects, event_id) == ["fast.batch_first"]
+    failed = _runs(effects, event_id)["fast.batch_second"]
+    assert failed.status == RunStatus.PENDING
+    assert failed.attempts == 1
+    assert "ValueError: a handler bug" in (failed.last_error or "")
+    assert failed.leased_until is None and failed.next_attempt_at is not None
+
+
+def test_a_handler_out_of_attempts_is_dead(effects, cipher):
+    event_id, body = _queued(cipher, fail=True)
+    result = ingest(effects, body, "webhook", cipher, SCOPE, claim_lease=LEASE)
+    last_chance = RetryPolicy(
+        max_transient_attempts=3, max_permanent_attempts=1, base_seconds=1, cap_seconds=10
+    )
+
+    outcome = apply_claimed_runs(
+        effects, event_id, result.claimed_handlers, cipher, None, last_chance
+    )
+
+    assert [handler for handler, _ in outcome.dead] == ["fast.batch_second"]
+    assert outcome.retries == {}
+    assert _runs(effects, event_id)["fast.batch_second"].status == RunStatus.DEAD
+
+
+def test_a_run_finished_meanwhile_is_not_applied_again(effects, cipher):
+    event_id, body = _queued(cipher)
+    result = ingest(effects, body, "webhook", cipher, SCOPE, claim_lease=LEASE)
+    with effects() as session, session.begin():
+        session.execute(
+            update(HandlerRun)
+            .where(HandlerRun.event_id == event_id, HandlerRun.handler == "fast.batch_first")
+            .values(status=RunStatus.DONE)
+        )
+
+    outcome = apply_claimed_runs(effects, event_id, result.claimed_handlers, cipher, None, POLICY)
+
+    assert outcome.done == ["fast.batch_second"]
+    assert _effects(effects, event_id) == ["fast.batch_second"]
