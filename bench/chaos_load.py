@@ -1,0 +1,184 @@
+"""The chaos suite's load: payments, signed Stripe-shaped events and poison, with retries."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import requests
+import stripe
+
+from bench.chaos_handlers import POISON_EVENT
+from bench.chaos_stack import CHAOS_API_CLIENT_KEY, WEBHOOK_SECRET, Stack, log
+from shared.config import load_settings
+from shared.dev import stripe_events
+from shared.dev.standin import StandIn
+
+
+@dataclass
+class Ledger:
+    """What the load generator did, from its side."""
+
+    accepted: set[str] = field(default_factory=set)
+    deliveries_2xx: int = 0
+    deliveries_refused: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    accepted_log: Any = None
+
+    def record(self, event_id: str, status: int) -> None:
+        with self.lock:
+            if 200 <= status < 300:
+                self.deliveries_2xx += 1
+                if event_id not in self.accepted:
+                    self.accepted.add(event_id)
+                    self.accepted_log.write(event_id + "\n")
+                    self.accepted_log.flush()
+            else:
+                self.deliveries_refused += 1
+
+
+class LoadGenerator:
+    """Sends the load through the receiver, spread over the fault schedule."""
+
+    def __init__(self, stack: Stack, ledger: Ledger, args: argparse.Namespace) -> None:
+        self.stack = stack
+        self.ledger = ledger
+        self.args = args
+        self.api = f"http://127.0.0.1:{stack.web_port}"
+        self.standin = StandIn(load_settings(stack.env))
+        self.retry_queue: list[tuple[float, dict[str, Any]]] = []
+        self.retry_lock = threading.Lock()
+        self.payment_ids: list[str] = []
+        self.synthetic_intents: list[str] = []
+        self.rng = random.Random(args.seed)
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        """Sign and post one event as Stripe does; a refusal goes back for a later retry."""
+        body = json.dumps(event)
+        header = stripe.WebhookSignature.generate_signature_header(body, WEBHOOK_SECRET)
+        try:
+            status = requests.post(
+                f"{self.api}/webhook",
+                data=body,
+                headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+                timeout=10,
+            ).status_code
+        except requests.RequestException:
+            status = 0
+        self.ledger.record(event["id"], status)
+        if not 200 <= status < 300:
+            with self.retry_lock:
+                self.retry_queue.append((time.monotonic() + 2, event))
+
+    def inject(self, event_type: str, obj: dict[str, Any], created: int) -> dict[str, Any]:
+        response = requests.post(
+            f"{self.stack.env['STRIPE_API_BASE']}/_config/chaos/events",
+            json={"type": event_type, "object": obj, "created": created},
+            timeout=10,
+        )
+        response.raise_for_status()
+        event: dict[str, Any] = response.json()
+        return event
+
+    def real_payment(self, index: int) -> None:
+        """A PaymentIntent created through our API and confirmed at the stand-in, whose
+        webhook the stand-in posts to our receiver (and never retries)."""
+        for _ in range(60):
+            try:
+                response = requests.post(
+                    f"{self.api}/api/create-payment",
+                    json={"amount": 1000 + index, "currency": "usd"},
+                    headers={
+                        "Idempotency-Key": f"chaos-{self.args.seed}-{index}",
+                        "Authorization": f"Bearer {CHAOS_API_CLIENT_KEY}",
+                    },
+                    timeout=30,
+                )
+                if response.status_code == 200:
+                    intent_id = response.json()["paymentIntentId"]
+                    self.standin.pay(intent_id, "4242424242424242")
+                    self.payment_ids.append(intent_id)
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(1)  # the database may be down: a client retries with the same key
+        log(f"gave up creating payment {index}")
+
+    def synthetic_pair(self, index: int) -> None:
+        """processing then succeeded for one PaymentIntent, possibly swapped or duplicated."""
+        intent_id = f"pi_chaos{self.args.seed}x{index:05d}"
+        self.synthetic_intents.append(intent_id)
+        now = int(time.time())
+        # One pair in five shares its second: the tie rule decides (Stripe does not know these
+        # PaymentIntents, so the lifecycle rank does).
+        tie_or_next = 0 if self.rng.random() < 0.2 else 1
+        pair = [
+            self.inject(
+                f"payment_intent.{status}",
+                stripe_events.payment_intent(
+                    intent_id=intent_id, status=status, amount=500 + index, created=now
+                ),
+                created=now + offset,
+            )
+            for offset, status in ((0, "processing"), (tie_or_next, "succeeded"))
+        ]
+        if self.rng.random() < 0.10:
+            pair.reverse()
+        for event in pair:
+            self.deliver(event)
+            if self.rng.random() < 0.10:
+                self.deliver(event)  # Stripe delivers at least once: sometimes twice
+
+    def poison_event(self, index: int) -> None:
+        event = self.inject(
+            POISON_EVENT, {"id": f"obj_poison{index}", "object": "chaos"}, int(time.time())
+        )
+        self.deliver(event)
+
+    def drain_retries(self, until: float) -> None:
+        while time.monotonic() < until:
+            with self.retry_lock:
+                due = [e for t, e in self.retry_queue if t <= time.monotonic()]
+                self.retry_queue = [(t, e) for t, e in self.retry_queue if t > time.monotonic()]
+                pending = len(self.retry_queue)
+            for event in due:
+                self.deliver(event)
+            if not due and not pending:
+                return
+            time.sleep(0.5)
+
+    def run(self, duration: float) -> None:
+        jobs: list[Callable[[], None]] = []
+        jobs += [partial(self.real_payment, i) for i in range(self.args.payments)]
+        jobs += [partial(self.synthetic_pair, i) for i in range(self.args.pairs)]
+        jobs += [partial(self.poison_event, i) for i in range(self.args.poison)]
+        self.rng.shuffle(jobs)
+        interval = duration / len(jobs)
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            futures = []
+            for n, job in enumerate(jobs):
+                # Spread the load over the whole fault schedule.
+                delay = started + n * interval - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                futures.append(pool.submit(job))
+                if n % 200 == 0:
+                    with self.retry_lock:
+                        due = [e for t, e in self.retry_queue if t <= time.monotonic()]
+                        self.retry_queue = [
+                            (t, e) for t, e in self.retry_queue if t > time.monotonic()
+                        ]
+                    for event in due:
+                        pool.submit(self.deliver, event)
+            for future in futures:
+                future.result()
+        self.drain_retries(time.monotonic() + 120)

@@ -1,0 +1,244 @@
+"""The stack the chaos suite runs: its own PostgreSQL, Redis, web, worker, beat and stand-in."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import create_engine
+
+from bench.chaos_handlers import TABLES
+from shared.config import load_settings
+from shared.db import upgrade
+from shared.dev.processes import (
+    Process,
+    celery_worker_args,
+    free_port,
+    port_open,
+    python_module,
+    redis_server_args,
+    venv_script,
+    wait_until,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WEBHOOK_SECRET = "whsec_chaos_" + "c" * 24
+PG_BIN = Path("/usr/lib/postgresql")
+
+
+def log(message: str) -> None:
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root.
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+CHAOS_API_CLIENT_KEY = "chaos-only-api-client-key-" + "c" * 16
+
+
+class OwnPostgres:
+    """A throwaway PostgreSQL cluster in a temporary directory, on a spare port."""
+
+    def __init__(self, workdir: Path) -> None:
+        versions = sorted(PG_BIN.iterdir(), key=lambda p: p.name)
+        self.bin = versions[-1] / "bin"
+        self.data = workdir / "pgdata"
+        self.data.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(workdir, "postgres")
+            shutil.chown(self.data, "postgres")
+        self.port = free_port()
+        subprocess.run(
+            _as_postgres(
+                [str(self.bin / "initdb"), "-D", str(self.data), "--auth=trust", "-U", "postgres"]
+            ),
+            check=True,
+            capture_output=True,
+        )
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/payments_chaos"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-o",
+                    options,
+                    "-l",
+                    str(self.data / "server.log"),
+                    "-w",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+
+    def stop(self) -> None:
+        subprocess.run(
+            _as_postgres(
+                [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]
+            ),
+            check=False,
+            capture_output=True,
+        )
+
+
+class OwnRedis:
+    """A Redis with no persistence on a spare port: SIGKILL loses everything it held."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: Process | None = None
+
+    def start(self) -> None:
+        self.proc = Process(
+            "chaos-redis",
+            redis_server_args(self.port),
+            dict(os.environ),
+        )
+        wait_until(lambda: port_open(self.port), 10, "redis start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.proc.pid, signal.SIGKILL)
+        self.proc.proc.wait(10)
+
+
+class Stack:
+    """Everything the suite starts, and the worker it kills and restarts."""
+
+    def __init__(self, workdir: Path, args: argparse.Namespace) -> None:
+        self.workdir = workdir
+        self.postgres = OwnPostgres(workdir)
+        self.redis = OwnRedis()
+        self.standin_port = free_port()
+        self.web_port = free_port()
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "STRIPE_SECRET_KEY": "sk_test_chaos_" + "k" * 20,
+            "STRIPE_PUBLISHABLE_KEY": "pk_test_chaos_" + "k" * 20,
+            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "STRIPE_API_BASE": f"http://127.0.0.1:{self.standin_port}",
+            "REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/0",
+            "DATABASE_URL": self.postgres.url,
+            "HANDLER_MODULES": "bench.chaos_handlers",
+            # base64 of "chaos-only-key-not-a-secret-32b!"
+            "PAYMENTS_ENCRYPTION_KEYS": "Y2hhb3Mtb25seS1rZXktbm90LWEtc2VjcmV0LTMyYiE=",
+            "HANDLER_MAX_ATTEMPTS": "10",
+            "HANDLER_MAX_PERMANENT_ATTEMPTS": "3",
+            "RETRY_BASE_SECONDS": "1",
+            # Runs held by a SIGKILLed worker wait for their lease to end; keep it short here.
+            "HANDLER_TIME_LIMIT_SECONDS": "15",
+            "SWEEP_INTERVAL_SECONDS": str(args.sweep_interval),
+            "SWEEP_PENDING_SECONDS": str(args.sweep_after),
+            "RECONCILE_INTERVAL_SECONDS": str(args.reconcile_interval),
+            "RECONCILE_LOOKBACK_SECONDS": "7200",
+            "LOG_LEVEL": "INFO",
+            # The API client the chaos run creates payments as.
+            "API_CLIENT_KEYS": f"chaos:{CHAOS_API_CLIENT_KEY}",
+        }
+        self.worker: Process | None = None
+        self.others: list[Process] = []
+        self.worker_starts = 0
+        self.worker_crashes = 0
+        self.worker_lock = threading.Lock()
+
+    def start(self) -> None:
+        self.postgres.start()
+        self.redis.start()
+        upgrade(load_settings(self.env).database_url)
+        engine = create_engine(load_settings(self.env).database_url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(TABLES)
+        engine.dispose()
+        self.others.append(
+            Process(
+                "chaos-standin",
+                python_module("bench.chaos_standin", "--port", str(self.standin_port)),
+                self.env,
+            )
+        )
+        self.others.append(
+            Process(
+                "chaos-web",
+                [
+                    venv_script("gunicorn"),
+                    "--bind",
+                    f"127.0.0.1:{self.web_port}",
+                    "--workers",
+                    "3",
+                    "api.wsgi:app",
+                ],
+                self.env,
+            )
+        )
+        self.others.append(
+            Process(
+                "chaos-beat",
+                [
+                    venv_script("celery"),
+                    "-A",
+                    "workers.celery_app",
+                    "beat",
+                    "--schedule",
+                    str(self.workdir / "celerybeat-schedule"),
+                ],
+                self.env,
+            )
+        )
+        self.start_worker()
+        wait_until(lambda: port_open(self.standin_port), 20, "stand-in start")
+        wait_until(lambda: port_open(self.web_port), 30, "web start")
+
+    def start_worker(self) -> None:
+        self.worker_starts += 1
+        self.worker = Process(
+            f"chaos-worker-{self.worker_starts}",
+            celery_worker_args(f"chaos{self.worker_starts}@%h", concurrency=4),
+            self.env,
+        )
+
+    def kill_and_restart_worker(self, down_seconds: float) -> None:
+        # Under the lock: the supervisor must not take this death for a crash.
+        with self.worker_lock:
+            assert self.worker is not None
+            # The main process and every prefork child, at once, with no chance to clean up.
+            self.worker.kill_group()
+            time.sleep(down_seconds)
+            self.start_worker()
+
+    def supervise_worker(self, stop: threading.Event) -> None:
+        """Restart the worker when it exits on its own, as systemd or Docker would.
+
+        Celery's worker can exit on a broker connection loss ("Unrecoverable error" from kombu
+        while restoring unacked messages after Redis died); production runs it under a
+        supervisor that restarts it, and so does this suite. Each restart is counted.
+        """
+        while not stop.wait(1):
+            with self.worker_lock:
+                if self.worker is not None and not self.worker.alive():
+                    self.worker_crashes += 1
+                    log(f"worker exited by itself (code {self.worker.proc.returncode}); restarting")
+                    # Its prefork children can outlive it; they must not keep consuming.
+                    self.worker.kill_group()
+                    self.start_worker()
+
+    def stop(self) -> None:
+        for proc in [*self.others, *([self.worker] if self.worker else [])]:
+            proc.stop()
+        if self.redis.proc:
+            self.redis.proc.stop()
+        self.postgres.stop()
