@@ -21,7 +21,13 @@ from shared.infra.broker import (
 from shared.infra.runtime import Runtime, build_runtime
 from shared.ledger.batch import apply_claimed_runs
 from shared.ledger.dlq import sweep_pending
-from shared.ledger.events import UndecryptableBody, ingest, quarantine, undecryptable_countdown
+from shared.ledger.events import (
+    RecordedEvent,
+    UndecryptableBody,
+    ingest,
+    quarantine,
+    undecryptable_countdown,
+)
 from shared.ledger.reconcile import StripeEventSource, reconcile
 from shared.ledger.retry import INGEST_MAX_COUNTDOWN_SECONDS, GiveUp
 from shared.ledger.runs import run_handler_once
@@ -93,16 +99,15 @@ def ingest_event(
     )
     for handler in result.pending_handlers:
         _enqueue(result.event_id, handler)
-    if result.claimed_handlers:
-        _apply_claimed(rt, result.event_id, result.claimed_handlers)
+    if result.recorded is not None and result.claimed_handlers:
+        _apply_claimed(rt, result.recorded, result.claimed_handlers)
 
 
-def _apply_claimed(rt: Runtime, event_id: str, handlers: list[str]) -> None:
+def _apply_claimed(rt: Runtime, event: RecordedEvent, handlers: list[str]) -> None:
     """Apply the runs ingest claimed; each one that failed goes on as a task of its own."""
+    event_id = event.id
     try:
-        outcome = apply_claimed_runs(
-            rt.sessions, event_id, handlers, rt.cipher, rt.gateway, rt.policy
-        )
+        outcome = apply_claimed_runs(rt.sessions, event, handlers, rt.gateway, rt.policy)
     except Exception:
         # Still pending and leased to us: a task takes each over once the lease ends (and
         # the sweeper, should this enqueue be lost too).

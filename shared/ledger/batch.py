@@ -15,20 +15,26 @@ done.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
-from shared.infra.crypto import PayloadCipher
 from shared.infra.errors import is_transient
 from shared.infra.stripe_gateway import PaymentIntentReader
-from shared.ledger.events import stored_payload
+from shared.ledger.events import RecordedEvent
 from shared.ledger.handlers import EventView, registry
 from shared.ledger.retry import Retry, RetryPolicy
-from shared.ledger.runs import error_text, limit_statements, lock_run, mark_done, note_failure
-from shared.models import RunStatus, StripeEvent
+from shared.ledger.runs import (
+    error_text,
+    limit_statements,
+    lock_runs,
+    mark_done_statement,
+    note_failure,
+)
+from shared.models import HandlerRun, RunStatus
 from shared.observability.metrics import EVENT_PROCESSING, HANDLER_RUNS
 from shared.observability.sentry import report_dead_letter
 
@@ -45,9 +51,8 @@ class BatchOutcome:
 
 def apply_claimed_runs(
     sessions: sessionmaker[Session],
-    event_id: str,
+    event: RecordedEvent,
     handlers: list[str],
-    cipher: PayloadCipher,
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
 ) -> BatchOutcome:
@@ -56,42 +61,42 @@ def apply_claimed_runs(
     outcome = BatchOutcome()
     with transaction(sessions) as session:
         limit_statements(session, dt.timedelta(seconds=policy.lease_seconds))
-        event = session.get(StripeEvent, event_id)
-        assert event is not None  # the runs' foreign key
+        runs = lock_runs(session, event.id, handlers)
         for handler in handlers:
-            _apply_one(session, event, handler, cipher, stripe, policy, outcome)
-        event_type, received_at = event.type, event.received_at
-    _report(outcome, event_id, event_type, received_at)
+            run = runs.get(handler)
+            if run is None or run.status != RunStatus.PENDING:
+                continue  # replayed or dead-lettered by an operator meanwhile
+            _apply_one(session, event, run, stripe, policy, outcome)
+        if outcome.done:
+            session.execute(mark_done_statement(event.id, outcome.done))
+    _report(outcome, event.id, event.type, event.received_at)
     return outcome
 
 
 def _apply_one(
     session: Session,
-    event: StripeEvent,
-    handler: str,
-    cipher: PayloadCipher,
+    event: RecordedEvent,
+    run: HandlerRun,
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
     outcome: BatchOutcome,
 ) -> None:
-    run = lock_run(session, event.id, handler)
-    if run is None or run.status != RunStatus.PENDING:
-        return  # replayed or dead-lettered by an operator meanwhile
-    # Each handler gets the event afresh: one that edits its payload cannot touch another's.
-    view = EventView(event.id, event.type, event.created, stored_payload(event, cipher), stripe)
+    # Each handler gets the event afresh, as stored: one that edits its payload cannot touch
+    # another's.
+    payload = json.loads(json.dumps(event.payload))
+    view = EventView(event.id, event.type, event.created, payload, stripe)
     try:
         with session.begin_nested():
-            registry.get(handler)(session, view)
+            registry.get(run.handler)(session, view)
     except Exception as error:  # noqa: BLE001 - every handler failure is counted; the policy decides
         dead, countdown = note_failure(run, error_text(error), error, policy)
         if dead:
-            outcome.dead.append((handler, error))
+            outcome.dead.append((run.handler, error))
         else:
-            outcome.retries[handler] = Retry(countdown)
-        _log_failure(event.id, handler, run.attempts, error, dead, countdown)
+            outcome.retries[run.handler] = Retry(countdown)
+        _log_failure(event.id, run.handler, run.attempts, error, dead, countdown)
         return
-    mark_done(run)
-    outcome.done.append(handler)
+    outcome.done.append(run.handler)
 
 
 def _log_failure(

@@ -33,6 +33,19 @@ class UndecryptableBody(Exception):
 
 
 @dataclass(frozen=True)
+class RecordedEvent:
+    """An event as this call recorded it: what its runs need, without reading it back."""
+
+    id: str
+    type: str
+    created: dt.datetime
+    received_at: dt.datetime
+    # As stored: the storable copy (no client secret, no NUL) that was encrypted.
+    payload: dict[str, Any]
+    handlers: list[str]
+
+
+@dataclass(frozen=True)
 class IngestResult:
     event_id: str
     event_type: str
@@ -42,6 +55,7 @@ class IngestResult:
     # Runs this call created already claimed (one attempt counted, leased to the caller): the
     # caller applies them itself, at once (shared.ledger.batch).
     claimed_handlers: list[str] = field(default_factory=list)
+    recorded: RecordedEvent | None = None
 
 
 def record_event(
@@ -55,30 +69,43 @@ def record_event(
     """Insert the event unless it is known. Returns True when this call recorded it. With
     ``claim_lease``, its runs are created claimed by the caller: one attempt counted and
     leased for that long, as ``shared.ledger.runs`` claims a run before applying it."""
-    inserted = session.execute(
+    return _record(session, event, source, cipher, claim_lease) is not None
+
+
+def _record(
+    session: Session,
+    event: dict[str, Any],
+    source: str,
+    cipher: PayloadCipher,
+    claim_lease: dt.timedelta | None,
+) -> RecordedEvent | None:
+    stored = storable_event(event)
+    created = dt.datetime.fromtimestamp(event["created"], tz=dt.UTC)
+    received_at = session.execute(
         insert(StripeEvent)
         .values(
             id=event["id"],
             type=event["type"],
-            created=dt.datetime.fromtimestamp(event["created"], tz=dt.UTC),
+            created=created,
             livemode=bool(event.get("livemode", False)),
             account=event.get("account"),
             api_version=event.get("api_version"),
-            payload_encrypted=cipher.encrypt(storable_event(event)),
+            payload_encrypted=cipher.encrypt(stored),
             source=source,
         )
         # Two deliveries of one event may race here; the loser sees no row returned.
         .on_conflict_do_nothing(index_elements=[StripeEvent.id])
-        .returning(StripeEvent.id)
+        .returning(StripeEvent.received_at)
     ).scalar_one_or_none()
-    if inserted is None:
-        return False
+    if received_at is None:
+        return None
+    handlers = sorted(registry.handlers_for(event["type"]))
     claimed = {"attempts": 1, "leased_until": func.now() + claim_lease} if claim_lease else {}
-    for handler in registry.handlers_for(event["type"]):
-        session.add(
-            HandlerRun(event_id=event["id"], handler=handler, status=RunStatus.PENDING, **claimed)
-        )
-    return True
+    if handlers:
+        # One statement for all of them.
+        rows = [{"event_id": event["id"], "handler": name, **claimed} for name in handlers]
+        session.execute(insert(HandlerRun).values(rows))
+    return RecordedEvent(event["id"], event["type"], created, received_at, stored, handlers)
 
 
 def ingest(
@@ -95,11 +122,13 @@ def ingest(
     instead of pending (see ``record_event``)."""
     event = scope.check(queued_event(body, cipher))
     with transaction(sessions) as session:
-        newly_recorded = record_event(session, event, source, cipher, claim_lease=claim_lease)
+        recorded = _record(session, event, source, cipher, claim_lease)
+        if recorded is not None and claim_lease:
+            return IngestResult(
+                recorded.id, recorded.type, True, [], list(recorded.handlers), recorded
+            )
         pending = pending_handlers(session, event["id"])
-    if newly_recorded and claim_lease:
-        return IngestResult(event["id"], event["type"], True, [], claimed_handlers=pending)
-    return IngestResult(event["id"], event["type"], newly_recorded, pending)
+    return IngestResult(event["id"], event["type"], recorded is not None, pending)
 
 
 def pending_handlers(session: Session, event_id: str) -> list[str]:

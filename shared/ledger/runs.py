@@ -8,7 +8,7 @@ import traceback
 from dataclasses import dataclass
 from enum import Enum
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Update, func, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -133,10 +133,14 @@ def _apply(
 
 
 def limit_statements(session: Session, lease: dt.timedelta) -> None:
-    """Bound every statement of this transaction by the lease."""
+    """Bound every statement of this transaction by the lease (one round trip for both)."""
     timeout_ms = int(lease.total_seconds() * 1000)
-    session.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
-    session.execute(text(f"SET LOCAL lock_timeout = {min(timeout_ms, 30000)}"))
+    session.execute(
+        text(
+            f"SET LOCAL statement_timeout = {timeout_ms}; "
+            f"SET LOCAL lock_timeout = {min(timeout_ms, 30000)}"
+        )
+    )
 
 
 def record_failure(
@@ -187,6 +191,33 @@ def mark_done(run: HandlerRun) -> None:
     run.leased_until = None
     run.updated_at = func.now()
     run.finished_at = func.now()
+
+
+def mark_done_statement(event_id: str, handlers: list[str]) -> Update:
+    """``mark_done`` for several runs of one event, as one statement."""
+    return (
+        update(HandlerRun)
+        .where(HandlerRun.event_id == event_id, HandlerRun.handler.in_(handlers))
+        .values(
+            status=RunStatus.DONE,
+            last_error=None,
+            next_attempt_at=None,
+            leased_until=None,
+            updated_at=func.now(),
+            finished_at=func.now(),
+        )
+    )
+
+
+def lock_runs(session: Session, event_id: str, handlers: list[str]) -> dict[str, HandlerRun]:
+    """Several runs of one event, locked until the transaction ends, by handler."""
+    rows = session.execute(
+        select(HandlerRun)
+        .where(HandlerRun.event_id == event_id, HandlerRun.handler.in_(handlers))
+        .order_by(HandlerRun.handler)
+        .with_for_update()
+    ).scalars()
+    return {run.handler: run for run in rows}
 
 
 def lock_run(session: Session, event_id: str, handler_name: str) -> HandlerRun | None:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.infra.crypto import PayloadCipher
 from shared.ledger.batch import apply_claimed_runs
-from shared.ledger.events import ingest
+from shared.ledger.events import IngestResult, RecordedEvent, ingest
 from shared.ledger.handlers import EventView, registry
 from shared.ledger.retry import RetryPolicy
 from shared.ledger.webhooks import EventScope
@@ -68,6 +68,11 @@ def _queued(cipher: PayloadCipher, **obj: Any) -> tuple[str, str]:
     return event_id, cipher.encrypt(event)
 
 
+def _recorded(result: IngestResult) -> RecordedEvent:
+    assert result.recorded is not None
+    return result.recorded
+
+
 def _runs(db: sessionmaker[Session], event_id: str) -> dict[str, HandlerRun]:
     with db() as session:
         rows = session.execute(select(HandlerRun).where(HandlerRun.event_id == event_id))
@@ -101,7 +106,7 @@ def test_claimed_runs_are_applied_and_marked_done_together(effects, cipher):
     event_id, body = _queued(cipher)
     result = ingest(effects, body, "webhook", cipher, SCOPE, claim_lease=LEASE)
 
-    outcome = apply_claimed_runs(effects, event_id, result.claimed_handlers, cipher, None, POLICY)
+    outcome = apply_claimed_runs(effects, _recorded(result), result.claimed_handlers, None, POLICY)
 
     assert outcome.done == ["fast.batch_first", "fast.batch_second"]
     assert outcome.retries == {} and outcome.dead == []
@@ -115,7 +120,7 @@ def test_a_failing_handler_is_rolled_back_and_counted_alone(effects, cipher):
     event_id, body = _queued(cipher, fail=True)
     result = ingest(effects, body, "webhook", cipher, SCOPE, claim_lease=LEASE)
 
-    outcome = apply_claimed_runs(effects, event_id, result.claimed_handlers, cipher, None, POLICY)
+    outcome = apply_claimed_runs(effects, _recorded(result), result.claimed_handlers, None, POLICY)
 
     assert outcome.done == ["fast.batch_first"]
     assert outcome.retries["fast.batch_second"].countdown > 0
@@ -136,7 +141,7 @@ def test_a_handler_out_of_attempts_is_dead(effects, cipher):
     )
 
     outcome = apply_claimed_runs(
-        effects, event_id, result.claimed_handlers, cipher, None, last_chance
+        effects, _recorded(result), result.claimed_handlers, None, last_chance
     )
 
     assert [handler for handler, _ in outcome.dead] == ["fast.batch_second"]
@@ -154,7 +159,7 @@ def test_a_run_finished_meanwhile_is_not_applied_again(effects, cipher):
             .values(status=RunStatus.DONE)
         )
 
-    outcome = apply_claimed_runs(effects, event_id, result.claimed_handlers, cipher, None, POLICY)
+    outcome = apply_claimed_runs(effects, _recorded(result), result.claimed_handlers, None, POLICY)
 
     assert outcome.done == ["fast.batch_second"]
     assert _effects(effects, event_id) == ["fast.batch_second"]
