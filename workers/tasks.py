@@ -19,7 +19,7 @@ from shared.infra.broker import (
     enqueue_run,
 )
 from shared.infra.runtime import Runtime, build_runtime
-from shared.ledger.batch import apply_claimed_runs
+from shared.ledger.batch import apply_claimed_runs, ingest_first_delivery
 from shared.ledger.dlq import sweep_pending
 from shared.ledger.events import (
     RecordedEvent,
@@ -29,7 +29,7 @@ from shared.ledger.events import (
     undecryptable_countdown,
 )
 from shared.ledger.reconcile import StripeEventSource, reconcile
-from shared.ledger.retry import INGEST_MAX_COUNTDOWN_SECONDS, GiveUp
+from shared.ledger.retry import INGEST_MAX_COUNTDOWN_SECONDS, GiveUp, Retry
 from shared.ledger.runs import run_handler_once
 from shared.ledger.webhooks import EventRefused, WebhookRejected
 from shared.observability.health import record_canary
@@ -61,9 +61,25 @@ def ingest_event(
     self: Task, body: str, source: str = "webhook", first_attempt_at: float | None = None
 ) -> None:
     rt = runtime()
-    lease = dt.timedelta(seconds=rt.policy.lease_seconds)
+    retries: dict[str, Retry] = {}
     try:
-        result = ingest(rt.sessions, body, source, rt.cipher, rt.scope, claim_lease=lease)
+        if _first_delivery(self):
+            result, outcome = ingest_first_delivery(
+                rt.sessions, body, source, rt.cipher, rt.scope, rt.gateway, rt.policy
+            )
+            retries = outcome.retries
+        else:
+            # The first delivery's attempt died uncommitted, if it ran: count it now.
+            lease = dt.timedelta(seconds=rt.policy.lease_seconds)
+            result = ingest(
+                rt.sessions,
+                body,
+                source,
+                rt.cipher,
+                rt.scope,
+                claim_lease=lease,
+                uncounted_attempts=1,
+            )
     except UndecryptableBody:
         _retry_or_quarantine(self, body, source, first_attempt_at or time.time())
         return
@@ -100,10 +116,19 @@ def ingest_event(
     for handler in result.pending_handlers:
         _enqueue(result.event_id, handler)
     if result.recorded is not None and result.claimed_handlers:
-        _apply_claimed(rt, result.recorded, result.claimed_handlers)
+        retries = _apply_claimed(rt, result.recorded, result.claimed_handlers)
+    for handler, retry in retries.items():
+        enqueue_run(app, result.event_id, handler, countdown=retry.countdown)
 
 
-def _apply_claimed(rt: Runtime, event: RecordedEvent, handlers: list[str]) -> None:
+def _first_delivery(task: Task) -> bool:
+    """Whether the broker delivers this message for the first time (a Celery retry is a new
+    message). A redelivery may follow a worker killed by a handler: it goes the slower way,
+    which counts every attempt before running any handler (shared.ledger.batch)."""
+    return not (task.request.delivery_info or {}).get("redelivered")
+
+
+def _apply_claimed(rt: Runtime, event: RecordedEvent, handlers: list[str]) -> dict[str, Retry]:
     """Apply the runs ingest claimed; each one that failed goes on as a task of its own."""
     event_id = event.id
     try:
@@ -112,11 +137,8 @@ def _apply_claimed(rt: Runtime, event: RecordedEvent, handlers: list[str]) -> No
         # Still pending and leased to us: a task takes each over once the lease ends (and
         # the sweeper, should this enqueue be lost too).
         log.exception("could not apply the runs of %s; handing them to handler tasks", event_id)
-        retries = dict.fromkeys(handlers, rt.policy.while_leased())
-    else:
-        retries = outcome.retries
-    for handler, retry in retries.items():
-        enqueue_run(app, event_id, handler, countdown=retry.countdown)
+        return dict.fromkeys(handlers, rt.policy.while_leased())
+    return outcome.retries
 
 
 def _retry_or_quarantine(task: Task, body: str, source: str, first_attempt_at: float) -> None:

@@ -18,22 +18,32 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
+from shared.infra.crypto import PayloadCipher
 from shared.infra.errors import is_transient
 from shared.infra.stripe_gateway import PaymentIntentReader
-from shared.ledger.events import RecordedEvent
+from shared.ledger.events import (
+    IngestResult,
+    RecordedEvent,
+    insert_event,
+    pending_handlers,
+    queued_event,
+)
 from shared.ledger.handlers import EventView, registry
 from shared.ledger.retry import Retry, RetryPolicy
 from shared.ledger.runs import (
     error_text,
     limit_statements,
     lock_runs,
+    mark_done,
     mark_done_statement,
     note_failure,
 )
+from shared.ledger.webhooks import EventScope
 from shared.models import HandlerRun, RunStatus
 from shared.observability.metrics import EVENT_PROCESSING, HANDLER_RUNS
 from shared.observability.sentry import report_dead_letter
@@ -47,6 +57,56 @@ class BatchOutcome:
     # Handler -> when to run it again as a task of its own.
     retries: dict[str, Retry] = field(default_factory=dict)
     dead: list[tuple[str, BaseException]] = field(default_factory=list)
+
+
+def ingest_first_delivery(
+    sessions: sessionmaker[Session],
+    body: str,
+    source: str,
+    cipher: PayloadCipher,
+    scope: EventScope,
+    stripe: PaymentIntentReader | None,
+    policy: RetryPolicy,
+) -> tuple[IngestResult, BatchOutcome]:
+    """``ingest`` for a message the broker has not delivered before, with the event's runs
+    applied in the same transaction (``record_and_apply``). Raises as ``ingest`` does."""
+    event = scope.check(queued_event(body, cipher))
+    recorded, outcome, pending = record_and_apply(sessions, event, source, cipher, stripe, policy)
+    result = IngestResult(event["id"], event["type"], recorded is not None, pending)
+    return result, outcome
+
+
+def record_and_apply(
+    sessions: sessionmaker[Session],
+    event: dict[str, Any],
+    source: str,
+    cipher: PayloadCipher,
+    stripe: PaymentIntentReader | None,
+    policy: RetryPolicy,
+) -> tuple[RecordedEvent | None, BatchOutcome, list[str]]:
+    """A first delivery: record the event, apply every handler (a savepoint each) and write
+    its runs with their outcome, all in one transaction. When the event was known already,
+    (None, nothing done, the runs still pending) instead.
+
+    Only for a message the broker has not delivered before: should a handler kill its worker
+    here, nothing commits, not even the attempt, and the broker redelivers the message marked
+    as such; the redelivery takes ``ingest`` then ``apply_claimed_runs``, which commit the
+    claimed attempt first, so such a handler still ends dead instead of looping."""
+    outcome = BatchOutcome()
+    with transaction(sessions) as session:
+        limit_statements(session, dt.timedelta(seconds=policy.lease_seconds))
+        recorded = insert_event(session, event, source, cipher)
+        if recorded is None:
+            return None, outcome, pending_handlers(session, event["id"])
+        # The runs are written last, with their outcome, in one statement.
+        runs = [HandlerRun(event_id=recorded.id, handler=h, attempts=1) for h in recorded.handlers]
+        for run in runs:
+            _apply_one(session, recorded, run, stripe, policy, outcome)
+            if run.handler in outcome.done:
+                mark_done(run)
+        session.add_all(runs)
+    _report(outcome, recorded.id, recorded.type, recorded.received_at)
+    return recorded, outcome, []
 
 
 def apply_claimed_runs(

@@ -78,7 +78,26 @@ def _record(
     source: str,
     cipher: PayloadCipher,
     claim_lease: dt.timedelta | None,
+    uncounted_attempts: int = 0,
 ) -> RecordedEvent | None:
+    recorded = insert_event(session, event, source, cipher)
+    if recorded is None or not recorded.handlers:
+        return recorded
+    claimed = (
+        {"attempts": 1 + uncounted_attempts, "leased_until": func.now() + claim_lease}
+        if claim_lease
+        else {}
+    )
+    # One statement for all of them.
+    rows = [{"event_id": recorded.id, "handler": name, **claimed} for name in recorded.handlers]
+    session.execute(insert(HandlerRun).values(rows))
+    return recorded
+
+
+def insert_event(
+    session: Session, event: dict[str, Any], source: str, cipher: PayloadCipher
+) -> RecordedEvent | None:
+    """The event's row alone, unless it is known (None then); its runs are the caller's."""
     stored = storable_event(event)
     created = dt.datetime.fromtimestamp(event["created"], tz=dt.UTC)
     received_at = session.execute(
@@ -100,11 +119,6 @@ def _record(
     if received_at is None:
         return None
     handlers = sorted(registry.handlers_for(event["type"]))
-    claimed = {"attempts": 1, "leased_until": func.now() + claim_lease} if claim_lease else {}
-    if handlers:
-        # One statement for all of them.
-        rows = [{"event_id": event["id"], "handler": name, **claimed} for name in handlers]
-        session.execute(insert(HandlerRun).values(rows))
     return RecordedEvent(event["id"], event["type"], created, received_at, stored, handlers)
 
 
@@ -116,13 +130,16 @@ def ingest(
     scope: EventScope,
     *,
     claim_lease: dt.timedelta | None = None,
+    uncounted_attempts: int = 0,
 ) -> IngestResult:
     """Record a queued event. Raises UndecryptableBody, or EventRefused (never applied).
     With ``claim_lease``, the runs of a newly recorded event come back claimed by the caller
-    instead of pending (see ``record_event``)."""
+    instead of pending (see ``record_event``), with ``uncounted_attempts`` more counted: a
+    redelivered message may follow one whose handlers ran inside a transaction that died
+    with its worker (shared.ledger.batch.record_and_apply), so that nothing recorded them."""
     event = scope.check(queued_event(body, cipher))
     with transaction(sessions) as session:
-        recorded = _record(session, event, source, cipher, claim_lease)
+        recorded = _record(session, event, source, cipher, claim_lease, uncounted_attempts)
         if recorded is not None and claim_lease:
             return IngestResult(
                 recorded.id, recorded.type, True, [], list(recorded.handlers), recorded

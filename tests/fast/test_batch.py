@@ -12,7 +12,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.infra.crypto import PayloadCipher
-from shared.ledger.batch import apply_claimed_runs
+from shared.ledger.batch import apply_claimed_runs, record_and_apply
 from shared.ledger.events import IngestResult, RecordedEvent, ingest
 from shared.ledger.handlers import EventView, registry
 from shared.ledger.retry import RetryPolicy
@@ -163,3 +163,56 @@ def test_a_run_finished_meanwhile_is_not_applied_again(effects, cipher):
 
     assert outcome.done == ["fast.batch_second"]
     assert _effects(effects, event_id) == ["fast.batch_second"]
+
+
+def _event(cipher: PayloadCipher, **obj: Any) -> dict[str, Any]:
+    _, body = _queued(cipher, **obj)
+    return cipher.decrypt(body)
+
+
+def test_a_first_delivery_records_applies_and_writes_its_runs_at_once(effects, cipher):
+    event = _event(cipher)
+
+    recorded, outcome, pending = record_and_apply(effects, event, "webhook", cipher, None, POLICY)
+
+    assert recorded is not None and pending == []
+    assert outcome.done == ["fast.batch_first", "fast.batch_second"]
+    assert _effects(effects, event["id"]) == ["fast.batch_first", "fast.batch_second"]
+    runs = _runs(effects, event["id"])
+    assert {(run.status, run.attempts) for run in runs.values()} == {(RunStatus.DONE, 1)}
+
+
+def test_a_first_delivery_counts_a_failing_handler_on_its_run(effects, cipher):
+    event = _event(cipher, fail=True)
+
+    _, outcome, _ = record_and_apply(effects, event, "webhook", cipher, None, POLICY)
+
+    assert outcome.done == ["fast.batch_first"]
+    assert set(outcome.retries) == {"fast.batch_second"}
+    assert _effects(effects, event["id"]) == ["fast.batch_first"]
+    failed = _runs(effects, event["id"])["fast.batch_second"]
+    assert (failed.status, failed.attempts) == (RunStatus.PENDING, 1)
+    assert "ValueError: a handler bug" in (failed.last_error or "")
+    assert failed.next_attempt_at is not None and failed.leased_until is None
+
+
+def test_a_known_event_is_not_applied_again_and_hands_back_its_pending_runs(effects, cipher):
+    event = _event(cipher, fail=True)
+    record_and_apply(effects, event, "webhook", cipher, None, POLICY)
+
+    recorded, outcome, pending = record_and_apply(effects, event, "webhook", cipher, None, POLICY)
+
+    assert recorded is None and outcome.done == []
+    assert pending == ["fast.batch_second"]
+    assert _effects(effects, event["id"]) == ["fast.batch_first"]
+
+
+def test_a_redelivery_counts_the_attempt_its_first_delivery_could_not_record(effects, cipher):
+    """A first delivery applies its handlers inside the transaction that records the event;
+    if a handler kills the worker there, that attempt is rolled back with everything else.
+    The broker redelivers the message marked as such, and ingest counts it then."""
+    event_id, body = _queued(cipher)
+
+    ingest(effects, body, "webhook", cipher, SCOPE, claim_lease=LEASE, uncounted_attempts=1)
+
+    assert {run.attempts for run in _runs(effects, event_id).values()} == {2}
