@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEV_ENV := set -a; . ./.env.dev; set +a; export PATH="$(CURDIR)/$(BIN):$$PATH"
 T ?= tests
 
-.PHONY: help install services migrate run test test-fast lint format clean chaos chaos-small lock
+.PHONY: help install services migrate run test test-fast lint format clean chaos chaos-small lock bench bench-small
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -51,6 +51,14 @@ chaos: install services ## fault-injection suite: 2,000+ events while worker, Re
 
 chaos-small: install services ## the same faults on a smaller load (what CI runs)
 	$(BIN)/python -m bench.chaos --payments 60 --pairs 250 --poison 10 --duration 60
+
+bench: install services ## issue 12's figures, ours beside bare/naive comparators, one table (needs wrk; SOAK=600 adds a soak)
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y -qq --no-install-recommends wrk" >&2; exit 1; }
+	$(BIN)/python -m bench.perf --soak $(or $(SOAK),0) $(BENCH_ARGS)
+
+bench-small: install services ## the same measurements at tiny sizes, about a minute (what CI runs; nothing asserted)
+	@command -v wrk >/dev/null || { echo "make bench-small needs wrk: apt-get install -y -qq --no-install-recommends wrk" >&2; exit 1; }
+	$(BIN)/python -m bench.perf --small $(BENCH_ARGS)
 
 lint: install ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check .
