@@ -7,13 +7,14 @@ Each test session gets its own database (dropped at the end) and its own Redis d
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from typing import Any
+import secrets
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import pytest
 import redis
 import requests
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import create_app
@@ -32,7 +33,8 @@ from shared.dev.processes import (
     wait_until,
 )
 from shared.dev.standin import StandIn
-from shared.infra.broker import make_producer
+from shared.infra.broker import CANARY_TASK, EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
+from shared.models import WorkerCanary
 from tests.support.fake_sentry import FakeSentry
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
@@ -196,6 +198,63 @@ def worker(
     finally:
         proc.stop()
         producer.close()
+
+
+@pytest.fixture(scope="session")
+def settle(
+    settings: Settings, sessions: sessionmaker[Session], worker: Process
+) -> Iterator[Callable[[], None]]:
+    """``settle()`` returns once the worker has finished every task queued before the call, and
+    the tasks those queued in turn: what a test waits for before asserting that something did
+    NOT happen (a second apply, a re-sent run), instead of sleeping and hoping.
+
+    Each round sends a canary behind everything on each queue and waits until it has run: the
+    queues are FIFO lists read by the one worker, so whatever was ahead of a canary has been
+    taken before it. Then it waits until both queues are empty and nothing is unacknowledged:
+    tasks are acknowledged only once they have returned (task_acks_late), including those held
+    for a countdown, and a task queues its follow-ups before it returns. Two rounds: the second
+    catches the follow-ups of the first (ingest, then the handler runs it queued).
+    """
+    client = redis.Redis.from_url(settings.redis_url)
+    producer = make_producer(settings)
+    queues = (EVENTS_QUEUE, HANDLERS_QUEUE)
+
+    def in_flight() -> dict[str, int]:
+        counts = {queue: cast(int, client.llen(queue)) for queue in queues}
+        counts["unacked"] = cast(int, client.hlen("unacked"))  # kombu's Redis transport's hash
+        return counts
+
+    def canaries_seen(tokens: list[str]) -> bool:
+        with sessions() as session:
+            seen = session.execute(
+                select(WorkerCanary.token).where(
+                    WorkerCanary.token.in_(tokens), WorkerCanary.seen_at.is_not(None)
+                )
+            ).scalars()
+            return set(seen) == set(tokens)
+
+    def one_round(timeout: float) -> None:
+        tokens = {queue: secrets.token_hex(16) for queue in queues}
+        with sessions.begin() as session:
+            session.add_all(WorkerCanary(token=t, queue=q) for q, t in tokens.items())
+        for queue, token in tokens.items():
+            producer.send_task(CANARY_TASK, args=[token], queue=queue)
+        try:
+            wait_until(lambda: canaries_seen(list(tokens.values())), timeout, "canaries run")
+            wait_until(lambda: not any(in_flight().values()), timeout, "queues drained")
+        except TimeoutError as exc:
+            raise AssertionError(f"the worker did not settle: {in_flight()} ({exc})") from None
+        finally:
+            with sessions.begin() as session:
+                session.execute(delete(WorkerCanary).where(WorkerCanary.token.in_(tokens.values())))
+
+    def settle(timeout: float = 60) -> None:
+        for _ in range(2):
+            one_round(timeout)
+
+    yield settle
+    producer.close()
+    client.close()
 
 
 @pytest.fixture(scope="session")
