@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import time
@@ -116,7 +117,9 @@ def test_transient_failures_dead_letter_after_max_attempts(api, sessions):
     assert "ConnectionError: simulated outage" in (dead["tests.flaky"].last_error or "")
 
 
-def test_permanent_failure_is_dead_lettered_then_succeeds_on_replay(api, sessions, cli, poison):
+def test_permanent_failure_is_dead_lettered_then_succeeds_on_replay(
+    api, sessions, cli, poison, settle
+):
     event_id = send(api, "test.poison")
 
     dead = wait_for(sessions, event_id, {"tests.poisoned": "dead", "tests.effect": "done"})
@@ -139,8 +142,12 @@ def test_permanent_failure_is_dead_lettered_then_succeeds_on_replay(api, session
 
     dry = cli("dlq", "replay", f"{event_id}/tests.poisoned", "--dry-run")
     assert "would be replayed" in dry.stdout
-    time.sleep(1)
-    assert runs(sessions, event_id)["tests.poisoned"].status == "dead"
+    # A replay resets the run (replays + 1) before its command returns, then queues it; once
+    # the worker has settled, a task queued by mistake has run too (the poison is still there).
+    settle()
+    untouched = runs(sessions, event_id)["tests.poisoned"]
+    assert (untouched.status, untouched.attempts, untouched.replays) == ("dead", 2, 0)
+    assert calls(sessions, event_id, "tests.poisoned") == 2
 
     remove_poison(sessions)
     cli("dlq", "replay", "--all", "--handler", "tests.poisoned")
@@ -196,7 +203,7 @@ def test_event_replay_fetches_an_event_we_never_received(api, stand_in, sessions
         assert session.get(StripeEvent, event_id).source == "replay"
 
 
-def test_sweeper_resends_runs_whose_message_was_lost(sessions, settings, worker):
+def test_sweeper_resends_runs_whose_message_was_lost(sessions, settings, worker, settle):
     # A recorded event whose handler message never reached the broker.
     event = stripe_events.event("test.flaky", {"id": "obj_swept", "object": "test"})
     with sessions.begin() as session:
@@ -224,8 +231,14 @@ def test_sweeper_resends_runs_whose_message_was_lost(sessions, settings, worker)
     producer.close()
 
     wait_for(sessions, event["id"], {"tests.flaky": "done", "tests.effect": "pending"})
-    time.sleep(1)
-    assert runs(sessions, event["id"])["tests.effect"].status == "pending"
+    # tests.flaky is done, so the sweep committed: a run it re-sends is marked touched then.
+    # Once the worker has settled, a task it sent for tests.effect would have run too.
+    settle()
+    left_alone = runs(sessions, event["id"])["tests.effect"]
+    assert (left_alone.status, left_alone.attempts) == ("pending", 0)
+    # Still touched "an hour ago": the sweep did not pick it.
+    assert left_alone.updated_at < dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
+    assert calls(sessions, event["id"], "tests.effect") == 0
 
 
 def test_reconcile_recovers_events_whose_webhooks_were_lost(api, stand_in, sessions, cli):
