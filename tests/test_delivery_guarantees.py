@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import os
 import subprocess
-import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
 from sqlalchemy import select, text
 
 from shared.dev import stripe_events
-from shared.dev.processes import REPO_ROOT, free_port, run_payments, venv_script, wait_until
+from shared.dev.processes import REPO_ROOT, ServedApp, run_payments, venv_script, wait_until
 from shared.infra.broker import SWEEP_TASK, make_producer
 from shared.infra.crypto import PayloadCipher
 from shared.models import HandlerRun, ReconcileCheckpoint, StripeEvent
@@ -181,15 +184,47 @@ def test_event_replay_reruns_only_what_is_named(api, sessions, cli):
     assert calls(sessions, event_id, "tests.effect") == 1
 
 
+class LostWebhooks:
+    """Where the stand-in's webhooks go while a test needs them lost. It records what arrives,
+    so a test knows when an event has gone elsewhere for good: the stand-in posts each event
+    once, a second after it happened, to the webhook registered then."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, str | None]] = []
+        self._served = ServedApp(self)
+        self.url = f"{self._served.url}/webhook"
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        event = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+        self.received.append((event["type"], event["data"]["object"].get("id")))
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b'{"received": true}']
+
+    def wait_for(self, event_type: str, object_ids: list[str], timeout: float = 20) -> None:
+        wanted = {(event_type, object_id) for object_id in object_ids}
+        wait_until(lambda: wanted <= set(self.received), timeout, f"{wanted} lost", interval=0.1)
+
+    def stop(self) -> None:
+        self._served.stop()
+
+
+@contextlib.contextmanager
+def webhooks_lost(stand_in, api) -> Iterator[LostWebhooks]:
+    lost = LostWebhooks()
+    stand_in.register_webhook(lost.url)
+    try:
+        yield lost
+    finally:
+        stand_in.register_webhook(f"{api.base}/webhook")
+        lost.stop()
+
+
 def test_event_replay_fetches_an_event_we_never_received(api, stand_in, sessions, cli):
     # Confirm a payment while the stand-in's webhooks go nowhere, so its event never reaches us.
     intent_id = api.create_payment({"amount": 1500, "currency": "usd"}).json()["paymentIntentId"]
-    stand_in.register_webhook(f"http://127.0.0.1:{free_port()}/webhook")
-    try:
+    with webhooks_lost(stand_in, api) as lost:
         stand_in.pay(intent_id, "4242424242424242")
-        time.sleep(1.5)  # the stand-in posts its webhooks a second later
-    finally:
-        stand_in.register_webhook(f"{api.base}/webhook")
+        lost.wait_for("payment_intent.succeeded", [intent_id])
     event_id = next(
         e["id"]
         for e in stand_in.events()
@@ -246,13 +281,10 @@ def test_reconcile_recovers_events_whose_webhooks_were_lost(api, stand_in, sessi
         api.create_payment({"amount": 2000 + i, "currency": "usd"}).json()["paymentIntentId"]
         for i in range(3)
     ]
-    stand_in.register_webhook(f"http://127.0.0.1:{free_port()}/webhook")
-    try:
+    with webhooks_lost(stand_in, api) as lost:
         for intent_id in intents:
             stand_in.pay(intent_id, "4242424242424242")
-        time.sleep(1.5)
-    finally:
-        stand_in.register_webhook(f"{api.base}/webhook")
+        lost.wait_for("payment_intent.succeeded", intents)
     for intent_id in intents:
         assert api.payment(intent_id).json()["status"] == "requires_payment_method"
 
