@@ -7,9 +7,9 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import requests
@@ -51,6 +51,11 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
+
+
+def json_lines(log: str) -> list[dict[str, Any]]:
+    """The JSON records of a log, leaving out a last line still being written."""
+    return [json.loads(line) for line in log.split("\n")[:-1] if line.startswith("{")]
 
 
 def value(samples, name: str, **labels: str) -> float:
@@ -156,13 +161,20 @@ def test_api_logs_are_json_lines_with_request_and_event_ids(gunicorn_api):
     )
     assert response.headers["X-Request-Id"] == "req-from-proxy-1"
     event_id = json.loads(body)["id"]
-    time.sleep(0.5)
 
-    lines = [
-        json.loads(line)
-        for line in (ARTIFACTS / "gunicorn-api.log").read_text().splitlines()
-        if line.startswith("{")
-    ]
+    def read() -> list[dict[str, Any]]:
+        return json_lines((ARTIFACTS / "gunicorn-api.log").read_text())
+
+    def queued_line_written() -> bool:
+        return any(
+            line["logger"] == "api.webhook" and line["message"].startswith(f"webhook {event_id} ")
+            for line in read()
+        )
+
+    # The request's last line, logged (and flushed) just before it answers: once it is in the
+    # file, so is every line the request wrote.
+    wait_until(queued_line_written, 10, "the webhook's 'queued' line written", interval=0.1)
+    lines = read()
     ours = [line for line in lines if line.get("request_id") == "req-from-proxy-1"]
     assert ours, "no log line carries the request id"
     assert any(line.get("event_id") == event_id for line in ours)
@@ -171,18 +183,17 @@ def test_api_logs_are_json_lines_with_request_and_event_ids(gunicorn_api):
             assert "request_id" in line, line
 
 
-def test_worker_logs_carry_task_and_event_ids(api, worker):
+def test_worker_logs_carry_task_and_event_ids(api, worker, settle):
     event = stripe_events.event(
         "payment_intent.processing", stripe_events.payment_intent(status="processing")
     )
     assert api.post_webhook(*stripe_events.signed(event, WEBHOOK_SECRET)).status_code == 200
     api.wait_for_status(event["data"]["object"]["id"], "processing")
-    time.sleep(0.5)
+    # Every task of this event has returned (a task is acknowledged only then), so every line
+    # it logged is in the file.
+    settle()
 
-    records = []
-    for line in worker.output().splitlines():
-        if line.startswith("{"):
-            records.append(json.loads(line))
+    records = json_lines(worker.output())
     ours = [r for r in records if r.get("event_id") == event["id"]]
     assert {r["logger"] for r in ours} >= {"workers.tasks"}
     assert all("task_id" in r for r in ours)
