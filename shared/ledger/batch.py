@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import func, insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
@@ -27,6 +28,7 @@ from shared.infra.crypto import PayloadCipher
 from shared.infra.errors import is_transient
 from shared.infra.stripe_gateway import PaymentIntentReader
 from shared.ledger.events import (
+    RUNS_TABLE,
     IngestResult,
     RecordedEvent,
     insert_event,
@@ -104,9 +106,32 @@ def record_and_apply(
             _apply_one(session, recorded, run, stripe, policy, outcome)
             if run.handler in outcome.done:
                 mark_done(run)
-        session.add_all(runs)
+        if runs:
+            session.execute(insert(RUNS_TABLE).values([_row(run) for run in runs]))
     _report(outcome, recorded.id, recorded.type, recorded.received_at)
     return recorded, outcome, []
+
+
+_RUN_COLUMNS = (
+    "event_id",
+    "handler",
+    "status",
+    "attempts",
+    "last_error",
+    "leased_until",
+    "next_attempt_at",
+    "updated_at",
+    "finished_at",
+)
+
+
+def _row(run: HandlerRun) -> dict[str, Any]:
+    """A run built in memory, as the values of a plain insert (no ORM unit of work: one
+    statement for all of an event's runs, at a fraction of the cost)."""
+    row = {column: getattr(run, column) for column in _RUN_COLUMNS}
+    row["status"] = row["status"] or RunStatus.PENDING
+    row["updated_at"] = row["updated_at"] if row["updated_at"] is not None else func.now()
+    return row
 
 
 def apply_claimed_runs(
