@@ -121,6 +121,9 @@ def base_env(stand_in_port: int) -> dict[str, str]:
         "PAYMENTS_ENCRYPTION_KEYS": ENCRYPTION_KEY,
         "LOG_LEVEL": "DEBUG",
         "LOG_FORMAT": "json",
+        # Under `make test`, coverage's configuration (set by its subprocess patch): processes
+        # started with this environment alone (the doctor, the Procfile lines) are measured too.
+        **{k: v for k, v in os.environ.items() if k == "COVERAGE_PROCESS_CONFIG"},
     }
 
 
