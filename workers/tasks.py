@@ -22,6 +22,7 @@ from shared.infra.runtime import Runtime, build_runtime
 from shared.ledger.batch import apply_claimed_runs, ingest_first_delivery
 from shared.ledger.dlq import sweep_pending
 from shared.ledger.events import (
+    IngestResult,
     RecordedEvent,
     UndecryptableBody,
     ingest,
@@ -61,25 +62,8 @@ def ingest_event(
     self: Task, body: str, source: str = "webhook", first_attempt_at: float | None = None
 ) -> None:
     rt = runtime()
-    retries: dict[str, Retry] = {}
     try:
-        if _first_delivery(self):
-            result, outcome = ingest_first_delivery(
-                rt.sessions, body, source, rt.cipher, rt.scope, rt.gateway, rt.policy
-            )
-            retries = outcome.retries
-        else:
-            # The first delivery's attempt died uncommitted, if it ran: count it now.
-            lease = dt.timedelta(seconds=rt.policy.lease_seconds)
-            result = ingest(
-                rt.sessions,
-                body,
-                source,
-                rt.cipher,
-                rt.scope,
-                claim_lease=lease,
-                uncounted_attempts=1,
-            )
+        result, retries = _ingest(self, rt, body, source)
     except UndecryptableBody:
         _retry_or_quarantine(self, body, source, first_attempt_at or time.time())
         return
@@ -93,32 +77,53 @@ def ingest_event(
         # cannot help. Say so loudly and drop it.
         log.exception("dropping an event body that does not parse")
         return
-    except Exception as exc:
-        attempt = self.request.retries + 1
-        decision = rt.policy.after_ingest_failure(attempt, exc)
-        if isinstance(decision, GiveUp):
-            # The event stays listed at Stripe, where the reconciler will try it again;
-            # Sentry and the error log tell a person to look.
-            log.critical("giving up on ingesting an event after %d attempts", attempt, exc_info=exc)
-            report_ingest_failure(exc)
-            return
-        log.warning("ingest failed, retrying in %.1fs: %s", decision.countdown, exc)
-        raise self.retry(exc=exc, countdown=decision.countdown) from exc
+    except Exception as exc:  # noqa: BLE001 - any other failure: the retry policy decides
+        _retry_ingest(self, rt, exc)
+        return
     bind(event_id=result.event_id)
     log.info(
-        "event %s (%s) %s; %d handler run(s) to apply, %d pending",
+        "event %s (%s) %s; %d handler run(s) pending",
         result.event_id,
         result.event_type,
         "recorded" if result.newly_recorded else "already recorded",
-        len(result.claimed_handlers),
         len(result.pending_handlers),
     )
     for handler in result.pending_handlers:
         _enqueue(result.event_id, handler)
-    if result.recorded is not None and result.claimed_handlers:
-        retries = _apply_claimed(rt, result.recorded, result.claimed_handlers)
     for handler, retry in retries.items():
         enqueue_run(app, result.event_id, handler, countdown=retry.countdown)
+
+
+def _ingest(
+    task: Task, rt: Runtime, body: str, source: str
+) -> tuple[IngestResult, dict[str, Retry]]:
+    """Record the event and apply its runs: the runs that failed come back with their retry."""
+    if _first_delivery(task):
+        result, outcome = ingest_first_delivery(
+            rt.sessions, body, source, rt.cipher, rt.scope, rt.gateway, rt.policy
+        )
+        return result, outcome.retries
+    # The first delivery's attempt died uncommitted, if it ran: count it now.
+    lease = dt.timedelta(seconds=rt.policy.lease_seconds)
+    result = ingest(
+        rt.sessions, body, source, rt.cipher, rt.scope, claim_lease=lease, uncounted_attempts=1
+    )
+    if result.recorded is None or not result.claimed_handlers:
+        return result, {}
+    return result, _apply_claimed(rt, result.recorded, result.claimed_handlers)
+
+
+def _retry_ingest(task: Task, rt: Runtime, exc: Exception) -> None:
+    attempt = task.request.retries + 1
+    decision = rt.policy.after_ingest_failure(attempt, exc)
+    if isinstance(decision, GiveUp):
+        # The event stays listed at Stripe, where the reconciler will try it again;
+        # Sentry and the error log tell a person to look.
+        log.critical("giving up on ingesting an event after %d attempts", attempt, exc_info=exc)
+        report_ingest_failure(exc)
+        return
+    log.warning("ingest failed, retrying in %.1fs: %s", decision.countdown, exc)
+    raise task.retry(exc=exc, countdown=decision.countdown) from exc
 
 
 def _first_delivery(task: Task) -> bool:

@@ -37,7 +37,7 @@ from shared.ledger.events import (
 )
 from shared.ledger.handlers import EventView, registry
 from shared.ledger.retry import Retry, RetryPolicy
-from shared.ledger.runs import (
+from shared.ledger.run_rows import (
     error_text,
     limit_statements,
     lock_runs,

@@ -18,7 +18,7 @@ from shared.db import transaction
 from shared.infra.crypto import PayloadCipher
 from shared.ledger.events import EventNotFound, record_event
 from shared.ledger.handlers import registry
-from shared.ledger.runs import lock_run
+from shared.ledger.run_rows import lock_run
 from shared.ledger.webhooks import EventScope
 from shared.models import HandlerRun, RunStatus, StripeEvent
 from shared.observability.metrics import EVENTS_REFUSED

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import traceback
 from dataclasses import dataclass
 from enum import Enum
 
-from sqlalchemy import Update, func, select, text, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,16 +17,20 @@ from shared.infra.errors import is_transient
 from shared.infra.stripe_gateway import PaymentIntentReader
 from shared.ledger.events import stored_payload
 from shared.ledger.handlers import EventView, registry
-from shared.ledger.retry import GiveUp, Retry, RetryPolicy
-from shared.models import HandlerRun, RunStatus, StripeEvent
+from shared.ledger.retry import Retry, RetryPolicy
+from shared.ledger.run_rows import (
+    MAX_ERROR_CHARS,
+    error_text,
+    limit_statements,
+    lock_run,
+    mark_done,
+    note_failure,
+)
+from shared.models import RunStatus, StripeEvent
 from shared.observability.metrics import EVENT_PROCESSING, HANDLER_RUNS
-from shared.observability.redaction import redact
 from shared.observability.sentry import report_dead_letter
 
 log = logging.getLogger(__name__)
-
-MAX_ERROR_CHARS = 4000
-TRACEBACK_FRAMES = 8
 
 
 class RunOutcome(Enum):
@@ -132,17 +135,6 @@ def _apply(
     return event.received_at
 
 
-def limit_statements(session: Session, lease: dt.timedelta) -> None:
-    """Bound every statement of this transaction by the lease (one round trip for both)."""
-    timeout_ms = int(lease.total_seconds() * 1000)
-    session.execute(
-        text(
-            f"SET LOCAL statement_timeout = {timeout_ms}; "
-            f"SET LOCAL lock_timeout = {min(timeout_ms, 30000)}"
-        )
-    )
-
-
 def record_failure(
     sessions: sessionmaker[Session],
     event_id: str,
@@ -164,77 +156,6 @@ def record_failure(
             select(StripeEvent.type).where(StripeEvent.id == event_id)
         ).scalar_one_or_none()
         return FailureRecord(run.attempts, dead, transient, countdown, event_type)
-
-
-def note_failure(
-    run: HandlerRun, summary: str, error: BaseException, policy: RetryPolicy
-) -> tuple[bool, float]:
-    """Write a failed attempt (counted when it was claimed) on its locked run: dead once the
-    policy says so, otherwise due again after the backoff. Returns (dead, countdown)."""
-    run.last_error = summary
-    run.leased_until = None
-    run.updated_at = func.now()
-    decision = policy.after_failure(run.attempts, error)
-    if isinstance(decision, GiveUp):
-        run.status = RunStatus.DEAD
-        run.next_attempt_at = None
-        run.finished_at = func.now()
-        return True, 0.0
-    run.next_attempt_at = func.now() + dt.timedelta(seconds=decision.countdown)
-    return False, decision.countdown
-
-
-def mark_done(run: HandlerRun) -> None:
-    run.status = RunStatus.DONE
-    run.last_error = None
-    run.next_attempt_at = None
-    run.leased_until = None
-    run.updated_at = func.now()
-    run.finished_at = func.now()
-
-
-def mark_done_statement(event_id: str, handlers: list[str]) -> Update:
-    """``mark_done`` for several runs of one event, as one statement."""
-    return (
-        update(HandlerRun)
-        .where(HandlerRun.event_id == event_id, HandlerRun.handler.in_(handlers))
-        .values(
-            status=RunStatus.DONE,
-            last_error=None,
-            next_attempt_at=None,
-            leased_until=None,
-            updated_at=func.now(),
-            finished_at=func.now(),
-        )
-    )
-
-
-def lock_runs(session: Session, event_id: str, handlers: list[str]) -> dict[str, HandlerRun]:
-    """Several runs of one event, locked until the transaction ends, by handler."""
-    rows = session.execute(
-        select(HandlerRun)
-        .where(HandlerRun.event_id == event_id, HandlerRun.handler.in_(handlers))
-        .order_by(HandlerRun.handler)
-        .with_for_update()
-    ).scalars()
-    return {run.handler: run for run in rows}
-
-
-def lock_run(session: Session, event_id: str, handler_name: str) -> HandlerRun | None:
-    """The run row, locked until the transaction ends."""
-    return session.execute(
-        select(HandlerRun)
-        .where(HandlerRun.event_id == event_id, HandlerRun.handler == handler_name)
-        .with_for_update()
-    ).scalar_one_or_none()
-
-
-def error_text(error: BaseException) -> str:
-    """The exception and the innermost frames of its traceback, with secrets masked."""
-    lines = traceback.format_exception(
-        type(error), error, error.__traceback__, limit=-TRACEBACK_FRAMES
-    )
-    return redact("".join(lines))[-MAX_ERROR_CHARS:]
 
 
 def run_handler_once(
