@@ -70,9 +70,13 @@ class Process:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 15) -> None:
-        # The whole group, even when its leader is gone: a Celery worker whose main process
-        # crashed leaves its prefork children running.
-        self._signal_group(signal.SIGTERM)
+        # The leader first: a Celery worker or gunicorn stops its own children and lets them
+        # finish (and save what they keep at exit, coverage data included); signalled
+        # directly, a pool child can be killed mid-exit. Then the whole group, even when its
+        # leader is gone: a Celery worker whose main process crashed leaves its prefork
+        # children running.
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout)
         self._signal_group(signal.SIGKILL)
