@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Update, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -160,17 +160,37 @@ class PaymentService:
             )
 
     def _attach(self, row_id: int, intent: CreatedIntent) -> None:
-        with transaction(self._sessions) as session:
-            payment = session.execute(
-                select(Payment).where(Payment.id == row_id).with_for_update()
-            ).scalar_one()
-            _attach_intent(session, payment, intent)
+        # One statement in the common case: our row takes the PaymentIntent. Should a webhook
+        # have recorded the PaymentIntent first (its row holds the unique id), that statement
+        # fails whole, and a second transaction moves our key onto that row instead.
+        try:
+            with transaction(self._sessions) as session:
+                session.execute(_attach_statement(row_id, intent))
+        except IntegrityError:
+            with transaction(self._sessions) as session:
+                _move_key_to_webhook_row(session, row_id, intent)
 
     def get(self, payment_intent_id: str) -> Payment | None:
         with self._sessions() as session:
             return session.execute(
                 select(Payment).where(Payment.payment_intent_id == payment_intent_id)
             ).scalar_one_or_none()
+
+
+def _attach_statement(row_id: int, intent: CreatedIntent) -> Update:
+    """Our idempotency row takes the created PaymentIntent; the lease is over. A row that has
+    its PaymentIntent already (a request that took over our lease recorded the same one, and a
+    webhook may have moved its status on since) is left as it is."""
+    return (
+        update(Payment)
+        .where(Payment.id == row_id, Payment.payment_intent_id.is_(None))
+        .values(
+            updated_at=func.now(),
+            client_secret_sha256=secret_digest(intent.client_secret),
+            create_lease_until=None,
+            **_intent_fields(intent),
+        )
+    )
 
 
 def _intent_fields(intent: CreatedIntent) -> dict[str, Any]:
@@ -183,11 +203,14 @@ def _intent_fields(intent: CreatedIntent) -> dict[str, Any]:
     }
 
 
-def _attach_intent(session: Session, payment: Payment, intent: CreatedIntent) -> None:
-    """Record the created PaymentIntent on our (locked) idempotency row."""
-    if payment.payment_intent_id == intent.id:
-        return  # a request that took over our lease recorded the same PaymentIntent first
-    row_id = payment.id
+def _move_key_to_webhook_row(session: Session, row_id: int, intent: CreatedIntent) -> None:
+    """A webhook for this PaymentIntent got here first and created its row. Keep that row (it
+    may carry a newer status) and move our idempotency key onto it."""
+    payment = session.execute(
+        select(Payment).where(Payment.id == row_id).with_for_update()
+    ).scalar_one_or_none()
+    if payment is None:
+        return  # a request that took over our lease moved the key already
     owner = {
         "caller": payment.caller,
         "idempotency_key": payment.idempotency_key,
@@ -195,18 +218,5 @@ def _attach_intent(session: Session, payment: Payment, intent: CreatedIntent) ->
         "client_secret_sha256": secret_digest(intent.client_secret),
         "create_lease_until": None,
     }
-    try:
-        # The savepoint keeps the transaction usable if the update hits the unique id.
-        with session.begin_nested():
-            session.execute(
-                update(Payment)
-                .where(Payment.id == row_id)
-                .values(updated_at=func.now(), **owner, **_intent_fields(intent))
-            )
-    except IntegrityError:
-        # A webhook for this PaymentIntent got here first and created its row. Keep that row
-        # (it may carry a newer status) and move our idempotency key onto it.
-        session.execute(delete(Payment).where(Payment.id == row_id))
-        session.execute(
-            update(Payment).where(Payment.payment_intent_id == intent.id).values(**owner)
-        )
+    session.execute(delete(Payment).where(Payment.id == row_id))
+    session.execute(update(Payment).where(Payment.payment_intent_id == intent.id).values(**owner))
