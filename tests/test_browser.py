@@ -266,12 +266,21 @@ def test_checkout_page_loads_stripe_js_from_its_setting(checkout, stripe_js_doub
 
 
 def stand_in_intents_of(settings, amount: int) -> list[dict[str, Any]]:
-    listed = requests.get(
-        f"{settings.stripe_api_base}/v1/payment_intents",
-        auth=(settings.stripe_secret_key, ""),
-        timeout=10,
-    ).json()["data"]
-    return [intent for intent in listed if intent["amount"] == amount]
+    """Every PaymentIntent of this amount at the stand-in, all pages of the list: other tests
+    of the session create PaymentIntents too, more than one page of them."""
+    found: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 100}
+    while True:
+        page = requests.get(
+            f"{settings.stripe_api_base}/v1/payment_intents",
+            params=params,
+            auth=(settings.stripe_secret_key, ""),
+            timeout=10,
+        ).json()
+        found += [intent for intent in page["data"] if intent["amount"] == amount]
+        if not page.get("has_more") or not page["data"]:
+            return found
+        params["starting_after"] = page["data"][-1]["id"]
 
 
 @pytest.fixture
@@ -296,7 +305,8 @@ def stalled_checkout(settings, stripe_js_double, stand_in, live_api) -> Iterator
 def test_a_second_click_while_the_outcome_is_unknown_never_charges_twice(
     browser, stalled_checkout, settings
 ):
-    amount = 1000 + secrets.randbelow(8000)
+    # An amount no other test pays: how this test tells its own PaymentIntents apart.
+    amount = 60_000 + secrets.randbelow(30_000)
     context = browser.new_context()
     page = context.new_page()
     page.goto(stalled_checkout)
