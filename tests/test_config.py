@@ -127,7 +127,7 @@ def test_nothing_but_config_reads_the_environment():
             continue
         if "os.environ" in path.read_text() or "getenv" in path.read_text():
             readers.append(str(relative))
-    assert readers == ["shared/config.py"]
+    assert readers == ["shared/config/loading.py"]
 
 
 def _dev_env() -> dict[str, str]:

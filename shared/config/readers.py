@@ -1,0 +1,197 @@
+"""Reading one setting from the environment: each reader checks its variable and says which
+one is wrong in a one-line ConfigError."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from shared.config.settings import (
+    DEFAULT_RECONCILE_LOOKBACK_SECONDS,
+    STRIPE_EVENTS_RETENTION_SECONDS,
+    ConfigError,
+)
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is not set")
+    return value
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def _secret_key(env: Mapping[str, str]) -> str:
+    value = _required(env, "STRIPE_SECRET_KEY")
+    if value.startswith("pk_"):
+        raise ConfigError(
+            "STRIPE_SECRET_KEY holds a publishable key (pk_...); it needs a secret (sk_...) "
+            "or restricted (rk_...) key"
+        )
+    if not value.startswith(("sk_", "rk_")):
+        raise ConfigError("STRIPE_SECRET_KEY must start with sk_ or rk_")
+    return value
+
+
+def _publishable_key(env: Mapping[str, str]) -> str:
+    value = _required(env, "STRIPE_PUBLISHABLE_KEY")
+    if not value.startswith("pk_"):
+        raise ConfigError("STRIPE_PUBLISHABLE_KEY must start with pk_")
+    return value
+
+
+def _webhook_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = _required(env, "STRIPE_WEBHOOK_SECRET")
+    secrets = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not secrets or not all(s.startswith("whsec_") for s in secrets):
+        raise ConfigError(
+            "STRIPE_WEBHOOK_SECRET must be one whsec_ secret, or several separated by commas"
+        )
+    return secrets
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], *, required: bool) -> str:
+    value = _required(env, name) if required else _optional(env, name)
+    if value is None:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.netloc:
+        raise ConfigError(
+            f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}"
+        )
+    return value
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    value = _url(
+        env, "DATABASE_URL", ("postgres", "postgresql", "postgresql+psycopg2"), required=True
+    )
+    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; we ship psycopg2. Heroku-style
+    # postgres:// is common in the wild and SQLAlchemy does not know it at all.
+    scheme, rest = value.split("://", 1)
+    if scheme in ("postgres", "postgresql"):
+        value = "postgresql+psycopg2://" + rest
+    return value
+
+
+def _lookback(env: Mapping[str, str]) -> int:
+    value = _positive_int(env, "RECONCILE_LOOKBACK_SECONDS", DEFAULT_RECONCILE_LOOKBACK_SECONDS)
+    if value > STRIPE_EVENTS_RETENTION_SECONDS:
+        raise ConfigError("RECONCILE_LOOKBACK_SECONDS must be at most 30 days (2592000)")
+    return value
+
+
+def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}")
+    return int(raw)
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    value = (env.get("LOG_FORMAT", "") or "json").strip().lower()
+    if value not in ("json", "text"):
+        raise ConfigError("LOG_FORMAT must be json or text")
+    return value
+
+
+def _rate_limit_storage(env: Mapping[str, str]) -> str | None:
+    # memory:// keeps counts per process: for a single-process dev server only.
+    if env.get("RATE_LIMIT_STORAGE_URL", "").strip() == "memory://":
+        return "memory://"
+    return _url(env, "RATE_LIMIT_STORAGE_URL", ("redis", "rediss"), required=False) or None
+
+
+def _rate_limit(env: Mapping[str, str]) -> str:
+    from limits import parse_many
+
+    value = (env.get("RATE_LIMIT", "") or "60 per minute").strip()
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(
+            f"RATE_LIMIT must be like '60 per minute' or '10/second;500/hour', got {value!r}"
+        ) from None
+    return value
+
+
+def _encryption_keys(env: Mapping[str, str]) -> tuple[str, ...]:
+    from shared.infra.crypto import is_valid_key
+
+    raw = _required(env, "PAYMENTS_ENCRYPTION_KEYS")
+    keys = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not keys or not all(is_valid_key(key) for key in keys):
+        raise ConfigError(
+            "PAYMENTS_ENCRYPTION_KEYS must be one or more Fernet keys (urlsafe base64 of 32 "
+            "bytes), comma-separated, newest first; make one with `payments keys generate`"
+        )
+    return keys
+
+
+def _admin_token(env: Mapping[str, str]) -> str | None:
+    return _token(env, "ADMIN_TOKEN")
+
+
+def _token(env: Mapping[str, str], name: str) -> str | None:
+    value = _optional(env, name)
+    if value is not None and len(value) < 24:
+        raise ConfigError(f"{name} must be at least 24 characters")
+    return value
+
+
+def _api_clients(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    clients: list[tuple[str, str]] = []
+    for part in env.get("API_CLIENT_KEYS", "").split(","):
+        if not part.strip():
+            continue
+        name, _, token = part.strip().partition(":")
+        if not name or len(token) < 24 or not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(
+                "API_CLIENT_KEYS must be name:token pairs separated by commas, each name "
+                "letters, digits, - or _ and each token at least 24 characters"
+            )
+        clients.append((name, token))
+    if len({name for name, _ in clients}) != len(clients):
+        raise ConfigError("API_CLIENT_KEYS names each client once")
+    return tuple(clients)
+
+
+def _connected_accounts(env: Mapping[str, str]) -> tuple[str, ...]:
+    accounts = tuple(
+        part.strip() for part in env.get("STRIPE_CONNECTED_ACCOUNTS", "").split(",") if part.strip()
+    )
+    if not all(account.startswith("acct_") for account in accounts):
+        raise ConfigError("STRIPE_CONNECTED_ACCOUNTS must be acct_ ids separated by commas")
+    return accounts
+
+
+def _limit(env: Mapping[str, str], name: str, default: str) -> str:
+    from limits import parse_many
+
+    value = (env.get(name, "") or default).strip()
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be like '60 per minute' or '10/second;500/hour', got {value!r}"
+        ) from None
+    return value

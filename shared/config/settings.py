@@ -1,0 +1,125 @@
+"""The settings every process runs with, their defaults, and the one configuration error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class ConfigError(Exception):
+    """A required setting is missing or malformed. The message names the variable."""
+
+
+# Defaults chosen for production safety; each can be overridden from the environment.
+DEFAULT_WEBHOOK_TOLERANCE_SECONDS = 300
+DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 3600
+DEFAULT_HANDLER_MAX_ATTEMPTS = 8
+DEFAULT_STRIPE_TIMEOUT_SECONDS = 20
+DEFAULT_HANDLER_MAX_PERMANENT_ATTEMPTS = 3
+DEFAULT_RETRY_BASE_SECONDS = 2
+DEFAULT_SWEEP_INTERVAL_SECONDS = 60
+DEFAULT_SWEEP_PENDING_SECONDS = 300
+DEFAULT_RECONCILE_INTERVAL_SECONDS = 300
+DEFAULT_RECONCILE_OVERLAP_SECONDS = 600
+DEFAULT_RECONCILE_LOOKBACK_SECONDS = 3 * 24 * 3600
+# How long a queued body that no configured key decrypts is retried before it is quarantined:
+# long enough for a deploy that gave the web process a new key before the workers to finish.
+DEFAULT_UNDECRYPTABLE_RETRY_SECONDS = 3600
+# The Stripe SDK's own retries of one request (see shared.infra.stripe_gateway).
+STRIPE_MAX_NETWORK_RETRIES = 2
+# Stripe's Events API only returns the last 30 days.
+STRIPE_EVENTS_RETENTION_SECONDS = 30 * 24 * 3600
+
+# The values `.env.dev` ships with. They are public (they are in this repository), so a service
+# that talks to real Stripe refuses to start with any of them: a deployment that forgot one
+# variable must fail, not accept events signed with a secret anyone can read.
+PUBLIC_DEV_VALUES = frozenset(
+    {
+        "sk_test_dev_only_not_a_real_key",
+        "pk_test_dev_only_not_a_real_key",
+        "whsec_dev_only_not_a_real_secret",
+        "ZGV2LW9ubHktbm90LWEtcmVhbC1rZXktMzJieXRlcyE=",
+        "dev-only-admin-token-not-a-secret",
+        "dev-only-metrics-token-not-a-secret",
+        "devclient:dev-only-api-client-token-not-a-secret",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    stripe_secret_key: str = field(repr=False)
+    stripe_publishable_key: str
+    # Several secrets are valid at once while one is being rolled.
+    stripe_webhook_secrets: tuple[str, ...] = field(repr=False)
+    redis_url: str
+    database_url: str
+    stripe_api_base: str | None = None
+    sentry_dsn: str | None = field(default=None, repr=False)
+    webhook_tolerance_seconds: int = DEFAULT_WEBHOOK_TOLERANCE_SECONDS
+    visibility_timeout_seconds: int = DEFAULT_VISIBILITY_TIMEOUT_SECONDS
+    handler_max_attempts: int = DEFAULT_HANDLER_MAX_ATTEMPTS
+    stripe_timeout_seconds: int = DEFAULT_STRIPE_TIMEOUT_SECONDS
+    log_level: str = "INFO"
+    # Attempts for failures that retrying cannot fix (a handler bug); transient ones get
+    # handler_max_attempts.
+    handler_max_permanent_attempts: int = DEFAULT_HANDLER_MAX_PERMANENT_ATTEMPTS
+    retry_base_seconds: int = DEFAULT_RETRY_BASE_SECONDS
+    # The longest one handler attempt may run before Celery kills it (and it counts as failed).
+    handler_time_limit_seconds: int = 300
+    sweep_interval_seconds: int = DEFAULT_SWEEP_INTERVAL_SECONDS
+    sweep_pending_seconds: int = DEFAULT_SWEEP_PENDING_SECONDS
+    reconcile_interval_seconds: int = DEFAULT_RECONCILE_INTERVAL_SECONDS
+    reconcile_overlap_seconds: int = DEFAULT_RECONCILE_OVERLAP_SECONDS
+    reconcile_lookback_seconds: int = DEFAULT_RECONCILE_LOOKBACK_SECONDS
+    # Bearer token for /admin/; None turns the admin API off.
+    admin_token: str | None = field(default=None, repr=False)
+    # Extra modules whose handlers the workers load (our own are always loaded).
+    handler_modules: tuple[str, ...] = ()
+    # Per client address on /api/*, in flask-limiter's notation ("60 per minute").
+    rate_limit: str = "60 per minute"
+    rate_limit_storage_url: str | None = None
+    # How many proxies in front of us set X-Forwarded-For/-Proto; 0 trusts none.
+    trusted_proxy_hops: int = 0
+    # prometheus-client's multiprocess directory (it reads the variable itself, at import).
+    prometheus_multiproc_dir: str | None = None
+    # Port for the worker's own /metrics; None serves none. Loopback unless told otherwise.
+    worker_metrics_port: int | None = None
+    worker_metrics_host: str = "127.0.0.1"
+    # Where the checkout page loads Stripe.js from (tests point it at a test double).
+    stripe_js_url: str = "https://js.stripe.com/v3/"
+    # "json" (one object a line, for production) or "text" (for people).
+    log_format: str = "json"
+    # Fernet keys for stored event payloads, newest first (it encrypts; all decrypt).
+    encryption_keys: tuple[str, ...] = field(default=(), repr=False)
+    # API client credentials, name -> bearer token: a caller's idempotency keys are its own.
+    api_clients: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # Connected accounts (acct_...) whose events we apply; events of any other account are
+    # refused. Empty: only the platform's own events (no `account`).
+    connected_accounts: tuple[str, ...] = ()
+    # Separate budgets, so a page polling for its result is never starved by creation, and
+    # operator and probe endpoints cannot be hammered for free.
+    status_rate_limit: str = "300 per minute"
+    admin_rate_limit: str = "60 per minute"
+    probe_rate_limit: str = "120 per minute"
+    # Bearer token for the web process's /metrics; None serves no /metrics on the API port.
+    metrics_token: str | None = field(default=None, repr=False)
+    undecryptable_retry_seconds: int = DEFAULT_UNDECRYPTABLE_RETRY_SECONDS
+    # How long the checkout page waits for the outcome before it tells the customer the
+    # payment is still processing (it keeps checking, and never offers to pay again).
+    checkout_status_timeout_seconds: int = 60
+
+    @property
+    def uses_stripe_stand_in(self) -> bool:
+        return self.stripe_api_base is not None
+
+    @property
+    def livemode(self) -> bool:
+        """Whether the secret key is a live-mode key: events must be of the same mode."""
+        return self.stripe_secret_key.startswith(("sk_live_", "rk_live_"))
+
+    @property
+    def create_lease_seconds(self) -> int:
+        """How long a create-payment request may hold its idempotency key while it waits for
+        Stripe: every attempt of the SDK at its timeout, plus a margin. A request that finds
+        the key held for longer than this takes it over (its holder died)."""
+        return self.stripe_timeout_seconds * (STRIPE_MAX_NETWORK_RETRIES + 1) + 5
