@@ -1,0 +1,94 @@
+"""`payments dev`: tooling for the local Stripe stand-in."""
+
+from __future__ import annotations
+
+import time
+
+import click
+import requests
+
+from shared.cli.common import needed_event_types, settings_or_exit
+from shared.dev.standin import StandIn
+from shared.dev.trigger import SCENARIOS, UnknownScenario, trigger
+
+
+@click.group()
+def dev() -> None:
+    """Dev tooling for the local Stripe stand-in."""
+
+
+@dev.command("pay")
+@click.argument("payment_intent_id")
+@click.option("--card", default="4242424242424242", show_default=True, help="Test card number.")
+def dev_pay(payment_intent_id: str, card: str) -> None:
+    """Confirm PAYMENT_INTENT_ID at the stand-in with a test card, as Stripe.js would."""
+
+    intent = StandIn(settings_or_exit()).pay(payment_intent_id, card)
+    click.echo(f"{payment_intent_id} is {intent['status']} at the stand-in")
+    if error := intent.get("last_payment_error"):
+        # The decline as Stripe words it; our ledger gets it from payment_intent.payment_failed.
+        click.echo(f"declined: {error.get('decline_code') or error['code']}: {error['message']}")
+
+
+@dev.command("authenticate")
+@click.argument("payment_intent_id")
+@click.option("--fail", is_flag=True, help="Fail the 3-D Secure challenge instead.")
+def dev_authenticate(payment_intent_id: str, fail: bool) -> None:
+    """Complete the 3-D Secure challenge of PAYMENT_INTENT_ID at the stand-in."""
+
+    intent = StandIn(settings_or_exit()).authenticate(payment_intent_id, success=not fail)
+    click.echo(f"{payment_intent_id} is {intent['status']} at the stand-in")
+
+
+@dev.command("trigger")
+@click.argument("event")
+def dev_trigger(event: str) -> None:
+    """Create a payment at the stand-in and fire EVENT's scenario, like `stripe trigger`.
+
+    EVENT: payment_intent.succeeded, payment_intent.payment_failed or
+    payment_intent.requires_action."""
+
+    try:
+        intent = trigger(StandIn(settings_or_exit()), event)
+    except UnknownScenario as exc:
+        raise click.BadParameter(str(exc), param_hint="EVENT") from None
+    click.echo(f"{intent['id']} is {intent['status']} at the stand-in")
+    click.echo("events sent to the webhook: " + ", ".join(SCENARIOS[event].events))
+
+
+@dev.command("bootstrap")
+@click.option("--web", default="http://127.0.0.1:8000", show_default=True)
+@click.option("--timeout", default=60.0, show_default=True)
+def dev_bootstrap(web: str, timeout: float) -> None:
+    """Wait for the stand-in and the web process, register the webhook, print how to try it."""
+
+    settings = settings_or_exit()
+    deadline = time.monotonic() + timeout
+    stand_in_auth = (settings.stripe_secret_key, "")
+    for url, auth in (
+        (f"{settings.stripe_api_base}/v1/events", stand_in_auth),
+        (f"{web}/healthz", None),
+    ):
+        while True:
+            try:
+                requests.get(url, auth=auth, timeout=5)
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise click.ClickException(f"{url} did not answer within {timeout}s") from None
+                time.sleep(0.5)
+    # The same event types as `webhook register`: whatever the handler registry needs.
+    StandIn(settings).register_webhook(f"{web}/webhook", needed_event_types(settings))
+    click.echo(
+        f"""
+The stack is up: API {web}, Flower http://127.0.0.1:5555, stand-in {settings.stripe_api_base}.
+Try a payment (in another terminal, from this directory):
+
+  set -a; . ./.env.dev; set +a
+  curl -s -X POST {web}/api/create-payment -H 'Content-Type: application/json' \\
+       -H "Authorization: Bearer ${{API_CLIENT_KEYS#*:}}" -H 'Idempotency-Key: order-123' \\
+       -d '{{"amount": 1000, "currency": "usd", "metadata": {{"orderId": "123"}}}}'
+  .venv/bin/payments dev pay pi_... --card 4242424242424242
+  curl -s {web}/api/payments/pi_... -H 'X-Client-Secret: pi_..._secret_...'
+"""
+    )

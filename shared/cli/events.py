@@ -1,0 +1,113 @@
+"""`payments events`: replaying a recorded event, and the quarantine of unreadable bodies."""
+
+from __future__ import annotations
+
+import click
+
+from shared.cli.common import format_table, operator_runtime
+from shared.infra.broker import enqueue_run
+from shared.ledger.dlq import replay_event
+from shared.ledger.events import EventNotFound, list_quarantined, recover_quarantined
+from shared.ledger.handlers import UnknownHandler
+from shared.ledger.reconcile import StripeEventSource
+from shared.ledger.webhooks import EventRefused
+
+
+@click.group()
+def events() -> None:
+    """Recorded Stripe events."""
+
+
+@events.command("replay")
+@click.argument("event_id")
+@click.option("--handler", help="Re-run only this handler, even if it already finished.")
+def events_replay(event_id: str, handler: str | None) -> None:
+    """Re-run EVENT_ID's handlers that did not finish (or only --handler). An event we never
+    received is fetched from Stripe first."""
+
+    rt, producer = operator_runtime()
+    source = StripeEventSource(rt.stripe_client)
+    try:
+        names = replay_event(
+            rt.sessions,
+            event_id,
+            cipher=rt.cipher,
+            handler=handler,
+            fetch_event=source.retrieve,
+            enqueue=lambda evt, name: enqueue_run(producer, evt, name),
+            scope=rt.scope,
+        )
+    except UnknownHandler as exc:
+        raise click.UsageError(f"no handler named {exc}") from None
+    except EventNotFound:
+        raise click.ClickException(f"no event {event_id} here or at Stripe") from None
+    except EventRefused as exc:
+        raise click.ClickException(f"{event_id} refused, not recorded: {exc.code}") from None
+    if not names:
+        click.echo(f"{event_id}: every handler already finished; name one with --handler")
+        return
+    click.echo(format_table(["event", "handler"], [[event_id, name] for name in names]))
+    click.echo(f"\n{len(names)} run(s) sent to the queue")
+
+
+@events.group("quarantine")
+def quarantine() -> None:
+    """Queued bodies no configured key decrypted within UNDECRYPTABLE_RETRY_SECONDS."""
+
+
+@quarantine.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include bodies already recovered.")
+def quarantine_list(show_all: bool) -> None:
+    """List quarantined bodies (never their content), oldest first."""
+
+    rt, _ = operator_runtime()
+    rows = list_quarantined(rt.sessions, include_recovered=show_all)
+    if not rows:
+        click.echo("nothing quarantined")
+        return
+    stamp = "%Y-%m-%d %H:%M:%S"
+    click.echo(
+        format_table(
+            ["id", "source", "first attempt", "quarantined", "attempts", "recovered as"],
+            [
+                [
+                    str(r.id),
+                    r.source,
+                    r.first_attempt_at.strftime(stamp),
+                    r.quarantined_at.strftime(stamp),
+                    str(r.attempts),
+                    r.recovered_event_id or "",
+                ]
+                for r in rows
+            ],
+        )
+    )
+
+
+@quarantine.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "retry_all", is_flag=True, help="Every body not yet recovered.")
+def quarantine_retry(ids: tuple[int, ...], retry_all: bool) -> None:
+    """Ingest quarantined bodies (IDS, or --all) under the configured keys: put the key that
+    encrypted them in PAYMENTS_ENCRYPTION_KEYS (last) first. Exits 1 if any stays unread."""
+
+    if bool(ids) == retry_all:
+        raise click.UsageError("name quarantine ids, or give --all, not both")
+    rt, producer = operator_runtime()
+    results = recover_quarantined(
+        rt.sessions,
+        None if retry_all else ids,
+        rt.cipher,
+        rt.scope,
+    )
+    for result in results:
+        for name in result.pending_handlers:
+            enqueue_run(producer, result.event_id or "", name)
+    click.echo(
+        format_table(
+            ["id", "outcome", "event"],
+            [[str(r.quarantine_id), r.outcome, r.event_id or ""] for r in results],
+        )
+    )
+    if any(r.outcome != "recovered" for r in results):
+        raise click.ClickException("some bodies were not recovered (see outcome)")
