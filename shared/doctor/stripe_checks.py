@@ -1,59 +1,16 @@
-"""``payments doctor``: check the configuration and everything it points at, and say in plain
-words what is wrong and how to fix it.
-
-Each check is a small function returning one ``Finding``. A check that needs another to pass
-first (the workers need the database) is ``skipped`` with the reason, never reported as a
-second, confusing problem.
-"""
+"""The checks of our Stripe configuration: the keys, their mode, the webhook endpoint's
+subscriptions and signing secret."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import requests
 import stripe
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from celery import Celery
-from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
 
 from shared.config import ConfigError, Settings
-from shared.observability.health import WorkerCheck, broker_ready, check_workers
-
-OK, PROBLEM, SKIPPED = "ok", "problem", "skipped"
-
-DASHBOARD_KEYS = "Stripe Dashboard > Developers > API keys"
-
-
-@dataclass(frozen=True)
-class Finding:
-    check: str
-    status: str
-    message: str
-    fix: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
-
-
-def ok(check: str, message: str) -> Finding:
-    return Finding(check, OK, message)
-
-
-def problem(check: str, message: str, fix: str) -> Finding:
-    return Finding(check, PROBLEM, message, fix)
-
-
-def skipped(check: str, message: str, fix: str = "") -> Finding:
-    return Finding(check, SKIPPED, message, fix)
-
-
-# --- configuration ------------------------------------------------------------------------------
+from shared.doctor.findings import DASHBOARD_KEYS, Finding, ok, problem, skipped
 
 CONFIG_FIXES = {
     "STRIPE_SECRET_KEY": f"copy the secret key (sk_test_... in test mode) from {DASHBOARD_KEYS}",
@@ -258,132 +215,3 @@ def _error_code(answer: requests.Response) -> str:
         return str(answer.json()["error"]["code"])
     except (ValueError, KeyError, TypeError):
         return "no error code"
-
-
-# --- our own services ---------------------------------------------------------------------------
-
-
-def database(engine: Engine, database_url: str) -> Finding:
-    where = make_url(database_url).render_as_string(hide_password=True)
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - whatever the driver says is the finding
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        return problem(
-            "database",
-            f"PostgreSQL at {where} cannot be used: {reason}",
-            "start PostgreSQL or correct DATABASE_URL; a missing database is created by "
-            "`payments db upgrade`",
-        )
-    return ok("database", f"PostgreSQL at {where} answers")
-
-
-def migrations(engine: Engine, database_url: str) -> Finding:
-    from shared.db import alembic_config
-
-    needed = set(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
-    with engine.connect() as connection:
-        current = set(MigrationContext.configure(connection).get_current_heads())
-    if current == needed:
-        return ok("migrations", f"the schema is at the latest revision ({', '.join(needed)})")
-    state = f"revision {', '.join(sorted(current))}" if current else "no migrations applied"
-    return problem(
-        "migrations",
-        f"the database has {state}; this code needs {', '.join(sorted(needed))}",
-        "run `payments db upgrade` (once per deploy, before web and workers start)",
-    )
-
-
-def _redis_where(redis_url: str) -> str:
-    # Never print the password a redis:// URL may carry.
-    parts = urlsplit(redis_url)
-    return f"{parts.hostname}:{parts.port or 6379}{parts.path}"
-
-
-def broker(producer: Celery, redis_url: str) -> Finding:
-    where = _redis_where(redis_url)
-    if not broker_ready(producer, timeout=3.0):
-        return problem(
-            "redis",
-            f"Redis at {where} does not answer (or refuses our password)",
-            "start Redis or correct REDIS_URL",
-        )
-    return ok("redis", f"Redis at {where} answers")
-
-
-def workers(result: WorkerCheck) -> Finding:
-    """A ping and a canary through each queue (shared.observability.health.check_workers), as
-    `payments worker-check` does: a worker can answer pings yet consume nothing."""
-    pinged, consumed = result.pinged, result.queues_consumed
-    if not pinged:
-        return problem(
-            "workers",
-            "no worker is consuming: none answered on this Redis",
-            "start one with the same REDIS_URL: `celery -A workers.celery_app worker "
-            "-Q events,handlers` (the Procfile's `worker`)",
-        )
-    idle = [queue for queue, seen in consumed.items() if not seen]
-    if idle:
-        return problem(
-            "workers",
-            f"{', '.join(pinged)} answered, but nothing consumed the queue(s) {', '.join(idle)}",
-            "run workers with -Q events,handlers, and restart them (after a Redis restart a "
-            "worker can answer yet consume nothing)",
-        )
-    return ok("workers", f"{', '.join(pinged)} consumed a canary from every queue")
-
-
-# --- all of it ----------------------------------------------------------------------------------
-
-
-def diagnose(
-    settings: Settings, needed: list[str], web: str | None, worker_timeout: float
-) -> list[Finding]:
-    from shared.infra.stripe_gateway import make_stripe_client
-
-    client = make_stripe_client(settings)
-    return [
-        key_modes(settings),
-        stripe_key(client, settings),
-        webhook_subscriptions(client, needed),
-        webhook_secret(settings, web),
-        *_services(settings, worker_timeout),
-    ]
-
-
-def _services(settings: Settings, worker_timeout: float) -> list[Finding]:
-    from shared.db import make_engine, make_session_factory
-    from shared.infra.broker import make_producer
-
-    engine = make_engine(settings.database_url, pool_size=1)
-    producer = make_producer(settings)
-    try:
-        db = database(engine, settings.database_url)
-        schema = (
-            migrations(engine, settings.database_url)
-            if db.ok
-            else skipped("migrations", "not checked: the database does not answer")
-        )
-        redis = broker(producer, settings.redis_url)
-        if not (schema.ok and redis.ok):
-            work = skipped("workers", "not checked: needs a migrated database and Redis first")
-        else:
-            sessions = make_session_factory(engine)
-            work = workers(check_workers(producer, sessions, worker_timeout))
-        return [db, schema, redis, work]
-    finally:
-        producer.close()
-        engine.dispose()
-
-
-def render(findings: list[Finding]) -> str:
-    lines = []
-    for finding in findings:
-        lines.append(f"{finding.status.upper():8} {finding.check}: {finding.message}")
-        if finding.fix:
-            lines.append(f"{'':8} fix: {finding.fix}")
-    problems = sum(f.status == PROBLEM for f in findings)
-    lines.append("")
-    lines.append(f"{problems} problem(s)" if problems else "no problems found")
-    return "\n".join(lines)
