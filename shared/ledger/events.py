@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
 from shared.infra.crypto import PayloadCipher
+from shared.infra.timeutil import utc_from_timestamp
 from shared.ledger.handlers import registry
 from shared.ledger.webhooks import EventRefused, EventScope, check_event, storable_event
 from shared.models import HandlerRun, QuarantinedEvent, RunStatus, StripeEvent
@@ -104,7 +105,7 @@ def insert_event(
 ) -> RecordedEvent | None:
     """The event's row alone, unless it is known (None then); its runs are the caller's."""
     stored = storable_event(event)
-    created = dt.datetime.fromtimestamp(event["created"], tz=dt.UTC)
+    created = utc_from_timestamp(event["created"])
     received_at = session.execute(
         insert(EVENTS_TABLE)
         .values(
@@ -198,7 +199,7 @@ def quarantine(
                 body_sha256=hashlib.sha256(body.encode()).hexdigest(),
                 source=source,
                 attempts=attempts,
-                first_attempt_at=dt.datetime.fromtimestamp(first_attempt_at, tz=dt.UTC),
+                first_attempt_at=utc_from_timestamp(first_attempt_at),
             )
             .on_conflict_do_nothing(index_elements=[QuarantinedEvent.body_sha256])
             .returning(QuarantinedEvent.id)

@@ -211,7 +211,7 @@ def _failed(
     except SQLAlchemyError:
         log.warning("could not record the failure of %s/%s", event_id, handler)
         return DatabaseUnavailable(policy.countdown(1))
-    HANDLER_RUNS.labels(handler=handler, status="dead" if failure.dead else "retry").inc()
+    HANDLER_RUNS.labels(handler=handler, status=RunStatus.DEAD if failure.dead else "retry").inc()
     if failure.dead:
         log.error(
             "run %s/%s is dead after %d attempts: %s",
