@@ -1,0 +1,2 @@
+"""The service library both sides use, one package per concern: settings, models and
+migrations, the ledger, payments, infrastructure, observability, the CLI, the doctor, dev tools."""

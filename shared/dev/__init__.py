@@ -1,1 +1,2 @@
-"""Dev and test tooling for the local Stripe stand-in (localstripe). Never used in production."""
+"""Dev and test tooling, never used in production: the Stripe stand-in (localstripe, taught
+Stripe's behaviour), and the process and event helpers the tests and bench/ share."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of the database schema (`payments db upgrade`); the models are the source."""
