@@ -15,6 +15,7 @@ from shared.config.readers import (
     _encryption_keys,
     _limit,
     _log_format,
+    _log_level,
     _lookback,
     _non_negative_int,
     _optional,
@@ -70,32 +71,29 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from ``env`` (the process environment by default)."""
     env = os.environ if env is None else env
     refuse_public_dev_values(env)
+    # The variables are checked in the order they always were (the stand-in and the log level
+    # first, then each area in turn), so that of several wrong values the same one is named.
+    api_base = _url(env, "STRIPE_API_BASE", ("http", "https"), required=False) or None
+    log_level = _log_level(env)
     return Settings(
-        **_stripe(env),
+        stripe_api_base=api_base.rstrip("/") if api_base else None,
+        log_level=log_level,
+        **_stripe_keys(env),
         **_stores(env),
-        **_handler_runs(env),
+        **_delivery(env),
         **_maintenance(env),
-        **_access(env),
+        **_protection(env),
         **_observability(env),
+        **_callers(env),
+        **_waits(env),
     )
 
 
-def _stripe(env: Mapping[str, str]) -> Fields:
-    api_base = _url(env, "STRIPE_API_BASE", ("http", "https"), required=False) or None
+def _stripe_keys(env: Mapping[str, str]) -> Fields:
     return {
         "stripe_secret_key": _secret_key(env),
         "stripe_publishable_key": _publishable_key(env),
         "stripe_webhook_secrets": _webhook_secrets(env),
-        "stripe_api_base": api_base.rstrip("/") if api_base else None,
-        "webhook_tolerance_seconds": _positive_int(
-            env, "WEBHOOK_TOLERANCE_SECONDS", DEFAULT_WEBHOOK_TOLERANCE_SECONDS
-        ),
-        "stripe_timeout_seconds": _positive_int(
-            env, "STRIPE_TIMEOUT_SECONDS", DEFAULT_STRIPE_TIMEOUT_SECONDS
-        ),
-        "stripe_js_url": _url(env, "STRIPE_JS_URL", ("http", "https"), required=False)
-        or "https://js.stripe.com/v3/",
-        "connected_accounts": _connected_accounts(env),
     }
 
 
@@ -103,17 +101,24 @@ def _stores(env: Mapping[str, str]) -> Fields:
     return {
         "redis_url": _url(env, "REDIS_URL", ("redis", "rediss"), required=True),
         "database_url": _database_url(env),
-        "visibility_timeout_seconds": _positive_int(
-            env, "BROKER_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_SECONDS
-        ),
-        "encryption_keys": _encryption_keys(env),
     }
 
 
-def _handler_runs(env: Mapping[str, str]) -> Fields:
+def _delivery(env: Mapping[str, str]) -> Fields:
+    """How late a webhook may arrive, how long a queued event is hidden, how long Stripe may
+    take, and how often and how long a handler runs; and which extra handlers there are."""
     return {
+        "webhook_tolerance_seconds": _positive_int(
+            env, "WEBHOOK_TOLERANCE_SECONDS", DEFAULT_WEBHOOK_TOLERANCE_SECONDS
+        ),
+        "visibility_timeout_seconds": _positive_int(
+            env, "BROKER_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_SECONDS
+        ),
         "handler_max_attempts": _positive_int(
             env, "HANDLER_MAX_ATTEMPTS", DEFAULT_HANDLER_MAX_ATTEMPTS
+        ),
+        "stripe_timeout_seconds": _positive_int(
+            env, "STRIPE_TIMEOUT_SECONDS", DEFAULT_STRIPE_TIMEOUT_SECONDS
         ),
         "handler_max_permanent_attempts": _positive_int(
             env, "HANDLER_MAX_PERMANENT_ATTEMPTS", DEFAULT_HANDLER_MAX_PERMANENT_ATTEMPTS
@@ -123,13 +128,11 @@ def _handler_runs(env: Mapping[str, str]) -> Fields:
         "handler_modules": tuple(
             part.strip() for part in env.get("HANDLER_MODULES", "").split(",") if part.strip()
         ),
-        "undecryptable_retry_seconds": _positive_int(
-            env, "UNDECRYPTABLE_RETRY_SECONDS", DEFAULT_UNDECRYPTABLE_RETRY_SECONDS
-        ),
     }
 
 
 def _maintenance(env: Mapping[str, str]) -> Fields:
+    """The sweep of stuck runs and the reconciliation against Stripe's Events API."""
     return {
         "sweep_interval_seconds": _positive_int(
             env, "SWEEP_INTERVAL_SECONDS", DEFAULT_SWEEP_INTERVAL_SECONDS
@@ -147,32 +150,50 @@ def _maintenance(env: Mapping[str, str]) -> Fields:
     }
 
 
-def _access(env: Mapping[str, str]) -> Fields:
+def _protection(env: Mapping[str, str]) -> Fields:
+    """The operator's token, the keys of stored payloads, the API's rate limit and its
+    storage, and how many proxies' forwarded headers we believe."""
     return {
         "admin_token": _admin_token(env),
-        "api_clients": _api_clients(env),
-        "metrics_token": _token(env, "METRICS_TOKEN"),
+        "encryption_keys": _encryption_keys(env),
         "rate_limit": _rate_limit(env),
         "rate_limit_storage_url": _rate_limit_storage(env),
-        "status_rate_limit": _limit(env, "STATUS_RATE_LIMIT", "300 per minute"),
-        "admin_rate_limit": _limit(env, "ADMIN_RATE_LIMIT", "60 per minute"),
-        "probe_rate_limit": _limit(env, "PROBE_RATE_LIMIT", "120 per minute"),
         "trusted_proxy_hops": _non_negative_int(env, "TRUSTED_PROXY_HOPS", 0),
-        "checkout_status_timeout_seconds": _positive_int(
-            env, "CHECKOUT_STATUS_TIMEOUT_SECONDS", 60
-        ),
     }
 
 
 def _observability(env: Mapping[str, str]) -> Fields:
-    log_level = (env.get("LOG_LEVEL", "") or "INFO").strip().upper()
-    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
     return {
         "sentry_dsn": _optional(env, "SENTRY_DSN"),
-        "log_level": log_level,
-        "log_format": _log_format(env),
         "prometheus_multiproc_dir": _optional(env, "PROMETHEUS_MULTIPROC_DIR"),
         "worker_metrics_port": _non_negative_int(env, "WORKER_METRICS_PORT", 0) or None,
         "worker_metrics_host": _optional(env, "WORKER_METRICS_HOST") or "127.0.0.1",
+        "log_format": _log_format(env),
+    }
+
+
+def _callers(env: Mapping[str, str]) -> Fields:
+    """What callers meet: the checkout page's Stripe.js, the API's clients, the connected
+    accounts whose events we apply, each endpoint's budget and the token for /metrics."""
+    return {
+        "stripe_js_url": _url(env, "STRIPE_JS_URL", ("http", "https"), required=False)
+        or "https://js.stripe.com/v3/",
+        "api_clients": _api_clients(env),
+        "connected_accounts": _connected_accounts(env),
+        "status_rate_limit": _limit(env, "STATUS_RATE_LIMIT", "300 per minute"),
+        "admin_rate_limit": _limit(env, "ADMIN_RATE_LIMIT", "60 per minute"),
+        "probe_rate_limit": _limit(env, "PROBE_RATE_LIMIT", "120 per minute"),
+        "metrics_token": _token(env, "METRICS_TOKEN"),
+    }
+
+
+def _waits(env: Mapping[str, str]) -> Fields:
+    """How long an event no key decrypts is retried, and how long the checkout page waits."""
+    return {
+        "undecryptable_retry_seconds": _positive_int(
+            env, "UNDECRYPTABLE_RETRY_SECONDS", DEFAULT_UNDECRYPTABLE_RETRY_SECONDS
+        ),
+        "checkout_status_timeout_seconds": _positive_int(
+            env, "CHECKOUT_STATUS_TIMEOUT_SECONDS", 60
+        ),
     }

@@ -107,6 +107,13 @@ def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _log_level(env: Mapping[str, str]) -> str:
+    value = (env.get("LOG_LEVEL", "") or "INFO").strip().upper()
+    if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
+    return value
+
+
 def _log_format(env: Mapping[str, str]) -> str:
     value = (env.get("LOG_FORMAT", "") or "json").strip().lower()
     if value not in ("json", "text"):
