@@ -11,7 +11,8 @@ from shared.cli.dev import dev
 from shared.cli.dlq import dlq
 from shared.cli.events import events
 from shared.cli.keys import keys
-from shared.cli.ops import doctor_command, reconcile_command, worker_check
+from shared.cli.ops import doctor_command, worker_check
+from shared.cli.reconcile import reconcile_command
 from shared.cli.webhook import webhook
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import click
 from celery import Celery
 
@@ -36,11 +34,6 @@ def operator_runtime() -> tuple[Runtime, Celery]:
     settings = settings_or_exit()
     configure_logging("WARNING")
     return build_runtime(settings), make_producer(settings)
-
-
-def as_utc(value: dt.datetime | None) -> dt.datetime | None:
-    """A naive date/time typed on the command line, read as UTC."""
-    return None if value is None else value.replace(tzinfo=dt.UTC)
 
 
 def format_table(headers: list[str], rows: list[list[str]], max_width: int = 60) -> str:

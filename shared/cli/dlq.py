@@ -8,15 +8,15 @@ from typing import Any
 
 import click
 
-from shared.cli.common import DATE, as_utc, format_table, operator_runtime
+from shared.cli.common import DATE, format_table, operator_runtime
 from shared.infra.broker import enqueue_run
+from shared.infra.timeutil import as_utc
 from shared.ledger.dlq import RunFilter, count_dead, list_dead, replay_dead
 
 
 def _filters(
     event_type: str | None, handler: str | None, since: dt.datetime | None, error: str | None
-) -> Any:
-
+) -> RunFilter:
     return RunFilter(event_type, handler, as_utc(since), error)
 
 

@@ -1,59 +1,14 @@
-"""`payments reconcile`, `worker-check` and `doctor`: the commands that look at the running
-system as a whole."""
+"""`payments worker-check` and `doctor`: is the running system healthy, and if not, why."""
 
 from __future__ import annotations
-
-import datetime as dt
 
 import click
 
 from shared import doctor
-from shared.cli.common import (
-    DATE,
-    as_utc,
-    format_table,
-    needed_event_types,
-    operator_runtime,
-)
+from shared.cli.common import format_table, needed_event_types, operator_runtime
 from shared.config import load_settings
-from shared.infra.broker import enqueue_run
-from shared.ledger.reconcile import StripeEventSource, reconcile
 from shared.observability.health import check_workers
 from shared.observability.logs import configure_logging
-
-
-@click.command("reconcile")
-@click.option("--since", type=DATE, help="List Stripe events from this UTC date/time.")
-def reconcile_command(since: dt.datetime | None) -> None:
-    """Ingest every Stripe event since the checkpoint (or --since) that we never recorded."""
-
-    rt, producer = operator_runtime()
-    result = reconcile(
-        rt.sessions,
-        StripeEventSource(rt.stripe_client),
-        overlap_seconds=rt.settings.reconcile_overlap_seconds,
-        lookback_seconds=rt.settings.reconcile_lookback_seconds,
-        cipher=rt.cipher,
-        scope=rt.scope,
-        since=as_utc(since),
-    )
-    if result.skipped:
-        raise click.ClickException("another reconciler is running; try again shortly")
-    for event_id, name in result.pending_runs:
-        enqueue_run(producer, event_id, name)
-    click.echo(
-        format_table(
-            ["since", "listed", "recovered", "runs queued"],
-            [
-                [
-                    result.since.strftime("%Y-%m-%d %H:%M:%S"),
-                    str(result.listed),
-                    str(result.recovered),
-                    str(len(result.pending_runs)),
-                ]
-            ],
-        )
-    )
 
 
 @click.command("worker-check")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from shared.cli.common import needed_event_types, settings_or_exit
+from shared.dev.standin import StandIn
 from shared.infra.stripe_gateway import make_stripe_client
 
 
@@ -25,8 +26,6 @@ def webhook_register(url: str) -> None:
     settings = settings_or_exit()
     events = needed_event_types(settings)
     if settings.uses_stripe_stand_in:
-        from shared.dev.standin import StandIn
-
         StandIn(settings).register_webhook(url, events)
         click.echo(f"stand-in at {settings.stripe_api_base} now posts events to {url}")
         return

@@ -1,5 +1,4 @@
-"""The checks of our own services (PostgreSQL and its schema, Redis, the workers), and the
-whole diagnosis in the order a person would fix things."""
+"""Checks of our own services (PostgreSQL, its schema, Redis, the workers), and the diagnosis."""
 
 from __future__ import annotations
 
@@ -37,7 +36,6 @@ def database(engine: Engine, database_url: str) -> Finding:
 
 
 def migrations(engine: Engine, database_url: str) -> Finding:
-
     needed = set(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
     with engine.connect() as connection:
         current = set(MigrationContext.configure(connection).get_current_heads())

@@ -1,5 +1,4 @@
-"""The checks of our Stripe configuration: the keys, their mode, the webhook endpoint's
-subscriptions and signing secret."""
+"""Checks of the configuration and of Stripe: keys and their mode, the webhook endpoint."""
 
 from __future__ import annotations
 
