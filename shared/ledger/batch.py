@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, insert
+from sqlalchemy import Boolean, Interval, bindparam, case, func, insert, null
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
@@ -86,14 +86,46 @@ def record_and_apply(
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
 ) -> tuple[RecordedEvent | None, BatchOutcome, list[str]]:
-    """A first delivery: record the event, apply every handler (a savepoint each) and write
-    its runs with their outcome, all in one transaction. When the event was known already,
-    (None, nothing done, the runs still pending) instead.
+    """A first delivery: record the event, apply every handler and write its runs with their
+    outcome, all in one transaction. When the event was known already, (None, nothing done,
+    the runs still pending) instead.
+
+    The first handler runs without a savepoint (two round trips fewer; an event of one
+    handler needs none): should it fail, the whole transaction is rolled back, nothing of it
+    visible to anyone, and done again with that failure noted on its run, the handler not
+    called again (its attempts match its calls). Every other handler runs in a savepoint of
+    its own, so its failure is rolled back alone and counted on its run; none is called twice.
 
     Only for a message the broker has not delivered before: should a handler kill its worker
     here, nothing commits, not even the attempt, and the broker redelivers the message marked
     as such; the redelivery takes ``ingest`` then ``apply_claimed_runs``, which commit the
     claimed attempt first, so such a handler still ends dead instead of looping."""
+    try:
+        return _record_and_apply(sessions, event, source, cipher, stripe, policy, None)
+    except _HandlerFailed as failure:
+        return _record_and_apply(sessions, event, source, cipher, stripe, policy, failure)
+
+
+class _HandlerFailed(Exception):
+    """The first handler, run without a savepoint, failed: its transaction is void."""
+
+    def __init__(self, handler: str, error: Exception) -> None:
+        super().__init__(handler)
+        self.handler = handler
+        self.error = error
+
+
+def _record_and_apply(
+    sessions: sessionmaker[Session],
+    event: dict[str, Any],
+    source: str,
+    cipher: PayloadCipher,
+    stripe: PaymentIntentReader | None,
+    policy: RetryPolicy,
+    failure: _HandlerFailed | None,
+) -> tuple[RecordedEvent | None, BatchOutcome, list[str]]:
+    """One try of ``record_and_apply``; ``failure`` is the first handler's from the try
+    before, if it failed."""
     outcome = BatchOutcome()
     with transaction(sessions) as session:
         limit_statements(session, dt.timedelta(seconds=policy.lease_seconds))
@@ -102,36 +134,68 @@ def record_and_apply(
             return None, outcome, pending_handlers(session, event["id"])
         # The runs are written last, with their outcome, in one statement.
         runs = [HandlerRun(event_id=recorded.id, handler=h, attempts=1) for h in recorded.handlers]
-        for run in runs:
-            _apply_one(session, recorded, run, stripe, policy, outcome)
+        for index, run in enumerate(runs):
+            if index == 0 and failure is None:
+                _apply_unisolated(session, recorded, run.handler, stripe)
+                outcome.done.append(run.handler)
+            else:
+                known = failure.error if failure and run.handler == failure.handler else None
+                _apply_one(session, recorded, run, stripe, policy, outcome, known)
             if run.handler in outcome.done:
                 mark_done(run)
         if runs:
-            session.execute(insert(RUNS_TABLE).values([_row(run) for run in runs]))
+            session.execute(_INSERT_RUN_OUTCOMES, [_outcome_row(run, outcome) for run in runs])
     _report(outcome, recorded.id, recorded.type, recorded.received_at)
     return recorded, outcome, []
 
 
-_RUN_COLUMNS = (
-    "event_id",
-    "handler",
-    "status",
-    "attempts",
-    "last_error",
-    "leased_until",
-    "next_attempt_at",
-    "updated_at",
-    "finished_at",
+def _apply_unisolated(
+    session: Session, event: RecordedEvent, handler: str, stripe: PaymentIntentReader | None
+) -> None:
+    """Run a handler with no savepoint of its own. Raises _HandlerFailed when it fails, the
+    transaction then being fit only to roll back."""
+    try:
+        registry.get(handler)(session, _view(event, stripe))
+    except Exception as error:  # counted by the isolated try that follows
+        raise _HandlerFailed(handler, error) from error
+
+
+def _view(event: RecordedEvent, stripe: PaymentIntentReader | None) -> EventView:
+    # Each handler gets the event afresh, as stored: one that edits its payload cannot touch
+    # another's.
+    payload = json.loads(json.dumps(event.payload))
+    return EventView(event.id, event.type, event.created, payload, stripe)
+
+
+# A first delivery's runs, written with their outcome by one statement for all of them. Built
+# once from bound parameters, so SQLAlchemy compiles it once per process (a multi-row VALUES
+# list is compiled again on every call). Every time is the database's clock, as elsewhere.
+_INSERT_RUN_OUTCOMES = insert(RUNS_TABLE).values(
+    event_id=bindparam("event_id"),
+    handler=bindparam("handler"),
+    status=bindparam("status"),
+    attempts=bindparam("attempts"),
+    last_error=bindparam("last_error"),
+    # NULL + interval is NULL: no retry due.
+    next_attempt_at=func.now() + bindparam("retry_in", type_=Interval),
+    updated_at=func.now(),
+    finished_at=case((bindparam("finished", type_=Boolean), func.now()), else_=null()),
 )
 
 
-def _row(run: HandlerRun) -> dict[str, Any]:
-    """A run built in memory, as the values of a plain insert (no ORM unit of work: one
-    statement for all of an event's runs, at a fraction of the cost)."""
-    row = {column: getattr(run, column) for column in _RUN_COLUMNS}
-    row["status"] = row["status"] or RunStatus.PENDING
-    row["updated_at"] = row["updated_at"] if row["updated_at"] is not None else func.now()
-    return row
+def _outcome_row(run: HandlerRun, outcome: BatchOutcome) -> dict[str, Any]:
+    """A run applied in memory (``mark_done`` or ``note_failure``), as the statement's values."""
+    retry = outcome.retries.get(run.handler)
+    status = run.status or RunStatus.PENDING
+    return {
+        "event_id": run.event_id,
+        "handler": run.handler,
+        "status": status,
+        "attempts": run.attempts,
+        "last_error": run.last_error,
+        "retry_in": None if retry is None else dt.timedelta(seconds=retry.countdown),
+        "finished": status != RunStatus.PENDING,
+    }
 
 
 def apply_claimed_runs(
@@ -165,23 +229,30 @@ def _apply_one(
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
     outcome: BatchOutcome,
+    known_error: Exception | None = None,
 ) -> None:
-    # Each handler gets the event afresh, as stored: one that edits its payload cannot touch
-    # another's.
-    payload = json.loads(json.dumps(event.payload))
-    view = EventView(event.id, event.type, event.created, payload, stripe)
+    """Apply one run in a savepoint of its own and note its outcome on it; with
+    ``known_error``, only note that failure (the handler ran and failed a moment ago)."""
+    error = known_error or _run_in_savepoint(session, run.handler, _view(event, stripe))
+    if error is None:
+        outcome.done.append(run.handler)
+        return
+    dead, countdown = note_failure(run, error_text(error), error, policy)
+    if dead:
+        outcome.dead.append((run.handler, error))
+    else:
+        outcome.retries[run.handler] = Retry(countdown)
+    _log_failure(event.id, run.handler, run.attempts, error, dead, countdown)
+
+
+def _run_in_savepoint(session: Session, handler: str, view: EventView) -> Exception | None:
+    """Run a handler; when it fails, roll back to before it and return its error."""
     try:
         with session.begin_nested():
-            registry.get(run.handler)(session, view)
+            registry.get(handler)(session, view)
     except Exception as error:  # noqa: BLE001 - every handler failure is counted; the policy decides
-        dead, countdown = note_failure(run, error_text(error), error, policy)
-        if dead:
-            outcome.dead.append((run.handler, error))
-        else:
-            outcome.retries[run.handler] = Retry(countdown)
-        _log_failure(event.id, run.handler, run.attempts, error, dead, countdown)
-        return
-    outcome.done.append(run.handler)
+        return error
+    return None
 
 
 def _log_failure(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import itertools
 from typing import Any
@@ -35,13 +36,21 @@ def _effect(session: Session, event: EventView, handler: str) -> None:
     )
 
 
+# Calls by (event, handler), kept outside the database: a rolled-back call leaves no row.
+CALLS: collections.Counter[tuple[str, str]] = collections.Counter()
+
+
 @registry.handles(TYPE, name="fast.batch_first")
 def _first(session: Session, event: EventView) -> None:
+    CALLS[event.id, "fast.batch_first"] += 1
     _effect(session, event, "fast.batch_first")
+    if event.object.get("fail_first"):
+        raise ValueError("a first handler bug")
 
 
 @registry.handles(TYPE, name="fast.batch_second")
 def _second(session: Session, event: EventView) -> None:
+    CALLS[event.id, "fast.batch_second"] += 1
     # Writes, then fails: its write must not survive.
     _effect(session, event, "fast.batch_second")
     if event.object.get("fail"):
@@ -180,6 +189,8 @@ def test_a_first_delivery_records_applies_and_writes_its_runs_at_once(effects, c
     assert _effects(effects, event["id"]) == ["fast.batch_first", "fast.batch_second"]
     runs = _runs(effects, event["id"])
     assert {(run.status, run.attempts) for run in runs.values()} == {(RunStatus.DONE, 1)}
+    assert all(run.finished_at is not None for run in runs.values())
+    assert all(run.next_attempt_at is None for run in runs.values())
 
 
 def test_a_first_delivery_counts_a_failing_handler_on_its_run(effects, cipher):
@@ -193,7 +204,43 @@ def test_a_first_delivery_counts_a_failing_handler_on_its_run(effects, cipher):
     failed = _runs(effects, event["id"])["fast.batch_second"]
     assert (failed.status, failed.attempts) == (RunStatus.PENDING, 1)
     assert "ValueError: a handler bug" in (failed.last_error or "")
-    assert failed.next_attempt_at is not None and failed.leased_until is None
+    assert failed.leased_until is None and failed.finished_at is None
+    # Due again after its backoff, by the database's clock.
+    assert failed.next_attempt_at is not None
+    due_in = (failed.next_attempt_at - failed.updated_at).total_seconds()
+    assert due_in == pytest.approx(outcome.retries["fast.batch_second"].countdown, abs=0.01)
+
+
+def test_a_first_delivery_whose_first_handler_fails_calls_each_handler_once(effects, cipher):
+    """The first handler runs without a savepoint: its failure voids the transaction, which
+    is done again with that failure noted, neither handler called a second time."""
+    event = _event(cipher, fail_first=True)
+
+    recorded, outcome, _ = record_and_apply(effects, event, "webhook", cipher, None, POLICY)
+
+    assert recorded is not None
+    assert outcome.done == ["fast.batch_second"]
+    assert set(outcome.retries) == {"fast.batch_first"}
+    assert _effects(effects, event["id"]) == ["fast.batch_second"]
+    assert CALLS[event["id"], "fast.batch_first"] == 1
+    assert CALLS[event["id"], "fast.batch_second"] == 1
+    failed = _runs(effects, event["id"])["fast.batch_first"]
+    assert (failed.status, failed.attempts) == (RunStatus.PENDING, 1)
+    assert "ValueError: a first handler bug" in (failed.last_error or "")
+
+
+def test_a_first_delivery_out_of_attempts_writes_its_run_dead_and_finished(effects, cipher):
+    event = _event(cipher, fail=True)
+    last_chance = RetryPolicy(
+        max_transient_attempts=3, max_permanent_attempts=1, base_seconds=1, cap_seconds=10
+    )
+
+    _, outcome, _ = record_and_apply(effects, event, "webhook", cipher, None, last_chance)
+
+    assert [handler for handler, _ in outcome.dead] == ["fast.batch_second"]
+    dead = _runs(effects, event["id"])["fast.batch_second"]
+    assert dead.status == RunStatus.DEAD and dead.finished_at is not None
+    assert dead.next_attempt_at is None
 
 
 def test_a_known_event_is_not_applied_again_and_hands_back_its_pending_runs(effects, cipher):
