@@ -8,7 +8,12 @@ The settings and their defaults live in ``settings``, one reader per kind of val
 ``readers``, and ``loading`` reads them all.
 """
 
-from shared.config.loading import load_settings, prometheus_multiproc_dir, refuse_public_dev_values
+from shared.config.loading import (
+    load_settings,
+    pin_broker,
+    prometheus_multiproc_dir,
+    refuse_public_dev_values,
+)
 from shared.config.settings import (
     DEFAULT_HANDLER_MAX_ATTEMPTS,
     DEFAULT_HANDLER_MAX_PERMANENT_ATTEMPTS,
@@ -48,6 +53,7 @@ __all__ = [
     "ConfigError",
     "Settings",
     "load_settings",
+    "pin_broker",
     "prometheus_multiproc_dir",
     "refuse_public_dev_values",
 ]

@@ -4,7 +4,7 @@ what it configures, so a wrong value stops the process at start with a one-line 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from shared.config.readers import (
@@ -100,6 +100,7 @@ def _stripe_keys(env: Mapping[str, str]) -> Fields:
 def _stores(env: Mapping[str, str]) -> Fields:
     return {
         "redis_url": _url(env, "REDIS_URL", ("redis", "rediss"), required=True),
+        "broker_url": _url(env, "BROKER_URL", ("redis", "rediss"), required=False) or None,
         "database_url": _database_url(env),
     }
 
@@ -197,3 +198,27 @@ def _waits(env: Mapping[str, str]) -> Fields:
             env, "CHECKOUT_STATUS_TIMEOUT_SECONDS", 60
         ),
     }
+
+
+# Celery reads its broker from these before its configuration, and its command line's
+# --broker (or BROKER_URL) sets the first of them.
+CELERY_BROKER_VARIABLES = ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL")
+
+
+def pin_broker(broker_url: str, environ: MutableMapping[str, str] = os.environ) -> None:
+    """Make ``broker_url`` the only broker Celery can use in this process.
+
+    A broker variable of Celery's own that our settings never read would have the worker,
+    beat and Flower consume from one broker while the web process publishes to another:
+    every webhook answered 200, none processed. One that names another broker is refused
+    (ConfigError); one that agrees is dropped, so nothing but the settings decides."""
+    for name in CELERY_BROKER_VARIABLES:
+        value = environ.get(name)
+        if value is None:
+            continue
+        if value != broker_url:
+            raise ConfigError(
+                f"{name} names another broker than BROKER_URL (or REDIS_URL, when BROKER_URL "
+                f"is unset): every process takes its broker from BROKER_URL alone; unset {name}"
+            )
+        del environ[name]

@@ -53,6 +53,8 @@ class Settings:
     stripe_webhook_secrets: tuple[str, ...] = field(repr=False)
     redis_url: str
     database_url: str
+    # BROKER_URL as given; unset, the broker is the Redis at REDIS_URL (see ``broker``).
+    broker_url: str | None = None
     stripe_api_base: str | None = None
     sentry_dsn: str | None = field(default=None, repr=False)
     webhook_tolerance_seconds: int = DEFAULT_WEBHOOK_TOLERANCE_SECONDS
@@ -107,6 +109,11 @@ class Settings:
     # How long the checkout page waits for the outcome before it tells the customer the
     # payment is still processing (it keeps checking, and never offers to pay again).
     checkout_status_timeout_seconds: int = 60
+
+    @property
+    def broker(self) -> str:
+        """The one broker every process publishes to and consumes from."""
+        return self.broker_url or self.redis_url
 
     @property
     def uses_stripe_stand_in(self) -> bool:

@@ -114,7 +114,7 @@ def _services(settings: Settings, worker_timeout: float) -> list[Finding]:
             if db.ok
             else skipped("migrations", "not checked: the database does not answer")
         )
-        redis = broker(producer, settings.redis_url)
+        redis = broker(producer, settings.broker)
         if not (schema.ok and redis.ok):
             work = skipped("workers", "not checked: needs a migrated database and Redis first")
         else:

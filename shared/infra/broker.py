@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
-from shared.config import Settings
+from shared.config import Settings, pin_broker
 from shared.infra.crypto import PayloadCipher
 from shared.infra.redis_publish import RedisTaskPublisher, can_publish_directly
 from shared.ledger.retry import RetryPolicy
@@ -35,6 +35,7 @@ WEBHOOK_PUBLISH_RETRY_POLICY = {
 
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
+    pin_broker(settings.broker)
     return {
         **_broker_settings(settings),
         **_delivery_settings(),
@@ -58,7 +59,7 @@ def _broker_settings(settings: Settings) -> dict[str, Any]:
         "retry_on_timeout": True,
     }
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": settings.broker,
         # Celery reads the visibility timeout from both; they must agree.
         "broker_transport_options": transport_options,
         "result_backend_transport_options": {
