@@ -1,4 +1,5 @@
-"""Validation of the create-payment request, with Stripe's own limits.
+"""Validation of the create-payment request and of the operators' refund, capture and cancel
+requests, with Stripe's own limits.
 
 Every error names the field it is about, so a client can show it next to the right input.
 """
@@ -37,7 +38,11 @@ MINIMUM_AMOUNTS = {
     "myr": 200, "nok": 300, "nzd": 50, "pln": 200, "ron": 200, "sek": 300, "sgd": 50, "thb": 1000,
 }  # fmt: skip
 
-ALLOWED_FIELDS = frozenset({"amount", "currency", "metadata"})
+ALLOWED_FIELDS = frozenset({"amount", "currency", "metadata", "captureMethod"})
+CAPTURE_METHODS = ("automatic", "manual")
+# The reasons Stripe accepts from a caller (Stripe sets others itself).
+REFUND_REASONS = ("requested_by_customer", "duplicate", "fraudulent")
+CANCELLATION_REASONS = ("abandoned", "duplicate", "fraudulent", "requested_by_customer")
 
 
 class ValidationError(Exception):
@@ -52,9 +57,19 @@ class PaymentRequest:
     amount: int
     currency: str
     metadata: dict[str, str]
+    # None when the request did not say: Stripe's default, and no part of the fingerprint, so the
+    # fingerprints of requests from before captureMethod existed stay what they were.
+    capture_method: str | None = None
 
     def canonical(self) -> dict[str, Any]:
-        return {"amount": self.amount, "currency": self.currency, "metadata": self.metadata}
+        canonical: dict[str, Any] = {
+            "amount": self.amount,
+            "currency": self.currency,
+            "metadata": self.metadata,
+        }
+        if self.capture_method is not None:
+            canonical["captureMethod"] = self.capture_method
+        return canonical
 
 
 def validate_payment_request(body: Any) -> PaymentRequest:
@@ -68,7 +83,17 @@ def validate_payment_request(body: Any) -> PaymentRequest:
         amount=_amount(body.get("amount"), body.get("currency")),
         currency=_currency(body.get("currency")),
         metadata=_metadata(body.get("metadata")),
+        capture_method=_choice(body, "captureMethod", CAPTURE_METHODS),
     )
+
+
+def _choice(body: dict[str, Any], field: str, choices: tuple[str, ...]) -> str | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if value not in choices:
+        raise ValidationError(field, "must be one of " + ", ".join(choices))
+    return str(value)
 
 
 def _currency(value: Any) -> str:
@@ -130,6 +155,17 @@ def _metadata(value: Any) -> dict[str, str]:
 def validate_idempotency_key(value: str | None) -> str | None:
     if value is None:
         return None
+    return _key(value)
+
+
+def validate_required_idempotency_key(value: str | None) -> str:
+    """The operators' calls move money: each must carry its key, so a retry is always safe."""
+    if value is None:
+        raise ValidationError("Idempotency-Key", "is required")
+    return _key(value)
+
+
+def _key(value: str) -> str:
     value = value.strip()
     if not value:
         raise ValidationError("Idempotency-Key", "must not be empty")
@@ -139,4 +175,60 @@ def validate_idempotency_key(value: str | None) -> str | None:
         )
     if not value.isprintable() or not value.isascii():
         raise ValidationError("Idempotency-Key", "must be printable ASCII")
+    return value
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    amount: int | None = None  # None: whatever is left to refund
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class CaptureRequest:
+    amount: int | None = None  # None: all that is capturable
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    reason: str | None = None
+
+
+def validate_refund_request(body: Any) -> RefundRequest:
+    fields = _operation_body(body, {"amount", "reason"})
+    return RefundRequest(
+        amount=_optional_amount(fields.get("amount")),
+        reason=_choice(fields, "reason", REFUND_REASONS),
+    )
+
+
+def validate_capture_request(body: Any) -> CaptureRequest:
+    fields = _operation_body(body, {"amount"})
+    return CaptureRequest(amount=_optional_amount(fields.get("amount")))
+
+
+def validate_cancel_request(body: Any) -> CancelRequest:
+    fields = _operation_body(body, {"reason"})
+    return CancelRequest(reason=_choice(fields, "reason", CANCELLATION_REASONS))
+
+
+def _operation_body(body: Any, allowed: set[str]) -> dict[str, Any]:
+    """An operation's body: none at all is an empty one; unknown fields are refused."""
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ValidationError("body", "must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ValidationError(unknown[0] or '""', "is not a known field")
+    return body
+
+
+def _optional_amount(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("amount", "must be an integer in the currency's minor unit (cents)")
+    if not 0 < value <= MAX_AMOUNT:
+        raise ValidationError("amount", f"must be between 1 and {MAX_AMOUNT}")
     return value

@@ -33,6 +33,7 @@ class PaymentGateway(Protocol):
         currency: str,
         metadata: dict[str, str],
         idempotency_key: str | None,
+        capture_method: str | None = None,
     ) -> CreatedIntent: ...
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> CreatedIntent: ...
@@ -42,6 +43,30 @@ class PaymentIntentReader(Protocol):
     def current_payment_intent(self, payment_intent_id: str) -> dict[str, Any] | None:
         """The PaymentIntent as Stripe has it now, or None if Stripe does not know it."""
         ...
+
+
+class OperationsGateway(Protocol):
+    """The operators' calls after a payment: each answers Stripe's object as a dict (a
+    PaymentIntent without its client secret), and is sent with the idempotency key given."""
+
+    def create_refund(
+        self,
+        payment_intent_id: str,
+        *,
+        amount: int | None,
+        reason: str | None,
+        idempotency_key: str,
+    ) -> dict[str, Any]: ...
+
+    def capture_payment_intent(
+        self, payment_intent_id: str, *, amount: int | None, idempotency_key: str
+    ) -> dict[str, Any]: ...
+
+    def cancel_payment_intent(
+        self, payment_intent_id: str, *, reason: str | None, idempotency_key: str
+    ) -> dict[str, Any]: ...
+
+    def current_payment_intent(self, payment_intent_id: str) -> dict[str, Any] | None: ...
 
 
 def make_stripe_client(settings: Settings) -> stripe.StripeClient:
@@ -86,13 +111,47 @@ class StripeGateway:
         currency: str,
         metadata: dict[str, str],
         idempotency_key: str | None,
+        capture_method: str | None = None,
     ) -> CreatedIntent:
         params: Any = {"amount": amount, "currency": currency, "metadata": metadata}
+        if capture_method is not None:
+            params["capture_method"] = capture_method
         options: Any = {"idempotency_key": idempotency_key} if idempotency_key else {}
         return _intent(self._client.v1.payment_intents.create(params=params, options=options))
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> CreatedIntent:
         return _intent(self._client.v1.payment_intents.retrieve(payment_intent_id))
+
+    def create_refund(
+        self,
+        payment_intent_id: str,
+        *,
+        amount: int | None,
+        reason: str | None,
+        idempotency_key: str,
+    ) -> dict[str, Any]:
+        params: Any = _given(payment_intent=payment_intent_id, amount=amount, reason=reason)
+        refund = self._client.v1.refunds.create(params, {"idempotency_key": idempotency_key})
+        answer: dict[str, Any] = refund.to_dict()
+        return answer
+
+    def capture_payment_intent(
+        self, payment_intent_id: str, *, amount: int | None, idempotency_key: str
+    ) -> dict[str, Any]:
+        params: Any = _given(amount_to_capture=amount)
+        options: Any = {"idempotency_key": idempotency_key}
+        return _without_secret(
+            self._client.v1.payment_intents.capture(payment_intent_id, params, options)
+        )
+
+    def cancel_payment_intent(
+        self, payment_intent_id: str, *, reason: str | None, idempotency_key: str
+    ) -> dict[str, Any]:
+        params: Any = _given(cancellation_reason=reason)
+        options: Any = {"idempotency_key": idempotency_key}
+        return _without_secret(
+            self._client.v1.payment_intents.cancel(payment_intent_id, params, options)
+        )
 
     def current_payment_intent(self, payment_intent_id: str) -> dict[str, Any] | None:
         try:
@@ -101,7 +160,16 @@ class StripeGateway:
             if exc.http_status == 404:
                 return None
             raise
-        intent: dict[str, Any] = resource.to_dict()
-        # Never let the client secret travel further than this call.
-        intent.pop("client_secret", None)
-        return intent
+        return _without_secret(resource)
+
+
+def _given(**params: Any) -> dict[str, Any]:
+    """The parameters that have a value: Stripe's defaults stand for the others."""
+    return {name: value for name, value in params.items() if value is not None}
+
+
+def _without_secret(resource: Any) -> dict[str, Any]:
+    intent: dict[str, Any] = resource.to_dict()
+    # Never let the client secret travel further than this call.
+    intent.pop("client_secret", None)
+    return intent

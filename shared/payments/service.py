@@ -100,6 +100,7 @@ class PaymentService:
                 currency=request.currency,
                 metadata=request.metadata,
                 idempotency_key=caller.stripe_idempotency_key(key),
+                capture_method=request.capture_method,
             )
         except Exception:
             # Stripe said no (or could not be reached): free the key now, so a retry need not

@@ -46,7 +46,9 @@ class FakeStripe:
     fail_with: Exception | None = None
     during_call: Any = None
 
-    def create_payment_intent(self, *, amount, currency, metadata, idempotency_key):
+    def create_payment_intent(
+        self, *, amount, currency, metadata, idempotency_key, capture_method=None
+    ):
         self.calls.append(idempotency_key)
         if self.during_call:
             self.during_call()
