@@ -13,6 +13,7 @@ from shared.config import load_settings
 from shared.infra.broker import (
     CANARY_TASK,
     INGEST_EVENT_TASK,
+    PRUNE_TASK,
     RECONCILE_TASK,
     RUN_HANDLER_TASK,
     SWEEP_TASK,
@@ -30,6 +31,7 @@ from shared.ledger.events import (
     undecryptable_countdown,
 )
 from shared.ledger.reconcile import StripeEventSource, reconcile
+from shared.ledger.retention import prune
 from shared.ledger.retry import INGEST_MAX_COUNTDOWN_SECONDS, GiveUp, Retry
 from shared.ledger.runs import run_handler_once
 from shared.ledger.webhooks import EventRefused, WebhookRejected
@@ -198,6 +200,24 @@ def sweep_pending_runs() -> int:
         SWEPT.inc(len(runs))
         log.warning("sweeper re-sent %d pending run(s)", len(runs))
     return len(runs)
+
+
+@app.task(name=PRUNE_TASK, ignore_result=True)
+def prune_old_events() -> int:
+    rt = runtime()
+    result = prune(
+        rt.sessions,
+        dt.timedelta(days=rt.settings.event_retention_days),
+        rt.settings.reconcile_lookback_seconds,
+    )
+    if result.events or result.canaries:
+        log.info(
+            "pruned %d event(s) received before %s, and %d canary row(s)",
+            result.events,
+            result.horizon.isoformat(),
+            result.canaries,
+        )
+    return result.events
 
 
 @app.task(name=RECONCILE_TASK, ignore_result=True)

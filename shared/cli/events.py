@@ -1,6 +1,9 @@
-"""`payments events`: replaying a recorded event, and the quarantine of unreadable bodies."""
+"""`payments events`: replaying a recorded event, pruning old ones, and the quarantine of
+unreadable bodies."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 import click
 
@@ -10,6 +13,13 @@ from shared.ledger.dlq import replay_event
 from shared.ledger.events import EventNotFound, list_quarantined, recover_quarantined
 from shared.ledger.handlers import UnknownHandler
 from shared.ledger.reconcile import StripeEventSource
+from shared.ledger.retention import (
+    RetentionTooShort,
+    check_retention,
+    count_prunable,
+    horizon_for,
+    prune,
+)
 from shared.ledger.webhooks import EventRefused
 
 
@@ -111,3 +121,36 @@ def quarantine_retry(ids: tuple[int, ...], retry_all: bool) -> None:
     )
     if any(r.outcome != "recovered" for r in results):
         raise click.ClickException("some bodies were not recovered (see outcome)")
+
+
+@events.command("prune")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.IntRange(min=1),
+    required=True,
+    metavar="DAYS",
+    help="Forget events received more than DAYS days ago (at least 31: Stripe may resend "
+    "younger ones).",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would go; delete nothing.")
+def events_prune(days: int, dry_run: bool) -> None:
+    """Delete old events and their runs, keeping every event with a run pending or dead."""
+
+    rt, _ = operator_runtime()
+    older_than = dt.timedelta(days=days)
+    lookback = rt.settings.reconcile_lookback_seconds
+    try:
+        check_retention(older_than, lookback)
+    except RetentionTooShort as exc:
+        raise click.ClickException(str(exc)) from None
+    if dry_run:
+        horizon = horizon_for(older_than)
+        count = count_prunable(rt.sessions, horizon)
+        click.echo(f"{count} event(s) received before {horizon:%Y-%m-%d %H:%M:%S} would be pruned")
+        return
+    result = prune(rt.sessions, older_than, lookback)
+    click.echo(
+        f"pruned {result.events} event(s) received before {result.horizon:%Y-%m-%d %H:%M:%S} "
+        f"and {result.canaries} worker-check canary row(s)"
+    )

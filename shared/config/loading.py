@@ -29,6 +29,7 @@ from shared.config.readers import (
     _webhook_secrets,
 )
 from shared.config.settings import (
+    DEFAULT_EVENT_RETENTION_DAYS,
     DEFAULT_HANDLER_MAX_ATTEMPTS,
     DEFAULT_HANDLER_MAX_PERMANENT_ATTEMPTS,
     DEFAULT_RECONCILE_INTERVAL_SECONDS,
@@ -148,7 +149,17 @@ def _maintenance(env: Mapping[str, str]) -> Fields:
             env, "RECONCILE_OVERLAP_SECONDS", DEFAULT_RECONCILE_OVERLAP_SECONDS
         ),
         "reconcile_lookback_seconds": _lookback(env),
+        "event_retention_days": _retention_days(env),
     }
+
+
+def _retention_days(env: Mapping[str, str]) -> int:
+    days = _non_negative_int(env, "EVENT_RETENTION_DAYS", DEFAULT_EVENT_RETENTION_DAYS)
+    # Stripe lists events for 30 days: one forgotten sooner would be applied again if it came
+    # back (shared.ledger.retention). The reconciler's own lookback is checked at prune time.
+    if 0 < days <= 30:
+        raise ConfigError("EVENT_RETENTION_DAYS must be 0 (keep for ever) or more than 30")
+    return days
 
 
 def _protection(env: Mapping[str, str]) -> Fields:

@@ -21,6 +21,7 @@ DEFAULT_SWEEP_PENDING_SECONDS = 300
 DEFAULT_RECONCILE_INTERVAL_SECONDS = 300
 DEFAULT_RECONCILE_OVERLAP_SECONDS = 600
 DEFAULT_RECONCILE_LOOKBACK_SECONDS = 3 * 24 * 3600
+DEFAULT_EVENT_RETENTION_DAYS = 90
 # How long a queued body that no configured key decrypts is retried before it is quarantined:
 # long enough for a deploy that gave the web process a new key before the workers to finish.
 DEFAULT_UNDECRYPTABLE_RETRY_SECONDS = 3600
@@ -71,6 +72,8 @@ class Settings:
     sweep_interval_seconds: int = DEFAULT_SWEEP_INTERVAL_SECONDS
     sweep_pending_seconds: int = DEFAULT_SWEEP_PENDING_SECONDS
     reconcile_interval_seconds: int = DEFAULT_RECONCILE_INTERVAL_SECONDS
+    # Beat prunes events (and their finished runs) older than this; 0 keeps them for ever.
+    event_retention_days: int = DEFAULT_EVENT_RETENTION_DAYS
     reconcile_overlap_seconds: int = DEFAULT_RECONCILE_OVERLAP_SECONDS
     reconcile_lookback_seconds: int = DEFAULT_RECONCILE_LOOKBACK_SECONDS
     # Bearer token for /admin/; None turns the admin API off.

@@ -22,6 +22,9 @@ RUN_HANDLER_TASK = "payments.run_handler"
 SWEEP_TASK = "payments.sweep_pending_runs"
 CANARY_TASK = "payments.canary"
 RECONCILE_TASK = "payments.reconcile"
+PRUNE_TASK = "payments.prune_events"
+# Pruning works in small batches: hourly keeps each run short, whatever the traffic.
+PRUNE_INTERVAL_SECONDS = 3600.0
 EVENTS_QUEUE = "events"
 HANDLERS_QUEUE = "handlers"
 
@@ -105,6 +108,7 @@ def _routing_settings() -> dict[str, Any]:
             # Maintenance rides on the events queue: it is short and every worker consumes it.
             SWEEP_TASK: {"queue": EVENTS_QUEUE},
             RECONCILE_TASK: {"queue": EVENTS_QUEUE},
+            PRUNE_TASK: {"queue": EVENTS_QUEUE},
         },
         "task_create_missing_queues": False,
     }
@@ -124,6 +128,19 @@ def _schedule_settings(settings: Settings) -> dict[str, Any]:
                 "schedule": float(settings.reconcile_interval_seconds),
                 "options": {"expires": float(settings.reconcile_interval_seconds)},
             },
+            **_prune_schedule(settings),
+        }
+    }
+
+
+def _prune_schedule(settings: Settings) -> dict[str, Any]:
+    if not settings.event_retention_days:
+        return {}
+    return {
+        "prune-old-events": {
+            "task": PRUNE_TASK,
+            "schedule": PRUNE_INTERVAL_SECONDS,
+            "options": {"expires": PRUNE_INTERVAL_SECONDS},
         }
     }
 
