@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEV_ENV := set -a; . ./.env.dev; set +a; export PATH="$(CURDIR)/$(BIN):$$PATH"
 T ?= tests
 
-.PHONY: help install services migrate run test test-fast lint format clean chaos chaos-small lock bench bench-small
+.PHONY: help install services migrate run test test-fast lint format clean chaos chaos-small lock bench bench-small bench-ledger
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -72,6 +72,10 @@ bench: install services ## issue 12's figures, ours beside bare/naive comparator
 bench-small: install services ## the same measurements at tiny sizes, about a minute (what CI runs; nothing asserted)
 	@command -v wrk >/dev/null || { echo "make bench-small needs wrk: apt-get install -y -qq --no-install-recommends wrk" >&2; exit 1; }
 	$(BIN)/python -m bench.perf --small $(BENCH_ARGS)
+	$(BIN)/python -m bench.ledger_scale --events 200000
+
+bench-ledger: install services ## the sweeper, dead-letter, reconciler and retention queries at 10 million events (about 15 minutes)
+	$(BIN)/python -m bench.ledger_scale --events $(or $(EVENTS),10000000)
 
 lint: install ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check .

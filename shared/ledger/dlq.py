@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
@@ -240,23 +240,27 @@ def sweep_pending(
     returned is marked touched, so it is re-sent at most once per threshold.
     """
     cutoff = func.now() - dt.timedelta(seconds=older_than_seconds)
-    with transaction(sessions) as session:
-        runs = list(
-            session.execute(
-                select(HandlerRun)
-                .where(
-                    HandlerRun.status == RunStatus.PENDING,
-                    HandlerRun.updated_at < cutoff,
-                    func.coalesce(HandlerRun.next_attempt_at, HandlerRun.updated_at) < cutoff,
-                    # A run some worker holds right now is not lost.
-                    or_(HandlerRun.leased_until.is_(None), HandlerRun.leased_until < func.now()),
-                )
-                .order_by(HandlerRun.updated_at)
-                .limit(limit)
-                # Two sweepers at once split the work instead of sending everything twice.
-                .with_for_update(skip_locked=True)
-            ).scalars()
+    lost = (
+        select(HandlerRun.event_id, HandlerRun.handler)
+        .where(
+            HandlerRun.status == RunStatus.PENDING,
+            HandlerRun.updated_at < cutoff,
+            func.coalesce(HandlerRun.next_attempt_at, HandlerRun.updated_at) < cutoff,
+            # A run some worker holds right now is not lost.
+            or_(HandlerRun.leased_until.is_(None), HandlerRun.leased_until < func.now()),
         )
-        for run in runs:
-            run.updated_at = func.now()
-        return [(run.event_id, run.handler) for run in runs]
+        .order_by(HandlerRun.updated_at)
+        .limit(limit)
+        # Two sweepers at once split the work instead of sending everything twice.
+        .with_for_update(skip_locked=True)
+    )
+    # One statement for all of them: touching each run as an ORM object took a round trip
+    # per run, hundreds of milliseconds for a thousand.
+    touch = (
+        update(HandlerRun)
+        .where(tuple_(HandlerRun.event_id, HandlerRun.handler).in_(lost))
+        .values(updated_at=func.now())
+        .returning(HandlerRun.event_id, HandlerRun.handler)
+    )
+    with transaction(sessions) as session:
+        return sorted((event_id, handler) for event_id, handler in session.execute(touch))
