@@ -1,8 +1,9 @@
 """The HTTP API: an app factory that wires one blueprint per area onto the shared runtime.
 
 Areas: ``checkout`` (the page and checkout sessions), ``payments`` (create and read),
-``webhook`` (Stripe's deliveries), ``ops`` (health, readiness, metrics, OpenAPI) and ``admin``
-(the operators' API). Errors share one envelope (``api.errors``). Logic lives in ``shared``.
+``webhook`` (Stripe's deliveries), ``ops`` (health, readiness, metrics, OpenAPI), ``admin``
+(the operators' API) and ``admin_payments`` (the operators' refunds, captures and cancels).
+Errors share one envelope (``api.errors``). Logic lives in ``shared``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from flask import Flask
 
 from api.admin import make_admin_blueprint
+from api.admin_payments import admin_payments_blueprint
 from api.bodies import MAX_WEBHOOK_BYTES, read_capped_body
 from api.checkout import checkout_blueprint
 from api.context import ApiContext, make_limits
@@ -55,4 +57,5 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
     app.register_blueprint(webhook_blueprint(api))
     app.register_blueprint(ops_blueprint(api, limits))
     app.register_blueprint(make_admin_blueprint(api, limits))
+    app.register_blueprint(admin_payments_blueprint(api, limits))
     return app

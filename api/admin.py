@@ -79,7 +79,7 @@ def make_admin_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
     admin = Blueprint("admin", __name__, url_prefix="/admin")
     # Counted before the token is checked: guessing the token costs the same budget.
     limits.admin(admin)
-    admin.before_request(partial(_require_token, api))
+    admin.before_request(partial(require_admin_token, api))
     admin.register_error_handler(AdminInputError, _bad_input)
     routes: dict[tuple[str, str], Callable[..., Any]] = {
         ("/dlq", "GET"): _dlq_list,
@@ -96,7 +96,9 @@ def make_admin_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
     return admin
 
 
-def _require_token(api: ApiContext) -> tuple[Response, int] | None:
+def require_admin_token(api: ApiContext) -> tuple[Response, int] | None:
+    """Every /admin/ blueprint's gate: 404 without an ADMIN_TOKEN configured, else 401 without
+    the bearer token."""
     if not api.settings.admin_token:
         return error_response(404, "not_found", "The requested URL was not found on the server.")
     if not api.has_bearer(api.settings.admin_token):

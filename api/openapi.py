@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.openapi_payments import ADMIN_PAYMENT_PATHS, CAPTURE_METHOD, PAYMENT
 from shared.validation import (
     MAX_AMOUNT,
     MAX_IDEMPOTENCY_KEY_LENGTH,
@@ -55,41 +56,12 @@ def openapi_document() -> dict[str, Any]:
                 # A browser's checkout session, from GET / (cookie) or POST /api/checkout-sessions.
                 "checkoutSession": {"type": "apiKey", "in": "header", "name": "X-Checkout-Session"},
                 "checkoutCookie": {"type": "apiKey", "in": "cookie", "name": "checkout_session"},
+                # The operators, with ADMIN_TOKEN.
+                "adminToken": {"type": "http", "scheme": "bearer"},
             },
             "schemas": {
                 "Error": _ERROR,
-                "Payment": {
-                    "type": "object",
-                    "required": [
-                        "paymentIntentId",
-                        "amount",
-                        "currency",
-                        "status",
-                        "metadata",
-                        "lastError",
-                        "updatedAt",
-                    ],
-                    "properties": {
-                        "paymentIntentId": {"type": "string"},
-                        "amount": {"type": "integer", "minimum": 1},
-                        "currency": {"type": "string"},
-                        "status": {"type": "string"},
-                        "metadata": {
-                            "type": "object",
-                            "additionalProperties": {"type": "string"},
-                        },
-                        "lastError": {
-                            "type": "object",
-                            "nullable": True,
-                            "properties": {
-                                "code": {"type": "string", "nullable": True},
-                                "declineCode": {"type": "string", "nullable": True},
-                                "message": {"type": "string", "nullable": True},
-                            },
-                        },
-                        "updatedAt": {"type": "string", "format": "date-time"},
-                    },
-                },
+                "Payment": PAYMENT,
             },
         },
         "paths": {
@@ -172,6 +144,7 @@ def openapi_document() -> dict[str, Any]:
                                                 "pattern": "^[^\\x00]*$",
                                             },
                                         },
+                                        "captureMethod": CAPTURE_METHOD,
                                     },
                                 }
                             }
@@ -262,6 +235,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            **ADMIN_PAYMENT_PATHS,
             "/healthz": {
                 "get": {
                     "summary": "The process is alive",

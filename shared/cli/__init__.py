@@ -12,6 +12,7 @@ from shared.cli.dlq import dlq
 from shared.cli.events import events
 from shared.cli.keys import keys
 from shared.cli.ops import doctor_command, worker_check
+from shared.cli.payments import payments
 from shared.cli.reconcile import reconcile_command
 from shared.cli.webhook import webhook
 
@@ -30,6 +31,7 @@ for command in (
     worker_check,
     doctor_command,
     keys,
+    payments,
     dev,
 ):
     main.add_command(command)

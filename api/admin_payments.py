@@ -1,0 +1,118 @@
+"""The operators' payment operations under /admin/payments/: refund, capture, cancel.
+
+Behind the admin token like the rest of /admin/ (404 for the whole prefix without one), on the
+same rate-limit budget, and each with a required Idempotency-Key: a retry with the same key
+gets Stripe's first answer again, never a second refund or capture. Each answers the payment
+as GET /api/payments/<id> shows it. The logic is ``shared.payments.operations``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import stripe
+from flask import Blueprint, jsonify, request
+
+from api.admin import require_admin_token
+from api.bodies import MAX_API_BODY_BYTES, read_capped_body
+from api.context import ApiContext, Limits
+from api.errors import error_response, stripe_error_response
+from api.payments import payment_view
+from shared.observability.logs import bind
+from shared.payments.operations import OperationResult, PaymentNotFound, PaymentOperations
+from shared.validation import (
+    ValidationError,
+    validate_cancel_request,
+    validate_capture_request,
+    validate_refund_request,
+    validate_required_idempotency_key,
+)
+
+log = logging.getLogger(__name__)
+
+Answer = tuple[Any, int]
+# An operation: (PaymentIntent id, the validated request, the operator's key) -> its result.
+Operate = Callable[[str, Any, str], OperationResult]
+
+
+def admin_payments_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
+    blueprint = Blueprint("admin_payments", __name__, url_prefix="/admin/payments")
+    limits.admin(blueprint)
+    blueprint.before_request(partial(require_admin_token, api))
+    operations = PaymentOperations(api.runtime.sessions, api.runtime.gateway)
+    routes: dict[str, tuple[Callable[[Any], Any], Operate]] = {
+        "refunds": (validate_refund_request, operations.refund),
+        "capture": (validate_capture_request, operations.capture),
+        "cancel": (validate_cancel_request, operations.cancel),
+    }
+    for name, (validate, operate) in routes.items():
+        blueprint.add_url_rule(
+            f"/<payment_intent_id>/{name}",
+            endpoint=name,
+            view_func=_view(name, validate, operate),
+            methods=["POST"],
+        )
+    return blueprint
+
+
+def _view(name: str, validate: Callable[[Any], Any], operate: Operate) -> Callable[[str], Answer]:
+    def view(payment_intent_id: str) -> Answer:
+        return _operate(name, validate, operate, payment_intent_id)
+
+    # The rate limiter tells views apart by their qualified names.
+    view.__name__ = view.__qualname__ = f"admin_payments_{name}"
+    return view
+
+
+def _operate(
+    name: str, validate: Callable[[Any], Any], operate: Operate, payment_intent_id: str
+) -> Answer:
+    bind(payment_intent_id=payment_intent_id)
+    try:
+        key = validate_required_idempotency_key(request.headers.get("Idempotency-Key"))
+        operation = validate(_body())
+    except ValidationError as exc:
+        return error_response(400, "invalid_request", exc.message, field=exc.field)
+    try:
+        result = operate(payment_intent_id, operation, key)
+    except PaymentNotFound:
+        return error_response(404, "not_found", "No payment with that PaymentIntent id.")
+    except stripe.StripeError as exc:
+        return _stripe_refused(exc)
+    log.info(
+        "admin %s on %s: Stripe answered %s %s",
+        name,
+        payment_intent_id,
+        result.stripe_object.get("id"),
+        result.stripe_object.get("status"),
+    )
+    return jsonify(payment_view(result.payment)), 200
+
+
+def _body() -> Any:
+    """The JSON body; none at all is an empty request (every field is optional)."""
+    raw = read_capped_body(MAX_API_BODY_BYTES)
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ValidationError("body", "is not valid JSON") from None
+
+
+def _stripe_refused(exc: stripe.StripeError) -> Answer:
+    if isinstance(exc, stripe.IdempotencyError):
+        # The key was used for this operation on this payment with other parameters (or that
+        # request is still running): as create-payment answers a reused key.
+        if exc.code == "idempotency_key_in_use":
+            message = "A request with this Idempotency-Key is still in progress; retry shortly."
+            return error_response(409, exc.code, message, field="Idempotency-Key")
+        message = "This Idempotency-Key was already used for this operation with other values."
+        return error_response(409, "idempotency_key_reused", message, field="Idempotency-Key")
+    if isinstance(exc, stripe.InvalidRequestError) and exc.http_status == 404:
+        return error_response(404, "not_found", "Stripe has no such PaymentIntent.")
+    return stripe_error_response(exc)
