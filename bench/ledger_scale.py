@@ -56,11 +56,14 @@ FROM (SELECT g, now() - (:n - g) * (interval '120 days' / :n) AS at
 
 
 @contextmanager
-def own_database(events: int, keep: bool) -> Iterator[Engine]:
+def own_database(events: int, keep: bool, reuse: bool) -> Iterator[Engine]:
+    """The database, new and empty; with ``reuse``, one a --keep run filled, migrated to the
+    newest schema (so new indexes can be timed without filling it again)."""
     name = f"ledger_scale_{events}"
     admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    if not reuse:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     upgrade(f"{POSTGRES}/{name}")
     engine = create_engine(f"{POSTGRES}/{name}")
     try:
@@ -144,11 +147,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--times", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the filled database")
+    parser.add_argument("--reuse", action="store_true", help="time a database --keep left")
     args = parser.parse_args()
-    with own_database(args.events, args.keep) as engine:
-        print(f"filling {args.events:,} events and {2 * args.events:,} runs ...", flush=True)
-        seconds = fill(engine, args.events)
-        print(f"filled and analyzed in {seconds:.0f} s\n")
+    with own_database(args.events, args.keep or args.reuse, args.reuse) as engine:
+        if not args.reuse:
+            print(f"filling {args.events:,} events and {2 * args.events:,} runs ...", flush=True)
+            print(f"filled and analyzed in {fill(engine, args.events):.0f} s\n")
         print("| query | median | slowest | goal |\n|---|---|---|---|")
         for what, call, goal in measurements(args.events):
             spent = timed(engine, call, args.times)

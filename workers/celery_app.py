@@ -14,6 +14,7 @@ from celery.signals import (
 )
 
 from shared.config import load_settings
+from shared.infra.redis_transport import guard_closed_connections
 from shared.ledger.handlers import load_handler_modules
 from shared.observability.logs import bind, clear_context, configure_logging, install_redaction
 from shared.observability.metrics import mark_process_dead, reset_multiprocess_dir
@@ -21,6 +22,8 @@ from shared.observability.sentry import init_sentry, start_worker_metrics
 
 # Before Celery sets up its own handlers: every record it prints is redacted at creation.
 install_redaction()
+# A Redis restart under a busy worker must not end it (see shared.infra.redis_transport).
+guard_closed_connections()
 
 app = Celery("payments")
 app.config_from_object("celeryconfig")
