@@ -116,6 +116,8 @@ class StripeEvent(Base):
         ),
         Index("ix_stripe_events_created", "created"),
         Index("ix_stripe_events_type_created", "type", "created"),
+        # Retention prunes the oldest received first (shared.ledger.retention).
+        Index("ix_stripe_events_received_at", "received_at"),
     )
 
 

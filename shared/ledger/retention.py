@@ -90,21 +90,10 @@ def prune(
     all done. Raises RetentionTooShort below the floor."""
     check_retention(older_than, reconcile_lookback_seconds)
     horizon = horizon_for(older_than, now)
-    # Oldest first, skipping rows a running transaction holds (an ingest or a replay).
-    batch_ids = (
-        select(StripeEvent.id)
-        .where(_prunable(horizon))
-        .order_by(StripeEvent.received_at)
-        .limit(batch)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
     events = 0
     while True:
         with transaction(sessions) as session:
-            deleted = _rowcount(
-                session.execute(delete(StripeEvent).where(StripeEvent.id.in_(batch_ids)))
-            )
+            deleted = prune_batch(session, horizon, batch)
         events += deleted
         if deleted < batch:
             break
@@ -113,6 +102,20 @@ def prune(
             delete(WorkerCanary).where(WorkerCanary.created_at < horizon_for(CANARY_RETENTION, now))
         )
     return PruneResult(horizon, events, _rowcount(result))
+
+
+def prune_batch(session: Session, horizon: dt.datetime, batch: int) -> int:
+    """One batch, oldest first, skipping rows a running transaction holds (an ingest, a
+    replay). Returns how many events went (their runs with them)."""
+    batch_ids = (
+        select(StripeEvent.id)
+        .where(_prunable(horizon))
+        .order_by(StripeEvent.received_at)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return _rowcount(session.execute(delete(StripeEvent).where(StripeEvent.id.in_(batch_ids))))
 
 
 def _rowcount(result: Result[Any]) -> int:
