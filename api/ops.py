@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.context import ApiContext, Limits
 from api.errors import error_response
 from api.openapi import openapi_document
-from shared.observability.health import broker_ready, database_ready
+from shared.observability.health import broker_ready, database_ready, workers_share_broker
 from shared.observability.metrics import scrape_registry
 
 log = logging.getLogger(__name__)
@@ -29,10 +29,14 @@ def ops_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
         checks = {
             "database": database_ready(api.runtime.sessions),
             "broker": broker_ready(api.producer),
+            # Workers alive, none on our broker: every webhook would be answered, none worked.
+            "workers_on_this_broker": workers_share_broker(
+                api.runtime.sessions, api.settings.broker
+            ),
         }
         failed = sorted(name for name, ok in checks.items() if not ok)
         if failed:
-            log.warning("not ready: %s unreachable", ", ".join(failed))
+            log.warning("not ready: %s failed", ", ".join(failed))
             return jsonify({"status": "unavailable", "failed": failed, "checks": checks}), 503
         return jsonify({"status": "ready", "failed": [], "checks": checks}), 200
 

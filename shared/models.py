@@ -172,6 +172,22 @@ class WorkerCanary(Base):
     seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class WorkerBroker(Base):
+    """The broker each live worker consumes from, noted by the worker itself every half minute.
+
+    Every process takes its broker from its own environment: a worker started with another
+    BROKER_URL than the web process would consume nothing the web publishes. This table is how
+    `payments worker-check` and `/readyz` see that (shared.observability.worker_brokers).
+    """
+
+    __tablename__ = "worker_brokers"
+
+    hostname: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # scheme://host:port/db of the broker, never its credentials.
+    broker: Mapped[str] = mapped_column(String(512), nullable=False)
+    seen_at: Mapped[dt.datetime] = _now_column()
+
+
 class QuarantinedEvent(Base):
     """A queued body no configured key decrypted within UNDECRYPTABLE_RETRY_SECONDS.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -215,7 +216,8 @@ def test_readyz_names_the_broker_when_its_redis_dies(settings, database):
         client = create_app(
             replace(settings, redis_url=f"redis://127.0.0.1:{port}/0")
         ).test_client()
-        assert client.get("/readyz").status_code == 200
+        # No worker consumes from this Redis: readiness says so too (test_worker_brokers.py).
+        assert client.get("/readyz").get_json()["checks"]["broker"] is True
 
         os.kill(own_redis.proc.pid, signal.SIGKILL)
         own_redis.proc.wait(10)
@@ -223,7 +225,8 @@ def test_readyz_names_the_broker_when_its_redis_dies(settings, database):
     finally:
         own_redis.stop()
     assert response.status_code == 503
-    assert response.get_json()["failed"] == ["broker"]
+    assert "broker" in response.get_json()["failed"]
+    assert response.get_json()["checks"]["database"] is True
     assert client.get("/healthz").status_code == 200
 
 
@@ -273,8 +276,8 @@ def test_worker_check_catches_a_worker_that_answers_pings_but_consumes_nothing(b
         half.stop()
     assert result.returncode == 1
     assert "half-" in result.stdout
-    assert "canary on handlers  NOT consumed" in result.stdout
-    assert "canary on events    consumed" in result.stdout
+    assert re.search(r"canary on handlers +NOT consumed", result.stdout)
+    assert re.search(r"canary on events +consumed", result.stdout)
 
 
 def test_dead_letter_reaches_sentry_with_tags(api, sessions, fake_sentry):

@@ -11,14 +11,18 @@ from celery.signals import (
     task_prerun,
     worker_init,
     worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
 )
 
 from shared.config import load_settings
+from shared.db import make_engine, make_session_factory
 from shared.infra.redis_transport import guard_closed_connections
 from shared.ledger.handlers import load_handler_modules
 from shared.observability.logs import bind, clear_context, configure_logging, install_redaction
 from shared.observability.metrics import mark_process_dead, reset_multiprocess_dir
 from shared.observability.sentry import init_sentry, start_worker_metrics
+from shared.observability.worker_brokers import WorkerNotes
 
 # Before Celery sets up its own handlers: every record it prints is redacted at creation.
 install_redaction()
@@ -57,6 +61,25 @@ def _prepare_worker(**_: Any) -> None:
     reset_multiprocess_dir(settings.prometheus_multiproc_dir)
     if settings.worker_metrics_port:
         start_worker_metrics(settings)
+
+
+_notes: list[WorkerNotes] = []
+
+
+@worker_ready.connect
+def _note_broker(sender: Any = None, **_: Any) -> None:
+    # Which broker this worker consumes from, for worker-check and readiness to compare.
+    settings = load_settings()
+    sessions = make_session_factory(make_engine(settings.database_url, pool_size=1))
+    notes = WorkerNotes(sessions, getattr(sender, "hostname", None) or "worker", settings.broker)
+    notes.start()
+    _notes.append(notes)
+
+
+@worker_shutdown.connect
+def _forget_broker(**_: Any) -> None:
+    while _notes:
+        _notes.pop().stop()
 
 
 @beat_init.connect

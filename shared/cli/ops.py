@@ -9,6 +9,7 @@ from shared.cli.common import format_table, needed_event_types, operator_runtime
 from shared.config import load_settings
 from shared.observability.health import check_workers
 from shared.observability.logs import configure_logging
+from shared.observability.worker_brokers import broker_agreement, broker_label
 
 
 @click.command("worker-check")
@@ -20,6 +21,9 @@ def worker_check(timeout: float) -> None:
 
     rt, producer = operator_runtime()
     result = check_workers(producer, rt.sessions, timeout)
+    # Workers on another broker answer no ping and take no canary of ours: name them, the
+    # likely reason should the canaries fail (and a misconfiguration even when they pass).
+    elsewhere = broker_agreement(rt.sessions, rt.settings.broker).elsewhere
     click.echo(
         format_table(
             ["check", "result"],
@@ -27,9 +31,14 @@ def worker_check(timeout: float) -> None:
             + [
                 [f"canary on {queue}", "consumed" if ok else "NOT consumed"]
                 for queue, ok in result.queues_consumed.items()
+            ]
+            + [
+                [f"worker {host}", f"ON ANOTHER BROKER: {broker} (ours: "
+                 f"{broker_label(rt.settings.broker)})"]
+                for host, broker in sorted(elsewhere.items())
             ],
         )
-    )
+    )  # fmt: skip
     if not result.healthy:
         raise SystemExit(1)
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.db import transaction
 from shared.infra.broker import CANARY_TASK, EVENTS_QUEUE, HANDLERS_QUEUE
 from shared.models import WorkerCanary
+from shared.observability.worker_brokers import broker_agreement
 
 
 def database_ready(sessions: sessionmaker[Session]) -> bool:
@@ -35,6 +36,16 @@ def broker_ready(app: Celery, timeout: float = 2.0) -> bool:
     except Exception:  # noqa: BLE001 - any failure means not ready; the caller names it
         return False
     return True
+
+
+def workers_share_broker(sessions: sessionmaker[Session], broker_url: str) -> bool:
+    """False when workers are alive and none consumes from ``broker_url``: what this process
+    queues would never be worked. Unknown (the database down) counts as True: the database
+    check names that."""
+    try:
+        return not broker_agreement(sessions, broker_url).stalled
+    except Exception:  # noqa: BLE001 - the database check reports the database
+        return True
 
 
 def record_canary(sessions: sessionmaker[Session], token: str) -> None:
