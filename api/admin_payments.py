@@ -90,7 +90,7 @@ def _operate(
         result.stripe_object.get("id"),
         result.stripe_object.get("status"),
     )
-    return jsonify(payment_view(result.payment)), 200
+    return jsonify(payment_view(result.details)), 200
 
 
 def _body() -> Any:

@@ -42,6 +42,9 @@ DISPUTE = {
         "reason": _NULLABLE_STRING,
         "amount": {"type": "integer", "minimum": 0},
         "evidenceDueBy": {"type": "string", "format": "date-time", "nullable": True},
+        # charge.dispute.funds_withdrawn / funds_reinstated seen.
+        "fundsWithdrawn": {"type": "boolean"},
+        "fundsReinstated": {"type": "boolean"},
     },
 }
 

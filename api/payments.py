@@ -12,11 +12,12 @@ from api.bodies import MAX_API_BODY_BYTES, InvalidJson, read_json_body
 from api.checkout import current_caller
 from api.context import ApiContext, Limits
 from api.errors import error_response, stripe_error_response
-from shared.models import Payment
+from shared.models import Dispute, Refund
 from shared.observability.logs import bind
 from shared.observability.metrics import PAYMENT_ATTEMPTS
 from shared.payments import IdempotencyConflict, IdempotencyKeyInUse, PaymentCreated
 from shared.payments.callers import SESSION_HEADER, Caller, CallerRejected, secret_matches
+from shared.payments.details import PaymentDetails
 from shared.validation import ValidationError, validate_idempotency_key, validate_payment_request
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def payments_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
         )
         if payment is None or not allowed:
             return error_response(404, "not_found", "No payment with that PaymentIntent id.")
-        return jsonify(payment_view(payment)), 200
+        return jsonify(payment_view(api.payments.details(payment))), 200
 
     return payments
 
@@ -124,8 +125,10 @@ def _created(created: PaymentCreated) -> Answer:
     return response, 200
 
 
-def payment_view(payment: Payment) -> dict[str, Any]:
-    """The payment as the API shows it (camelCase, Stripe's status)."""
+def payment_view(details: PaymentDetails) -> dict[str, Any]:
+    """The payment as the API shows it (camelCase): Stripe's PaymentIntent status and figures,
+    its refunds and its latest dispute."""
+    payment = details.payment
     last_error = None
     if payment.last_error_code or payment.last_error_message or payment.last_error_decline_code:
         last_error = {
@@ -138,7 +141,37 @@ def payment_view(payment: Payment) -> dict[str, Any]:
         "amount": payment.amount,
         "currency": payment.currency,
         "status": payment.status,
+        "captureMethod": payment.capture_method,
+        "amountReceived": payment.amount_received,
+        "amountCapturable": payment.amount_capturable,
+        "amountRefunded": details.amount_refunded,
+        "refunds": [_refund_view(refund) for refund in details.refunds],
+        "dispute": None if details.dispute is None else _dispute_view(details.dispute),
         "metadata": payment.metadata_,
         "lastError": last_error,
         "updatedAt": payment.updated_at.isoformat(),
+    }
+
+
+def _refund_view(refund: Refund) -> dict[str, Any]:
+    return {
+        "id": refund.id,
+        "amount": refund.amount,
+        "status": refund.status,
+        "reason": refund.reason,
+        "failureReason": refund.failure_reason,
+        "created": refund.created.isoformat(),
+    }
+
+
+def _dispute_view(dispute: Dispute) -> dict[str, Any]:
+    due = dispute.evidence_due_by
+    return {
+        "id": dispute.id,
+        "status": dispute.status,
+        "reason": dispute.reason,
+        "amount": dispute.amount,
+        "evidenceDueBy": None if due is None else due.isoformat(),
+        "fundsWithdrawn": dispute.funds_withdrawn,
+        "fundsReinstated": dispute.funds_reinstated,
     }

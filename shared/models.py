@@ -83,6 +83,11 @@ class Payment(Base):
     last_error_message: Mapped[str | None] = mapped_column(Text)
     # `created` of the Stripe event (or object) that set the current status: the ordering guard.
     status_as_of: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Stripe's own figures, in minor units, as of status_as_of: what was captured, and what an
+    # authorized manual-capture payment may still capture.
+    capture_method: Mapped[str | None] = mapped_column(String(32))
+    amount_received: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    amount_capturable: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     created_at: Mapped[dt.datetime] = _now_column()
     updated_at: Mapped[dt.datetime] = _now_column()
 
@@ -90,6 +95,39 @@ class Payment(Base):
         CheckConstraint("amount > 0", name="amount_positive"),
         UniqueConstraint("caller", "idempotency_key", name="uq_payments_caller_idempotency_key"),
     )
+
+
+class _AfterPayment:
+    """What a refund and a dispute share: Stripe's object, keyed by its id, tied to its
+    PaymentIntent by id only (its events may come before the payment's own)."""
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    charge_id: Mapped[str | None] = mapped_column(String(255))
+    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    status: Mapped[str] = mapped_column(String(32), nullable=False)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    # Stripe's `created` of the object, and of the event that set its status (the guard).
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    status_as_of: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[dt.datetime] = _now_column()
+    updated_at: Mapped[dt.datetime] = _now_column()
+
+
+class Refund(_AfterPayment, Base):
+    __tablename__ = "refunds"
+
+    failure_reason: Mapped[str | None] = mapped_column(String(64))
+
+
+class Dispute(_AfterPayment, Base):
+    __tablename__ = "disputes"
+
+    evidence_due_by: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set by charge.dispute.funds_withdrawn / funds_reinstated, never unset.
+    funds_withdrawn: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    funds_reinstated: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
 
 
 class StripeEvent(Base):

@@ -70,8 +70,13 @@ def test_creates_a_payment_intent_and_records_it(client, settings, sessions):
     assert view["metadata"] == {"orderId": "123", "marker": marker}
     assert view["lastError"] is None
     assert set(view) == {
-        "paymentIntentId", "amount", "currency", "status", "metadata", "lastError", "updatedAt"
+        "paymentIntentId", "amount", "currency", "status", "metadata", "lastError", "updatedAt",
+        "captureMethod", "amountReceived", "amountCapturable", "amountRefunded", "refunds",
+        "dispute",
     }  # fmt: skip
+    # Nothing captured, refunded or disputed yet.
+    assert (view["amountReceived"], view["amountRefunded"], view["refunds"]) == (0, 0, [])
+    assert view["dispute"] is None
 
 
 def test_client_secret_is_never_stored(client, sessions):

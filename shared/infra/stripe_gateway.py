@@ -6,6 +6,7 @@ never module state and tests or dev tooling can hand in another implementation o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,9 +41,14 @@ class PaymentGateway(Protocol):
 
 
 class PaymentIntentReader(Protocol):
-    def current_payment_intent(self, payment_intent_id: str) -> dict[str, Any] | None:
-        """The PaymentIntent as Stripe has it now, or None if Stripe does not know it."""
-        ...
+    """Stripe's objects as they are now, for handlers settling a tie between two events; each
+    None when Stripe does not know the id."""
+
+    def current_payment_intent(self, payment_intent_id: str) -> dict[str, Any] | None: ...
+
+    def current_refund(self, refund_id: str) -> dict[str, Any] | None: ...
+
+    def current_dispute(self, dispute_id: str) -> dict[str, Any] | None: ...
 
 
 class OperationsGateway(Protocol):
@@ -67,6 +73,8 @@ class OperationsGateway(Protocol):
     ) -> dict[str, Any]: ...
 
     def current_payment_intent(self, payment_intent_id: str) -> dict[str, Any] | None: ...
+
+    def current_refund(self, refund_id: str) -> dict[str, Any] | None: ...
 
 
 def make_stripe_client(settings: Settings) -> stripe.StripeClient:
@@ -154,13 +162,23 @@ class StripeGateway:
         )
 
     def current_payment_intent(self, payment_intent_id: str) -> dict[str, Any] | None:
-        try:
-            resource = self._client.v1.payment_intents.retrieve(payment_intent_id)
-        except stripe.InvalidRequestError as exc:
-            if exc.http_status == 404:
-                return None
-            raise
-        return _without_secret(resource)
+        return _unless_unknown(lambda: self._client.v1.payment_intents.retrieve(payment_intent_id))
+
+    def current_refund(self, refund_id: str) -> dict[str, Any] | None:
+        return _unless_unknown(lambda: self._client.v1.refunds.retrieve(refund_id))
+
+    def current_dispute(self, dispute_id: str) -> dict[str, Any] | None:
+        return _unless_unknown(lambda: self._client.v1.disputes.retrieve(dispute_id))
+
+
+def _unless_unknown(retrieve: Callable[[], Any]) -> dict[str, Any] | None:
+    try:
+        resource = retrieve()
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404:
+            return None
+        raise
+    return _without_secret(resource)
 
 
 def _given(**params: Any) -> dict[str, Any]:

@@ -43,6 +43,15 @@ PAYMENT_FAILURES = Counter(
     "Failed payment attempts (payment_failed applied), by decline or error code.",
     ["code"],
 )
+REFUNDS = Counter(
+    "refunds_total", "Refunds whose status changed, by the status they reached.", ["status"]
+)
+DISPUTES = Counter(
+    "disputes_total",
+    "Disputes whose status changed, by the status they reached (needs_response: a new one "
+    "with an evidence deadline).",
+    ["status"],
+)
 WEBHOOK_LATENCY = Histogram(
     "webhook_latency_seconds",
     "POST /webhook from request in to response out.",

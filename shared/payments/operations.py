@@ -6,7 +6,7 @@ which share the scope) gets Stripe's first answer again and never refunds or cap
 and an operator's key can never meet a key of create-payment's. No transaction is open while
 Stripe is called. Stripe's answer is then recorded by the same functions the webhooks use, under
 the same ordering rule, so the ledger shows the operation at once and the events that follow
-(or came first) converge to the same state. (A refund is recorded from its events for now.)
+(or came first) converge to the same state.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
 from shared.infra.stripe_gateway import OperationsGateway
+from shared.infra.timeutil import utc_from_timestamp
 from shared.models import Payment
+from shared.payments.after_payment import apply_refund
+from shared.payments.details import PaymentDetails, payment_details
 from shared.payments.ordering import TERMINAL_STATUSES, apply_payment_intent
 from shared.validation import CancelRequest, CaptureRequest, RefundRequest
 
@@ -35,8 +38,9 @@ class PaymentNotFound(Exception):
 class OperationResult:
     # Stripe's answer: the Refund, or the PaymentIntent (without its client secret).
     stripe_object: dict[str, Any]
-    # Our ledger's row once the answer is recorded.
+    # Our ledger's row once the answer is recorded, and with its refunds and dispute.
     payment: Payment
+    details: PaymentDetails
 
 
 def stripe_operation_key(operation: str, payment_intent_id: str, key: str) -> str:
@@ -67,8 +71,12 @@ class PaymentOperations:
             reason=request.reason,
             idempotency_key=stripe_operation_key("refund", payment_intent_id, key),
         )
-        # The ledger learns of the refund from its events (refund.created, charge.refunded).
-        return OperationResult(refund, self._known(payment_intent_id))
+        # Recorded at once, under the rule its events follow too (refund.created, ...).
+        with transaction(self._sessions) as session:
+            apply_refund(
+                session, refund, utc_from_timestamp(refund["created"]), self._gateway.current_refund
+            )
+        return self._result(refund, payment_intent_id)
 
     def capture(self, payment_intent_id: str, request: CaptureRequest, key: str) -> OperationResult:
         """Capture the amount asked (all that is capturable by default), the rest released."""
@@ -100,7 +108,12 @@ class PaymentOperations:
                 apply_payment_intent(
                     session, intent, self._now(), self._gateway.current_payment_intent
                 )
-        return OperationResult(intent, self._known(intent["id"]))
+        return self._result(intent, intent["id"])
+
+    def _result(self, stripe_object: dict[str, Any], payment_intent_id: str) -> OperationResult:
+        payment = self._known(payment_intent_id)
+        with self._sessions() as session:
+            return OperationResult(stripe_object, payment, payment_details(session, payment))
 
     def _known(self, payment_intent_id: str) -> Payment:
         with self._sessions() as session:

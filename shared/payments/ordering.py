@@ -193,6 +193,10 @@ def _status_fields(intent: dict[str, Any], as_of: dt.datetime) -> dict[str, Any]
     return {
         "status": intent["status"],
         "status_as_of": as_of,
+        # Stripe's figures at that moment, moving with the status under the same rule.
+        "amount_received": int(intent.get("amount_received") or 0),
+        "amount_capturable": int(intent.get("amount_capturable") or 0),
+        "capture_method": intent.get("capture_method"),
         "last_error_code": error.get("code"),
         "last_error_decline_code": error.get("decline_code"),
         "last_error_message": error.get("message"),

@@ -21,6 +21,7 @@ from shared.infra.stripe_gateway import CreatedIntent, PaymentGateway
 from shared.infra.timeutil import utc_from_timestamp
 from shared.models import Payment
 from shared.payments.callers import Caller, secret_digest
+from shared.payments.details import PaymentDetails, payment_details
 from shared.validation import PaymentRequest
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,8 @@ class PaymentService:
                     currency=request.currency,
                     status="creating",
                     metadata_=request.metadata,
+                    # As asked; Stripe's own default (when not asked) comes with its events.
+                    capture_method=request.capture_method,
                     create_lease_until=now + self._lease,
                 )
                 .on_conflict_do_nothing(index_elements=[Payment.caller, Payment.idempotency_key])
@@ -176,6 +179,11 @@ class PaymentService:
             return session.execute(
                 select(Payment).where(Payment.payment_intent_id == payment_intent_id)
             ).scalar_one_or_none()
+
+    def details(self, payment: Payment) -> PaymentDetails:
+        """The payment with its refunds and its latest dispute."""
+        with self._sessions() as session:
+            return payment_details(session, payment)
 
 
 def _attach_statement(row_id: int, intent: CreatedIntent) -> Update:

@@ -73,6 +73,9 @@ class AnsweringStripe:
     def current_payment_intent(self, payment_intent_id: str) -> dict[str, Any] | None:
         return None
 
+    def current_refund(self, refund_id: str) -> dict[str, Any] | None:
+        return None
+
 
 def known_payment(db, status: str = "requires_capture") -> str:
     payment_intent_id = f"pi_fast_op{next(_ids)}"

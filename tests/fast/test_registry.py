@@ -103,6 +103,12 @@ class StripeNow:
         self.asked.append(payment_intent_id)
         return self.intents.get(payment_intent_id)
 
+    def current_refund(self, refund_id: str) -> dict[str, Any] | None:
+        return self.intents.get(refund_id)
+
+    def current_dispute(self, dispute_id: str) -> dict[str, Any] | None:
+        return self.intents.get(dispute_id)
+
 
 def intent(status: str, **extra: Any) -> dict[str, Any]:
     return {"id": "pi_handler", "status": status, "amount": 900, "currency": "eur", **extra}

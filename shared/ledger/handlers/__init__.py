@@ -2,7 +2,7 @@
 
 import importlib
 
-from shared.ledger.handlers import payment_intents
+from shared.ledger.handlers import after_payment, payment_intents
 from shared.ledger.handlers.registry import EventView, HandlerRegistry, UnknownHandler, registry
 
 
@@ -20,6 +20,7 @@ __all__ = [
     "EventView",
     "HandlerRegistry",
     "UnknownHandler",
+    "after_payment",
     "load_handler_modules",
     "payment_intents",
     "registry",

@@ -15,6 +15,10 @@ PAYMENT_INTENT_EVENTS = (
     "payment_intent.succeeded",
     "payment_intent.payment_failed",
     "payment_intent.canceled",
+    # A manual-capture payment authorized (requires_capture, amount_capturable set).
+    "payment_intent.amount_capturable_updated",
+    # Customer balance payments funded in part (status stays requires_action).
+    "payment_intent.partially_funded",
 )
 
 
