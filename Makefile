@@ -63,7 +63,7 @@ chaos: install services ## fault-injection suite: 2,000+ events while worker, Re
 	$(BIN)/python -m bench.chaos
 
 chaos-small: install services ## the same faults on a smaller load (what CI runs)
-	$(BIN)/python -m bench.chaos --payments 60 --pairs 250 --poison 10 --duration 60
+	$(BIN)/python -m bench.chaos --payments 60 --pairs 250 --poison 10 --disputes 30 --duration 60
 
 bench: install services ## issue 12's figures, ours beside bare/naive comparators, one table (needs wrk; SOAK=600 adds a soak)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y -qq --no-install-recommends wrk" >&2; exit 1; }

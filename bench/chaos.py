@@ -42,6 +42,9 @@ def parse_args() -> argparse.Namespace:
         "--pairs", type=int, default=900, help="synthetic processing/succeeded pairs"
     )
     parser.add_argument("--poison", type=int, default=20, help="events for the poisoned handler")
+    parser.add_argument(
+        "--disputes", type=int, default=60, help="paid payments that get a dispute and a refund"
+    )
     parser.add_argument("--duration", type=float, default=90, help="seconds the load lasts")
     parser.add_argument("--converge-timeout", type=float, default=300)
     parser.add_argument("--sweep-interval", type=int, default=5)
@@ -66,7 +69,10 @@ def load_under_faults(
         stop = threading.Event()
         chaos = threading.Thread(target=faults, args=(stack, args.duration, stop, fault_log))
         chaos.start()
-        log(f"load: {args.payments} payments, {args.pairs} pairs, {args.poison} poison events")
+        log(
+            f"load: {args.payments} payments, {args.pairs} pairs, {args.poison} poison events, "
+            f"{args.disputes} disputes and refunds"
+        )
         load.run(args.duration)
         stop.set()
         chaos.join()

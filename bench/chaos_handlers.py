@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from shared.ledger.handlers import EventView, registry
+from shared.ledger.handlers.after_payment import DISPUTE_EVENTS, REFUND_EVENTS
 from shared.ledger.handlers.payment_intents import PAYMENT_INTENT_EVENTS
 
 POISON_EVENT = "chaos.poison"
@@ -41,7 +42,14 @@ def _apply(session: Session, event: EventView, handler: str) -> None:
     )
 
 
-@registry.handles(*PAYMENT_INTENT_EVENTS, POISON_EVENT, name="chaos.effect")
+@registry.handles(
+    *PAYMENT_INTENT_EVENTS,
+    *REFUND_EVENTS,
+    "charge.refunded",
+    *DISPUTE_EVENTS,
+    POISON_EVENT,
+    name="chaos.effect",
+)
 def effect(session: Session, event: EventView) -> None:
     _apply(session, event, "chaos.effect")
 

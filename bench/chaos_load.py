@@ -58,6 +58,9 @@ class LoadGenerator:
         self.retry_lock = threading.Lock()
         self.payment_ids: list[str] = []
         self.synthetic_intents: list[str] = []
+        # What each synthetic dispute and refund must end as.
+        self.disputes: dict[str, str] = {}
+        self.refunds: list[str] = []
         self.rng = random.Random(args.seed)
 
     def deliver(self, event: dict[str, Any]) -> None:
@@ -137,6 +140,38 @@ class LoadGenerator:
             if self.rng.random() < 0.10:
                 self.deliver(event)  # Stripe delivers at least once: sometimes twice
 
+    def aftercare(self, index: int) -> None:
+        """A paid PaymentIntent's dispute (won or lost: created, funds withdrawn, under review,
+        closed, funds reinstated when won) and a refund (pending, then succeeded), its events
+        shuffled and some delivered twice: every order must end in the last state."""
+        intent_id = f"pi_chaos{self.args.seed}d{index:05d}"
+        dispute_id = f"dp_chaos{self.args.seed}x{index:05d}"
+        refund_id = f"re_chaos{self.args.seed}x{index:05d}"
+        outcome = "won" if index % 2 == 0 else "lost"
+        self.disputes[dispute_id] = outcome
+        self.refunds.append(refund_id)
+        now = int(time.time())
+        steps = [
+            ("charge.dispute.created", "needs_response"),
+            ("charge.dispute.funds_withdrawn", "needs_response"),
+            ("charge.dispute.updated", "under_review"),
+            ("charge.dispute.closed", outcome),
+        ] + ([("charge.dispute.funds_reinstated", "won")] if outcome == "won" else [])
+        events = [
+            self.inject(kind, _dispute(dispute_id, intent_id, status, now), now + n)
+            for n, (kind, status) in enumerate(steps)
+        ] + [
+            self.inject(kind, _refund(refund_id, intent_id, status, now), now + n)
+            for n, (kind, status) in enumerate(
+                (("refund.created", "pending"), ("refund.updated", "succeeded"))
+            )
+        ]
+        self.rng.shuffle(events)
+        for event in events:
+            self.deliver(event)
+            if self.rng.random() < 0.10:
+                self.deliver(event)
+
     def poison_event(self, index: int) -> None:
         event = self.inject(
             POISON_EVENT, {"id": f"obj_poison{index}", "object": "chaos"}, int(time.time())
@@ -160,6 +195,7 @@ class LoadGenerator:
         jobs += [partial(self.real_payment, i) for i in range(self.args.payments)]
         jobs += [partial(self.synthetic_pair, i) for i in range(self.args.pairs)]
         jobs += [partial(self.poison_event, i) for i in range(self.args.poison)]
+        jobs += [partial(self.aftercare, i) for i in range(self.args.disputes)]
         self.rng.shuffle(jobs)
         interval = duration / len(jobs)
         started = time.monotonic()
@@ -182,3 +218,32 @@ class LoadGenerator:
             for future in futures:
                 future.result()
         self.drain_retries(time.monotonic() + 120)
+
+
+def _dispute(dispute_id: str, intent_id: str, status: str, created: int) -> dict[str, Any]:
+    return {
+        "id": dispute_id,
+        "object": "dispute",
+        "amount": 500,
+        "currency": "usd",
+        "status": status,
+        "reason": "fraudulent",
+        "payment_intent": intent_id,
+        "charge": "ch_" + intent_id[3:],
+        "created": created,
+        "evidence_details": {"due_by": created + 7 * 86400},
+    }
+
+
+def _refund(refund_id: str, intent_id: str, status: str, created: int) -> dict[str, Any]:
+    return {
+        "id": refund_id,
+        "object": "refund",
+        "amount": 200,
+        "currency": "usd",
+        "status": status,
+        "reason": "requested_by_customer",
+        "payment_intent": intent_id,
+        "charge": "ch_" + intent_id[3:],
+        "created": created,
+    }

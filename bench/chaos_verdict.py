@@ -56,6 +56,33 @@ def _payment_statuses(conn: Connection, intents: list[str]) -> dict[str, str]:
     }
 
 
+def _aftercare_wrong(conn: Connection, load: LoadGenerator) -> int:
+    """Disputes and refunds not (yet) in their last state: won or lost, funds withdrawn (and
+    reinstated when won); refunds succeeded."""
+    disputes = {
+        row[0]: (row[1], row[2], row[3])
+        for row in conn.execute(
+            text(
+                "SELECT id, status, funds_withdrawn, funds_reinstated FROM disputes "
+                "WHERE id = ANY(:i)"
+            ),
+            {"i": list(load.disputes)},
+        )
+    }
+    refunds = {
+        row[0]: row[1]
+        for row in conn.execute(
+            text("SELECT id, status FROM refunds WHERE id = ANY(:i)"), {"i": load.refunds}
+        )
+    }
+    wrong = sum(
+        1
+        for dispute_id, outcome in load.disputes.items()
+        if disputes.get(dispute_id) != (outcome, True, outcome == "won")
+    )
+    return wrong + sum(1 for refund_id in load.refunds if refunds.get(refund_id) != "succeeded")
+
+
 def tally(stack: Stack, load: LoadGenerator, poison_expected_applied: bool) -> Tally:
     settings = load_settings(stack.env)
     source = StripeEventSource(make_stripe_client(settings))
@@ -85,8 +112,9 @@ def tally(stack: Stack, load: LoadGenerator, poison_expected_applied: bool) -> T
         ).scalar_one()
         intents = load.payment_ids + load.synthetic_intents
         statuses = _payment_statuses(conn, intents)
+        aftercare = _aftercare_wrong(conn, load)
     engine.dispose()
-    wrong = sum(1 for intent in intents if statuses.get(intent) != "succeeded")
+    wrong = sum(1 for intent in intents if statuses.get(intent) != "succeeded") + aftercare
     return Tally(
         events_at_stripe=len(events),
         expected_runs=len(expected),
@@ -111,7 +139,7 @@ def wait_for_quiet(
             return current
         log(
             f"waiting: {current.lost} runs not applied, {current.pending} pending, "
-            f"{current.wrong_status} payments not yet succeeded"
+            f"{current.wrong_status} payments, disputes or refunds not yet in their last state"
         )
         time.sleep(5)
 
@@ -142,7 +170,7 @@ def report(outcome: Outcome, poison_sent: int) -> int:
         ("dead-lettered (not poisoned)", after.dead_lettered),
         ("poisoned runs dead-lettered", before.poisoned_dead),
         ("poisoned runs still dead after replay", after.poisoned_dead),
-        ("payments not succeeded", after.wrong_status),
+        ("payments, disputes, refunds not in their last state", after.wrong_status),
         ("seconds to converge", round(outcome.converged, 1)),
         ("worker exits restarted by the supervisor", outcome.worker_crashes),
     ]
