@@ -45,14 +45,20 @@ def dev_authenticate(payment_intent_id: str, fail: bool) -> None:
 def dev_trigger(event: str) -> None:
     """Create a payment at the stand-in and fire EVENT's scenario, like `stripe trigger`.
 
-    EVENT: payment_intent.succeeded, payment_intent.payment_failed or
-    payment_intent.requires_action."""
+    EVENT: payment_intent.succeeded, payment_intent.payment_failed,
+    payment_intent.requires_action, payment_intent.amount_capturable_updated,
+    charge.captured, payment_intent.canceled, charge.refunded, charge.dispute.created,
+    charge.dispute.funds_reinstated (won), charge.dispute.closed (lost) or
+    radar.early_fraud_warning.created."""
 
     try:
-        intent = trigger(StandIn(settings_or_exit()), event)
+        triggered = trigger(StandIn(settings_or_exit()), event)
     except UnknownScenario as exc:
         raise click.BadParameter(str(exc), param_hint="EVENT") from None
+    intent = triggered.intent
     click.echo(f"{intent['id']} is {intent['status']} at the stand-in")
+    if dispute := triggered.dispute:
+        click.echo(f"dispute {dispute['id']} ({dispute['reason']}) is {dispute['status']}")
     click.echo("events sent to the webhook: " + ", ".join(SCENARIOS[event].events))
 
 

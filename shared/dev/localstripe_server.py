@@ -15,7 +15,7 @@ from aiohttp import web
 from localstripe import resources
 from localstripe.server import app
 
-from shared.dev import stripe_amounts, stripe_idempotency, stripe_test_mode
+from shared.dev import stripe_idempotency, stripe_lifecycle, stripe_test_mode
 
 
 def _skip_disk_snapshots() -> None:
@@ -73,8 +73,9 @@ def teach_stripe(stand_in: web.Application) -> None:
     stripe_idempotency.install(stand_in)
     # Declines, 3-D Secure and their events at confirm, as Stripe's test mode answers them.
     stripe_test_mode.install(stand_in)
-    # amount_received and amount_capturable on PaymentIntents; refunds bounded by the charge.
-    stripe_amounts.install()
+    # What follows a payment: refunds, capture, cancellation, disputes, with Stripe's events
+    # in Stripe's shape (amount_received, amount_capturable, pending_webhooks, request, ...).
+    stripe_lifecycle.install(stand_in)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ such front end that works here, so these helpers call its API directly with test
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import requests
@@ -79,13 +80,65 @@ class StandIn:
         return self.retrieve(payment_intent_id)
 
     def create_payment_intent(
-        self, amount: int, currency: str, metadata: dict[str, str]
+        self,
+        amount: int,
+        currency: str,
+        metadata: dict[str, str],
+        capture_method: str | None = None,
     ) -> dict[str, Any]:
         """A PaymentIntent made at the stand-in directly, as the Dashboard or `stripe trigger`
         would: our ledger learns of it from its events only."""
         data = {"amount": str(amount), "currency": currency}
         data.update({f"metadata[{key}]": value for key, value in metadata.items()})
+        if capture_method:
+            data["capture_method"] = capture_method
         return self._post("/v1/payment_intents", data)
+
+    def refund(
+        self, payment_intent_id: str, amount: int | None = None, reason: str | None = None
+    ) -> dict[str, Any]:
+        data = {"payment_intent": payment_intent_id, "amount": amount, "reason": reason}
+        return self._post("/v1/refunds", {k: str(v) for k, v in data.items() if v is not None})
+
+    def capture(self, payment_intent_id: str, amount: int | None = None) -> dict[str, Any]:
+        data = {} if amount is None else {"amount_to_capture": str(amount)}
+        return self._post(f"/v1/payment_intents/{payment_intent_id}/capture", data)
+
+    def cancel(self, payment_intent_id: str, reason: str | None = None) -> dict[str, Any]:
+        data = {} if reason is None else {"cancellation_reason": reason}
+        return self._post(f"/v1/payment_intents/{payment_intent_id}/cancel", data)
+
+    def dispute_of(
+        self, payment_intent_id: str, status: str | None = None, timeout: float = 10
+    ) -> dict[str, Any]:
+        """The dispute a dispute test card brings, once the stand-in has opened it (and it has
+        reached ``status``, when given)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self._get("/v1/disputes", {"payment_intent": payment_intent_id})["data"]
+            if found and status in (None, found[0]["status"]):
+                return dict(found[0])
+            if time.monotonic() > deadline:
+                raise StandInError(f"no dispute {status or ''} on {payment_intent_id} in time")
+            time.sleep(0.2)
+
+    def submit_evidence(self, dispute_id: str, text: str) -> dict[str, Any]:
+        """Submit evidence; Stripe's test mode decides on ``winning_evidence`` (won) and
+        ``losing_evidence`` (lost)."""
+        return self._post(f"/v1/disputes/{dispute_id}", {"evidence[uncategorized_text]": text})
+
+    def close_dispute(self, dispute_id: str) -> dict[str, Any]:
+        """Accept the dispute (it is lost)."""
+        return self._post(f"/v1/disputes/{dispute_id}/close", {})
+
+    def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        response = requests.get(
+            self._base + path, params=params, auth=self._auth, timeout=self._timeout
+        )
+        if response.status_code != 200:
+            raise StandInError(f"GET {path}: HTTP {response.status_code}")
+        body: dict[str, Any] = response.json()
+        return body
 
     def authenticate(self, payment_intent_id: str, *, success: bool = True) -> dict[str, Any]:
         """Complete (or fail) the 3-D Secure challenge of a PaymentIntent in requires_action."""
@@ -106,13 +159,14 @@ class StandIn:
         result: dict[str, Any] = response.json()
         return result
 
-    def events(self) -> list[dict[str, Any]]:
-        """Every event the stand-in holds (it lists them all, oldest first)."""
+    def events(self, since: int | None = None) -> list[dict[str, Any]]:
+        """Every event the stand-in holds (it lists them all, oldest first), or those created
+        at ``since`` or later."""
+        params: dict[str, Any] = {"limit": 1000}
+        if since is not None:
+            params["created[gte]"] = since
         response = requests.get(
-            f"{self._base}/v1/events",
-            auth=self._auth,
-            params={"limit": 1000},
-            timeout=self._timeout,
+            f"{self._base}/v1/events", auth=self._auth, params=params, timeout=self._timeout
         )
         events: list[dict[str, Any]] = response.json()["data"]
         return events
