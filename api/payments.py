@@ -17,7 +17,7 @@ from shared.observability.logs import bind
 from shared.observability.metrics import PAYMENT_ATTEMPTS
 from shared.payments import IdempotencyConflict, IdempotencyKeyInUse, PaymentCreated
 from shared.payments.callers import SESSION_HEADER, Caller, CallerRejected, secret_matches
-from shared.payments.details import PaymentDetails
+from shared.payments.details import PaymentDetails, find_payment_details
 from shared.validation import ValidationError, validate_idempotency_key, validate_payment_request
 
 log = logging.getLogger(__name__)
@@ -59,16 +59,18 @@ def payments_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
     @limits.status
     def get_payment(payment_intent_id: str) -> Answer:
         bind(payment_intent_id=payment_intent_id)
-        payment = api.payments.get(payment_intent_id)
+        details = find_payment_details(api.runtime.sessions, payment_intent_id)
         # The id names a payment; the client secret (or the operators' token) is the right to
         # read it. Without that proof the answer is the same as for an id that does not exist.
-        allowed = payment is not None and (
-            secret_matches(request.headers.get("X-Client-Secret"), payment.client_secret_sha256)
+        allowed = details is not None and (
+            secret_matches(
+                request.headers.get("X-Client-Secret"), details.payment.client_secret_sha256
+            )
             or api.has_bearer(api.settings.admin_token)
         )
-        if payment is None or not allowed:
+        if details is None or not allowed:
             return error_response(404, "not_found", "No payment with that PaymentIntent id.")
-        return jsonify(payment_view(api.payments.details(payment))), 200
+        return jsonify(payment_view(details)), 200
 
     return payments
 
@@ -127,7 +129,11 @@ def _created(created: PaymentCreated) -> Answer:
 
 def payment_view(details: PaymentDetails) -> dict[str, Any]:
     """The payment as the API shows it (camelCase): Stripe's PaymentIntent status and figures,
-    its refunds and its latest dispute."""
+    its refunds (oldest first) and its latest dispute (or None). ``details`` comes from
+    ``shared.payments.find_payment_details`` or ``payment_details`` (one session).
+
+    ``amountRefunded`` is Stripe's charge.amount_refunded: refunds pending, requiring action
+    or succeeded; a failed or canceled refund gave its amount back."""
     payment = details.payment
     last_error = None
     if payment.last_error_code or payment.last_error_message or payment.last_error_decline_code:

@@ -103,7 +103,9 @@ class _AfterPayment:
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
-    charge_id: Mapped[str | None] = mapped_column(String(255))
+    # Indexed: a Charge's events (charge.refunded) name both ids and join what came without its
+    # PaymentIntent to it.
+    charge_id: Mapped[str | None] = mapped_column(String(255), index=True)
     amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
     status: Mapped[str] = mapped_column(String(32), nullable=False)
@@ -125,7 +127,10 @@ class Dispute(_AfterPayment, Base):
     __tablename__ = "disputes"
 
     evidence_due_by: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    # Set by charge.dispute.funds_withdrawn / funds_reinstated, never unset.
+    # Whether the disputed charge may still be refunded (Stripe's word, with the status).
+    is_charge_refundable: Mapped[bool | None] = mapped_column(Boolean)
+    # Set by charge.dispute.funds_withdrawn / funds_reinstated, or by a dispute whose
+    # balance_transactions show the withdrawal or the reinstatement; never unset.
     funds_withdrawn: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     funds_reinstated: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from shared.models import Dispute, Payment, Refund
 from shared.payments.after_payment import REFUND_COUNTS
@@ -39,3 +39,15 @@ def payment_details(session: Session, payment: Payment) -> PaymentDetails:
         .limit(1)
     ).scalar_one_or_none()
     return PaymentDetails(payment, refunds, dispute)
+
+
+def find_payment_details(
+    sessions: sessionmaker[Session], payment_intent_id: str
+) -> PaymentDetails | None:
+    """The payment with its refunds and latest dispute, read in one session; None when we do
+    not know the PaymentIntent (refunds or disputes recorded before it are not a payment)."""
+    with sessions() as session:
+        payment = session.execute(
+            select(Payment).where(Payment.payment_intent_id == payment_intent_id)
+        ).scalar_one_or_none()
+        return None if payment is None else payment_details(session, payment)

@@ -190,14 +190,17 @@ def _count_outcome(intent: dict[str, Any]) -> None:
 
 def _status_fields(intent: dict[str, Any], as_of: dt.datetime) -> dict[str, Any]:
     error = intent.get("last_payment_error") or {}
-    return {
+    fields = {
         "status": intent["status"],
         "status_as_of": as_of,
         # Stripe's figures at that moment, moving with the status under the same rule.
         "amount_received": int(intent.get("amount_received") or 0),
         "amount_capturable": int(intent.get("amount_capturable") or 0),
-        "capture_method": intent.get("capture_method"),
         "last_error_code": error.get("code"),
         "last_error_decline_code": error.get("decline_code"),
         "last_error_message": error.get("message"),
     }
+    if intent.get("capture_method"):
+        # An object without it (a trimmed stand-in's) keeps what create-payment asked for.
+        fields["capture_method"] = intent["capture_method"]
+    return fields

@@ -13,8 +13,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.models import Dispute, Payment, Refund
 from shared.payments import apply_payment_intent
-from shared.payments.after_payment import apply_dispute, apply_refund, rank_decision
+from shared.payments.after_payment import (
+    apply_dispute,
+    apply_refund,
+    lifecycle,
+    lifecycle_decision,
+)
 from shared.payments.details import payment_details
+from shared.payments.ordering import Decision
 from tests.support.stripe_objects import dispute, refund
 
 T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
@@ -157,10 +163,11 @@ def test_refunds_before_the_payment_show_once_it_is_known(db):
     assert (payment.amount_received, payment.capture_method) == (1000, "automatic")
 
 
-def test_the_rank_rule_itself():
-    ranks = {"a": 0, "b": 1, "c": 1}
-    assert rank_decision(ranks, "a", at(5), "b", at(1)) == "apply"
-    assert rank_decision(ranks, "b", at(1), "a", at(5)) == "ignore"
-    assert rank_decision(ranks, "b", at(1), "c", at(1)) == "tie"
-    assert rank_decision(ranks, "b", at(5), "b", at(1)) == "ignore"
-    assert rank_decision(ranks, "b", at(1), "b", at(1)) == "apply"
+def test_the_lifecycle_rule_itself():
+    later = lifecycle(("a", "b", "c"), ("a", "b", "d"), ("e", "a"))
+    assert later["e"] == {"a", "b", "c", "d"}  # across paths where they meet
+    assert lifecycle_decision(later, "a", at(5), "b", at(1)) is Decision.APPLY
+    assert lifecycle_decision(later, "b", at(1), "a", at(5)) is Decision.IGNORE
+    assert lifecycle_decision(later, "c", at(1), "d", at(1)) is Decision.TIE
+    assert lifecycle_decision(later, "b", at(5), "b", at(1)) is Decision.IGNORE
+    assert lifecycle_decision(later, "b", at(1), "b", at(1)) is Decision.APPLY

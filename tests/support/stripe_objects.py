@@ -19,13 +19,15 @@ def _examples() -> dict[str, Any]:
     return resources
 
 
-def refund(refund_id: str, payment_intent: str, amount: int, status: str, **extra: Any) -> dict:
+def refund(
+    refund_id: str, payment_intent: str | None, amount: int, status: str, **extra: Any
+) -> dict:
     obj: dict[str, Any] = copy.deepcopy(_examples()["refund"])
     obj.update(id=refund_id, payment_intent=payment_intent, amount=amount, status=status, **extra)
     return obj
 
 
-def dispute(dispute_id: str, payment_intent: str, status: str, **extra: Any) -> dict:
+def dispute(dispute_id: str, payment_intent: str | None, status: str, **extra: Any) -> dict:
     obj: dict[str, Any] = copy.deepcopy(_examples()["dispute"])
     obj.update(id=dispute_id, payment_intent=payment_intent, status=status, **extra)
     obj["evidence_details"]["due_by"] = 1_900_000_000

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from shared.ledger.handlers.registry import EventView, registry
 from shared.observability.logs import bind
-from shared.payments.after_payment import apply_dispute, apply_refund
+from shared.payments.after_payment import apply_charge_refunds, apply_dispute, apply_refund
 
 REFUND_EVENTS = ("refund.created", "refund.updated", "refund.failed")
 DISPUTE_EVENTS = (
@@ -26,18 +26,14 @@ DISPUTE_EVENTS = (
 
 @registry.handles(*REFUND_EVENTS, "charge.refunded", name="payments.sync_refunds")
 def sync_refunds(session: Session, event: EventView) -> None:
+    bind(payment_intent_id=event.object.get("payment_intent"))
     fetch = None if event.stripe is None else event.stripe.current_refund
     if event.type == "charge.refunded":
-        # The Charge: its refunds, where the API version still lists them (they come with
-        # their own refund.* events either way).
-        charge = event.object
-        bind(payment_intent_id=charge.get("payment_intent"))
-        for refund in (charge.get("refunds") or {}).get("data") or []:
-            refund.setdefault("payment_intent", charge.get("payment_intent"))
-            apply_refund(session, refund, event.created, fetch)
-        return
-    bind(payment_intent_id=event.object.get("payment_intent"))
-    apply_refund(session, event.object, event.created, fetch)
+        # The Charge: its refunds where the API version still lists them (each also comes with
+        # its own refund.* events), and the PaymentIntent that refunds without one belong to.
+        apply_charge_refunds(session, event.object, event.created, fetch)
+    else:
+        apply_refund(session, event.object, event.created, fetch)
 
 
 @registry.handles(*DISPUTE_EVENTS, name="payments.sync_dispute")

@@ -46,6 +46,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_refunds")),
     )
     op.create_index("ix_refunds_payment_intent_id", "refunds", ["payment_intent_id"])
+    op.create_index("ix_refunds_charge_id", "refunds", ["charge_id"])
     op.create_table(
         "disputes",
         sa.Column("id", sa.String(length=255), nullable=False),
@@ -56,12 +57,14 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=32), nullable=False),
         sa.Column("reason", sa.String(length=64), nullable=True),
         sa.Column("evidence_due_by", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("is_charge_refundable", sa.Boolean(), nullable=True),
         sa.Column("funds_withdrawn", sa.Boolean(), server_default="false", nullable=False),
         sa.Column("funds_reinstated", sa.Boolean(), server_default="false", nullable=False),
         *_timestamps(),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_disputes")),
     )
     op.create_index("ix_disputes_payment_intent_id", "disputes", ["payment_intent_id"])
+    op.create_index("ix_disputes_charge_id", "disputes", ["charge_id"])
 
 
 def downgrade() -> None:
