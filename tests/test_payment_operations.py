@@ -113,6 +113,40 @@ def stand_in_refunds(settings, payment_intent_id: str) -> list[dict[str, Any]]:
     return refunds
 
 
+def test_a_partial_then_a_full_refund(api, admin, stand_in, settings):
+    intent_id = paid(api, stand_in)
+    api.wait_for_status(intent_id, "succeeded")
+
+    partial = admin.post(intent_id, "refunds", {"amount": 300, "reason": "requested_by_customer"})
+
+    assert partial.status_code == 200, partial.text
+    view = partial.json()
+    assert (view["paymentIntentId"], view["status"]) == (intent_id, "succeeded")
+    assert [(r["amount"], r["reason"]) for r in view["refunds"]] == [(300, "requested_by_customer")]
+    assert view["amountRefunded"] == 300
+
+    rest = admin.post(intent_id, "refunds")
+
+    assert rest.status_code == 200, rest.text
+    view = rest.json()
+    # The payment's own status stays Stripe's PaymentIntent status.
+    assert view["status"] == "succeeded"
+    assert sorted(r["amount"] for r in view["refunds"]) == [300, 700]
+    assert view["amountRefunded"] == 1000
+    assert sorted(r["amount"] for r in stand_in_refunds(settings, intent_id)) == [300, 700]
+
+
+def test_a_refund_past_what_is_left_is_refused_with_stripes_code(api, admin, stand_in, settings):
+    intent_id = paid(api, stand_in)
+    assert admin.post(intent_id, "refunds", {"amount": 600}).status_code == 200
+
+    refused = admin.post(intent_id, "refunds", {"amount": 401})
+
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "amount_too_large"
+    assert [r["amount"] for r in stand_in_refunds(settings, intent_id)] == [600]
+
+
 def test_a_retried_key_never_refunds_twice(api, admin, stand_in, settings):
     intent_id = paid(api, stand_in)
     key = f"refund-{secrets.token_hex(6)}"
@@ -122,6 +156,7 @@ def test_a_retried_key_never_refunds_twice(api, admin, stand_in, settings):
 
     assert (first.status_code, again.status_code) == (200, 200), again.text
     assert [r["amount"] for r in stand_in_refunds(settings, intent_id)] == [250]
+    assert [r["id"] for r in again.json()["refunds"]] == [r["id"] for r in first.json()["refunds"]]
     # The key names that refund: with another amount it is refused, not a second refund.
     reused = admin.post(intent_id, "refunds", {"amount": 300}, key=key)
     assert reused.status_code == 409
@@ -129,19 +164,38 @@ def test_a_retried_key_never_refunds_twice(api, admin, stand_in, settings):
     assert len(stand_in_refunds(settings, intent_id)) == 1
 
 
+def test_a_manual_capture_payment_captured_in_part(api, admin, stand_in, settings):
+    intent_id = paid(api, stand_in, 2000, captureMethod="manual")
+    assert stand_in_intent(settings, intent_id)["status"] == "requires_capture"
+
+    captured = admin.post(intent_id, "capture", {"amount": 1500})
+
+    assert captured.status_code == 200, captured.text
+    view = captured.json()
+    assert (view["status"], view["captureMethod"]) == ("succeeded", "manual")
+    assert (view["amountReceived"], view["amountCapturable"]) == (1500, 0)
+    assert stand_in_intent(settings, intent_id)["amount_received"] == 1500
+    # Captured once: a second capture is Stripe's refusal, with Stripe's code.
+    again = admin.post(intent_id, "capture")
+    assert again.status_code == 400
+    assert again.json()["error"]["code"] == "payment_intent_unexpected_state"
+
+
 def test_a_cancelled_payment(api, admin, settings):
     response = create(api, {"amount": 1200})
     intent_id = response.json()["paymentIntentId"]
 
-    canceled = admin.post(intent_id, "cancel")
+    canceled = admin.post(intent_id, "cancel", {"reason": "abandoned"})
 
     assert canceled.status_code == 200, canceled.text
     assert canceled.json()["status"] == "canceled"
-    assert stand_in_intent(settings, intent_id)["status"] == "canceled"
+    intent = stand_in_intent(settings, intent_id)
+    assert (intent["status"], intent["cancellation_reason"]) == ("canceled", "abandoned")
     api.wait_for_status(intent_id, "canceled")
     # Final: cancelling again is Stripe's refusal.
     again = admin.post(intent_id, "cancel")
     assert again.status_code == 400
+    assert again.json()["error"]["code"] == "payment_intent_unexpected_state"
 
 
 def test_a_succeeded_payment_cannot_be_cancelled(api, admin, stand_in):
@@ -150,6 +204,7 @@ def test_a_succeeded_payment_cannot_be_cancelled(api, admin, stand_in):
     refused = admin.post(intent_id, "cancel")
 
     assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "payment_intent_unexpected_state"
     assert api.wait_for_status(intent_id, "succeeded")["status"] == "succeeded"
 
 
@@ -244,7 +299,7 @@ def cli(base_env):
 def test_the_cli_refunds_once_per_key(api, live_api, stand_in, settings, cli):
     intent_id = paid(api, stand_in)
     key = f"cli-refund-{secrets.token_hex(6)}"
-    command = ("payments", "refund", intent_id, "--amount", "200")
+    command = ("payments", "refund", intent_id, "--amount", "200", "--reason", "duplicate")
 
     first = cli(*command, "--idempotency-key", key)
     again = cli(*command, "--idempotency-key", key)
@@ -252,11 +307,13 @@ def test_the_cli_refunds_once_per_key(api, live_api, stand_in, settings, cli):
     assert first.returncode == 0, first.stdout + first.stderr
     assert again.returncode == 0, again.stdout + again.stderr
     (refund,) = stand_in_refunds(settings, intent_id)
-    assert refund["amount"] == 200
+    assert (refund["amount"], refund["reason"]) == (200, "duplicate")
     assert first.stdout.splitlines()[0] == f"refund {refund['id']}: succeeded, 200 usd"
     assert again.stdout == first.stdout
     # The API and the CLI scope keys alike: the same key over the API is the same refund.
-    over_api = Admin(live_api.url).post(intent_id, "refunds", {"amount": 200}, key=key)
+    over_api = Admin(live_api.url).post(
+        intent_id, "refunds", {"amount": 200, "reason": "duplicate"}, key=key
+    )
     assert over_api.status_code == 200
     assert len(stand_in_refunds(settings, intent_id)) == 1
 
@@ -265,11 +322,11 @@ def test_the_cli_captures_and_cancels(api, stand_in, settings, cli):
     manual = paid(api, stand_in, 2000, captureMethod="manual")
     captured = cli("payments", "capture", manual, "--amount", "1200", "--idempotency-key", "c1")
     assert captured.returncode == 0, captured.stdout + captured.stderr
-    assert stand_in_intent(settings, manual)["status"] == "succeeded"
+    assert stand_in_intent(settings, manual)["amount_received"] == 1200
     assert f"payment {manual}: succeeded in the ledger" in captured.stdout
 
     pending = create(api, {"amount": 1300}).json()["paymentIntentId"]
-    canceled = cli("payments", "cancel", pending, "--idempotency-key", "x")
+    canceled = cli("payments", "cancel", pending, "--reason", "duplicate", "--idempotency-key", "x")
     assert canceled.returncode == 0, canceled.stdout + canceled.stderr
     assert stand_in_intent(settings, pending)["status"] == "canceled"
     assert f"payment {pending}: canceled in the ledger" in canceled.stdout
@@ -287,4 +344,4 @@ def test_the_cli_says_what_went_wrong(api, stand_in, cli):
     assert blank_key.returncode == 2 and "must not be empty" in blank_key.stderr
     assert unknown.returncode == 1 and "no payment pi_unknown_to_us in the ledger" in unknown.stderr
     assert refused.returncode == 1
-    assert "Stripe refused:" in refused.stderr
+    assert "Stripe refused: payment_intent_unexpected_state" in refused.stderr
