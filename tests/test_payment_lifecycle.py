@@ -11,8 +11,9 @@ import requests
 
 from shared.dev import stripe_events
 from shared.dev.processes import wait_until
-from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET
+from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, WORKER_METRICS_PORT
 from tests.support.stripe_objects import dispute, refund
+from tests.test_operability import scrape, value
 
 
 def post(api, event_type: str, obj: dict[str, Any], created: int) -> None:
@@ -119,6 +120,47 @@ def test_a_refund_delivered_before_the_payments_succeeded_still_ends_right(api):
     view = view_when(api, intent_id, lambda v: v["amountRefunded"] == 400, "the early refund shown")
     assert view["status"] == "succeeded"
     assert view["amountReceived"] == 1000
+
+
+def test_a_dispute_and_a_charges_refunds_before_the_payment_show_once_it_comes(api):
+    intent_id = f"pi_first{int(time.time() * 1000)}"
+    charge_id = "ch_" + intent_id[3:]
+    now = int(time.time())
+    # The Charge lists a refund that names only its charge (an older API version's shape).
+    listed = refund("re_" + intent_id[-10:], None, 250, "succeeded", charge=None)
+    charge = {"id": charge_id, "object": "charge", "payment_intent": intent_id,
+              "amount": 1000, "amount_refunded": 250, "refunds": {"data": [listed]}}  # fmt: skip
+    post(api, "charge.refunded", charge, now + 3)
+    opened = dispute("dp_" + intent_id[-10:], intent_id, "needs_response", charge=charge_id)
+    post(api, "charge.dispute.created", opened, now + 4)
+    intent = stripe_events.payment_intent(
+        intent_id=intent_id, status="succeeded", amount=1000, created=now
+    )
+    post(api, "payment_intent.succeeded", {**intent, "amount_received": 1000}, now + 1)
+
+    view = view_when(
+        api, intent_id, lambda v: v["dispute"] is not None and v["refunds"], "the early ones"
+    )
+    assert (view["status"], view["amountRefunded"]) == ("succeeded", 250)
+    assert view["dispute"]["status"] == "needs_response"
+
+
+def test_a_new_dispute_is_counted_once_on_a_series_that_was_already_there(api, settle):
+    metrics = f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics"
+    settle()
+    before = scrape(metrics)
+    # Born at 0: Prometheus' increase() then sees the first dispute (the alert relies on it).
+    assert ("disputes_total", (("status", "needs_response"),)) in before
+    dispute_id = f"dp_count{int(time.time() * 1000)}"
+    now = int(time.time())
+    opened = dispute(dispute_id, "pi_count" + dispute_id[-8:], "needs_response")
+    post(api, "charge.dispute.created", opened, now)
+    post(api, "charge.dispute.updated", opened, now + 1)  # same state again: no new count
+    settle()
+    after = scrape(metrics)
+    assert value(after, "disputes_total", status="needs_response") == (
+        value(before, "disputes_total", status="needs_response") + 1
+    )
 
 
 def operate(live_api, intent_id: str, operation: str, body: dict[str, Any], key: str):
