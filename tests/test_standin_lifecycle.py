@@ -273,6 +273,10 @@ def test_a_fraud_dispute_card_is_disputed_then_won_with_winning_evidence(driver)
     updated = events[4]["data"]
     assert updated["previous_attributes"]["status"] == "needs_response"
     assert updated["previous_attributes"]["evidence"] == {"uncategorized_text": None}
+    assert updated["previous_attributes"]["evidence_details"] == {
+        "has_evidence": False,
+        "submission_count": 0,
+    }
     assert updated["object"]["evidence_details"]["submission_count"] == 1
     closed, reinstated = events[5]["data"]["object"], events[6]["data"]["object"]
     assert closed["status"] == reinstated["status"] == "won"
@@ -328,3 +332,29 @@ def test_an_early_fraud_warning(driver):
         intent["id"],
     )
     assert driver.get(f"/v1/radar/early_fraud_warnings/{warning['id']}")["actionable"] is True
+
+
+def test_staged_evidence_is_an_update_and_unknown_evidence_is_refused(driver):
+    intent = driver.paid(FRAUD_CARD)
+    dispute = driver.stand_in.dispute_of(intent["id"])
+    path = f"/v1/disputes/{dispute['id']}"
+
+    staged = driver.post(path, {"evidence[customer_name]": "Jenny Rosen", "submit": "false"})
+    unknown = driver.post(path, {"evidence[horoscope]": "Leo"})
+
+    assert staged.status_code == 200, staged.text
+    assert staged.json()["status"] == "needs_response"
+    # Staged, not submitted: the dispute waits for more, as at Stripe.
+    assert staged.json()["evidence_details"] == {
+        **dispute["evidence_details"],
+        "has_evidence": True,
+        "submission_count": 0,
+    }
+    update = driver.events(intent, 5)[4]
+    assert update["type"] == "charge.dispute.updated"
+    assert update["data"]["previous_attributes"] == {
+        "evidence": {"customer_name": None},
+        "evidence_details": {"has_evidence": False},
+    }
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["param"] == "evidence[horoscope]"

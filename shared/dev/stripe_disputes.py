@@ -138,24 +138,24 @@ def update(dispute: Dispute, data: dict[str, Any]) -> None:
     if dispute.status not in OPEN:
         raise _not_open(dispute)
     previous: dict[str, Any] = {}
+    details = dispute.evidence_details
+    before = {name: details[name] for name in ("has_evidence", "submission_count")}
     if changed := {k: dispute.evidence[k] for k, v in evidence.items() if dispute.evidence[k] != v}:
         previous["evidence"] = changed
         dispute.evidence.update(evidence)
+        details["has_evidence"] = True  # Stripe: "whether evidence has been staged"
     if metadata:
         previous["metadata"] = dict(dispute.metadata)
         dispute.metadata.update(metadata)
     if submit is True:
-        details = dispute.evidence_details
         previous["status"] = dispute.status
-        previous["evidence_details"] = {
-            "has_evidence": details["has_evidence"],
-            "submission_count": details["submission_count"],
-        }
         dispute.status = dispute.status.replace("needs_response", "under_review")
-        details.update(has_evidence=True, submission_count=details["submission_count"] + 1)
+        details["submission_count"] += 1
         outcome = EVIDENCE_OUTCOMES.get(dispute.evidence.get("uncategorized_text") or "")
         if outcome is not None:
             later(OUTCOME_DELAY, lambda: close(dispute, won=outcome))
+    if changed_details := {name: old for name, old in before.items() if details[name] != old}:
+        previous["evidence_details"] = changed_details
     if previous:
         emit("charge.dispute.updated", dispute, previous)
 
