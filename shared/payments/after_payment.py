@@ -123,8 +123,8 @@ def dispute_fields(dispute: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# Fields an object may clear (a refund's failure_reason once it is retried); any other field
-# missing from an object (an older API version's) keeps what a newer event told us.
+# Fields whose null is Stripe's word (no reason given, no failure); any other field null or
+# missing in an object (a Charge's trimmed list, an older API version's) keeps what we had.
 _CLEARABLE = frozenset({"reason", "failure_reason"})
 
 
@@ -135,8 +135,8 @@ def apply_state(
     as_of: dt.datetime,
     fetch_current: Fetch | None,
 ) -> str | None:
-    """Bring our row for a refund or dispute ``obj`` to its state unless ours is further along.
-    Returns the status it moved to, or None when the stored status did not change."""
+    """Bring our row for a refund or dispute ``obj`` to its state unless its lifecycle puts ours
+    later. Returns the status it moved to, or None when the stored status did not change."""
     fields_of = refund_fields if model is Refund else dispute_fields
     fields = fields_of(obj)
     values = {"id": obj["id"], "created": utc_from_timestamp(obj["created"]), **fields}
