@@ -110,7 +110,7 @@ class StripeSays:
         return self.obj
 
 
-def test_two_final_states_of_one_rank_are_settled_by_asking_stripe(db):
+def test_two_endings_of_a_dispute_are_settled_by_asking_stripe(db):
     stripe_now = StripeSays(dispute("dp_tie", "pi_d", "won"))
     with db.begin() as session:
         apply_dispute(session, dispute("dp_tie", "pi_d", "lost"), at(1))

@@ -1,4 +1,4 @@
-"""After the payment, at the function level: the rank rule over every pair of Stripe's refund
+"""After the payment, at the function level: the lifecycle rule over every pair of Stripe's refund
 and dispute statuses, the handlers as registered (charge.refunded, ties asked of Stripe, funds
 from balance transactions), the outcome counters, PaymentIntent figures, and the reconciler
 recording runs for every new event type."""
@@ -56,7 +56,7 @@ def fresh(prefix: str) -> str:
     return f"{prefix}_{next(_ids)}"
 
 
-# What Stripe's lifecycles allow, written out rather than derived from the ranks under test.
+# What Stripe's lifecycles allow, written out rather than derived from the lifecycles under test.
 REFUND_MOVES = {
     ("requires_action", "pending"), ("requires_action", "succeeded"),
     ("requires_action", "failed"), ("requires_action", "canceled"),
