@@ -21,7 +21,6 @@ from shared.infra.stripe_gateway import CreatedIntent, PaymentGateway
 from shared.infra.timeutil import utc_from_timestamp
 from shared.models import Payment
 from shared.payments.callers import Caller, secret_digest
-from shared.payments.details import PaymentDetails, payment_details
 from shared.validation import PaymentRequest
 
 log = logging.getLogger(__name__)
@@ -179,11 +178,6 @@ class PaymentService:
             return session.execute(
                 select(Payment).where(Payment.payment_intent_id == payment_intent_id)
             ).scalar_one_or_none()
-
-    def details(self, payment: Payment) -> PaymentDetails:
-        """The payment with its refunds and its latest dispute."""
-        with self._sessions() as session:
-            return payment_details(session, payment)
 
 
 def _attach_statement(row_id: int, intent: CreatedIntent) -> Update:
