@@ -39,14 +39,21 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def stand_in_intents(settings: Settings, marker: str) -> list[dict]:
-    response = requests.get(
-        f"{settings.stripe_api_base}/v1/payment_intents",
-        auth=(settings.stripe_secret_key, ""),
-        params={"limit": 100},
-        timeout=10,
-    )
-    # localstripe lists every object regardless of limit; filter on our marker.
-    return [pi for pi in response.json()["data"] if pi["metadata"].get("marker") == marker]
+    """The stand-in's PaymentIntents carrying our marker, every page of the list read: the
+    session's other tests make more than a page of them."""
+    found: list[dict] = []
+    params: dict[str, str | int] = {"limit": 100}
+    while True:
+        page = requests.get(
+            f"{settings.stripe_api_base}/v1/payment_intents",
+            auth=(settings.stripe_secret_key, ""),
+            params=params,
+            timeout=10,
+        ).json()
+        found += [pi for pi in page["data"] if pi["metadata"].get("marker") == marker]
+        if not page.get("has_more") or not page["data"]:
+            return found
+        params["starting_after"] = page["data"][-1]["id"]
 
 
 def test_creates_a_payment_intent_and_records_it(client, settings, sessions):
