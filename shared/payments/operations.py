@@ -25,7 +25,7 @@ from shared.infra.stripe_gateway import OperationsGateway
 from shared.infra.timeutil import utc_from_timestamp
 from shared.models import Payment
 from shared.payments.after_payment import apply_refund
-from shared.payments.details import PaymentDetails, payment_details
+from shared.payments.details import PaymentDetails, find_payment_details
 from shared.payments.ordering import TERMINAL_STATUSES, apply_payment_intent
 from shared.validation import CancelRequest, CaptureRequest, RefundRequest
 
@@ -38,9 +38,12 @@ class PaymentNotFound(Exception):
 class OperationResult:
     # Stripe's answer: the Refund, or the PaymentIntent (without its client secret).
     stripe_object: dict[str, Any]
-    # Our ledger's row once the answer is recorded, and with its refunds and dispute.
-    payment: Payment
+    # Our ledger's payment once the answer is recorded, with its refunds and dispute.
     details: PaymentDetails
+
+    @property
+    def payment(self) -> Payment:
+        return self.details.payment
 
 
 def stripe_operation_key(operation: str, payment_intent_id: str, key: str) -> str:
@@ -111,9 +114,10 @@ class PaymentOperations:
         return self._result(intent, intent["id"])
 
     def _result(self, stripe_object: dict[str, Any], payment_intent_id: str) -> OperationResult:
-        payment = self._known(payment_intent_id)
-        with self._sessions() as session:
-            return OperationResult(stripe_object, payment, payment_details(session, payment))
+        details = find_payment_details(self._sessions, payment_intent_id)
+        if details is None:
+            raise PaymentNotFound(payment_intent_id)
+        return OperationResult(stripe_object, details)
 
     def _known(self, payment_intent_id: str) -> Payment:
         with self._sessions() as session:
