@@ -24,14 +24,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench.perf_report import machine_facts
 from shared.db import upgrade
 from shared.ledger.dlq import RunFilter, count_dead, list_dead, sweep_pending
+from shared.ledger.reconcile import recorded_ids
 from shared.ledger.retention import horizon_for, prune_batch
-from shared.models import StripeEvent
 
 POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 GOAL_MS = 50.0
@@ -121,7 +121,7 @@ def _known_ids(events: int) -> Callable[[sessionmaker[Session]], Any]:
 
     def call(sessions: sessionmaker[Session]) -> Any:
         with sessions() as session:
-            return session.execute(select(StripeEvent.id).where(StripeEvent.id.in_(ids))).all()
+            return recorded_ids(session, ids)
 
     return call
 

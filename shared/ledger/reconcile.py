@@ -187,14 +187,17 @@ class _BatchOutcome:
     failed: bool
 
 
+def recorded_ids(session: Session, event_ids: list[str]) -> set[str]:
+    """Which of a page of listed events we have recorded already."""
+    return set(
+        session.execute(select(StripeEvent.id).where(StripeEvent.id.in_(event_ids))).scalars()
+    )
+
+
 def _record_batch(
     session: Session, batch: list[dict[str, Any]], cipher: PayloadCipher, scope: EventScope
 ) -> _BatchOutcome:
-    known = set(
-        session.execute(
-            select(StripeEvent.id).where(StripeEvent.id.in_([e["id"] for e in batch]))
-        ).scalars()
-    )
+    known = recorded_ids(session, [e["id"] for e in batch])
     recovered = 0
     recorded_through: int | None = None
     failed = False
