@@ -5,8 +5,10 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 DEV_ENV := set -a; . ./.env.dev; set +a; export PATH="$(CURDIR)/$(BIN):$$PATH"
 T ?= tests
+# What runs a second time with RabbitMQ as the broker: every path an event takes through it.
+RABBITMQ_SUITE ?= tests/test_end_to_end.py tests/test_delivery_guarantees.py tests/test_payment_lifecycle.py tests/test_encryption_at_rest.py
 
-.PHONY: help install services migrate run test test-fast lint format clean chaos chaos-small lock bench bench-small bench-ledger
+.PHONY: help install services migrate run test test-rabbitmq test-fast lint format clean chaos chaos-small lock bench bench-small bench-ledger
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -42,12 +44,17 @@ test: install services lint ## lint, type-check and run the test suite on the re
 	mkdir -p "$${COVERAGE_FILE%/*}"; \
 	$(BIN)/pytest --cov --cov-report=term:skip-covered $(T); status=$$?; \
 	if [ "$(T)" != tests ]; then echo "coverage thresholds skipped: T is not the whole suite"; exit $$status; fi; \
+	echo; echo "The end-to-end suite again, on RabbitMQ (quorum queues, a virtual host of its own)"; \
+	TEST_BROKER=rabbitmq $(BIN)/pytest -q --cov --cov-append --cov-report= $(RABBITMQ_SUITE) || status=$$?; \
 	echo; echo "Ledger and payment logic (shared/ledger, shared/payments): at least 95%"; \
 	$(BIN)/coverage report --include='shared/ledger/*,shared/payments/*' --fail-under=95 || status=$$?; \
 	echo; echo "shared/ as a whole: at least 90%"; \
 	$(BIN)/coverage report --include='shared/*' --fail-under=90 || status=$$?; \
 	echo "coverage data: $${COVERAGE_FILE#$(CURDIR)/}"; \
 	exit $$status
+
+test-rabbitmq: install services ## the end-to-end suite with RabbitMQ as the broker (make test runs it after the whole suite)
+	TEST_BROKER=rabbitmq $(BIN)/pytest -q $(RABBITMQ_SUITE)
 
 test-fast: install services ## the fast layer only: ledger and payment logic, rolled back per test
 	$(BIN)/pytest -q tests/fast

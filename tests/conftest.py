@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import redis
@@ -35,6 +35,12 @@ from shared.dev.processes import (
 from shared.dev.standin import StandIn
 from shared.infra.broker import CANARY_TASK, EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
 from shared.models import WorkerCanary
+from tests.support.brokers import (
+    on_rabbitmq,
+    rabbitmq_in_flight,
+    rabbitmq_vhost,
+    redis_in_flight,
+)
 from tests.support.fake_sentry import FakeSentry
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
@@ -94,9 +100,21 @@ def stand_in_port() -> Iterator[int]:
 
 
 @pytest.fixture(scope="session")
-def base_env(stand_in_port: int) -> dict[str, str]:
+def broker_env() -> Iterator[dict[str, str]]:
+    """BROKER_URL for a run on RabbitMQ (``TEST_BROKER=rabbitmq``): a virtual host of its own.
+    On Redis, nothing: the broker is the session Redis at REDIS_URL."""
+    if not on_rabbitmq():
+        yield {}
+        return
+    with rabbitmq_vhost(f"payments-test-{os.getpid()}") as url:
+        yield {"BROKER_URL": url}
+
+
+@pytest.fixture(scope="session")
+def base_env(stand_in_port: int, broker_env: dict[str, str]) -> dict[str, str]:
     database = f"payments_test_{os.getpid()}"
     return {
+        **broker_env,
         "STRIPE_SECRET_KEY": "sk_test_" + "x" * 24,
         "STRIPE_PUBLISHABLE_KEY": "pk_test_" + "x" * 24,
         "STRIPE_WEBHOOK_SECRET": f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}",
@@ -223,9 +241,9 @@ def settle(
     queues = (EVENTS_QUEUE, HANDLERS_QUEUE)
 
     def in_flight() -> dict[str, int]:
-        counts = {queue: cast(int, client.llen(queue)) for queue in queues}
-        counts["unacked"] = cast(int, client.hlen("unacked"))  # kombu's Redis transport's hash
-        return counts
+        if on_rabbitmq():
+            return rabbitmq_in_flight(settings.broker.rsplit("/", 1)[1])
+        return redis_in_flight(client, queues)
 
     def canaries_seen(tokens: list[str]) -> bool:
         with sessions() as session:

@@ -18,6 +18,7 @@ from celery.signals import (
 from shared.config import load_settings
 from shared.db import make_engine, make_session_factory
 from shared.infra.redis_transport import guard_closed_connections
+from shared.infra.topology import declare_dead_letters
 from shared.ledger.handlers import load_handler_modules
 from shared.observability.logs import bind, clear_context, configure_logging, install_redaction
 from shared.observability.metrics import mark_process_dead, reset_multiprocess_dir
@@ -64,6 +65,12 @@ def _prepare_worker(**_: Any) -> None:
 
 
 _notes: list[WorkerNotes] = []
+
+
+@worker_ready.connect
+def _declare_dead_letters(**_: Any) -> None:
+    # RabbitMQ moves a message past its delivery limit here; no queue bound, and it is dropped.
+    declare_dead_letters(app)
 
 
 @worker_ready.connect

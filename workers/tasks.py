@@ -12,6 +12,8 @@ from celery import Task
 from shared.config import load_settings
 from shared.infra.broker import (
     CANARY_TASK,
+    EVENTS_QUEUE,
+    HANDLERS_QUEUE,
     INGEST_EVENT_TASK,
     PRUNE_TASK,
     RECONCILE_TASK,
@@ -20,6 +22,7 @@ from shared.infra.broker import (
     enqueue_run,
 )
 from shared.infra.runtime import Runtime, build_runtime
+from shared.infra.topology import broker_countdown
 from shared.ledger.batch import apply_claimed_runs, ingest_first_delivery
 from shared.ledger.dlq import sweep_pending
 from shared.ledger.events import (
@@ -125,7 +128,7 @@ def _retry_ingest(task: Task, rt: Runtime, exc: Exception) -> None:
         report_ingest_failure(exc)
         return
     log.warning("ingest failed, retrying in %.1fs: %s", decision.countdown, exc)
-    raise task.retry(exc=exc, countdown=decision.countdown) from exc
+    raise task.retry(exc=exc, countdown=_countdown(decision.countdown), queue=EVENTS_QUEUE) from exc
 
 
 def _first_delivery(task: Task) -> bool:
@@ -165,7 +168,11 @@ def _retry_or_quarantine(task: Task, body: str, source: str, first_attempt_at: f
             attempts,
             countdown,
         )
-        raise task.retry(kwargs={"first_attempt_at": first_attempt_at}, countdown=countdown)
+        raise task.retry(
+            kwargs={"first_attempt_at": first_attempt_at},
+            countdown=_countdown(countdown),
+            queue=EVENTS_QUEUE,
+        )
     if quarantine(rt.sessions, body, source, attempts=attempts, first_attempt_at=first_attempt_at):
         INGEST_QUARANTINED.inc()
     log.critical(
@@ -182,7 +189,13 @@ def run_handler(self: Task, event_id: str, handler: str) -> None:
     rt = runtime()
     retry = run_handler_once(rt.sessions, event_id, handler, rt.cipher, rt.gateway, rt.policy)
     if retry is not None:
-        raise self.retry(countdown=retry.countdown)
+        # By queue name, not by how this message came: on RabbitMQ a delayed retry arrives
+        # through the delay exchanges, and resending it that way would lose its route.
+        raise self.retry(countdown=_countdown(retry.countdown), queue=HANDLERS_QUEUE)
+
+
+def _countdown(seconds: float) -> float | None:
+    return broker_countdown(app.conf.broker_url, seconds)
 
 
 @app.task(name=CANARY_TASK, ignore_result=True)

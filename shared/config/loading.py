@@ -29,6 +29,7 @@ from shared.config.readers import (
     _webhook_secrets,
 )
 from shared.config.settings import (
+    BROKER_SCHEMES,
     DEFAULT_EVENT_RETENTION_DAYS,
     DEFAULT_HANDLER_MAX_ATTEMPTS,
     DEFAULT_HANDLER_MAX_PERMANENT_ATTEMPTS,
@@ -101,7 +102,7 @@ def _stripe_keys(env: Mapping[str, str]) -> Fields:
 def _stores(env: Mapping[str, str]) -> Fields:
     return {
         "redis_url": _url(env, "REDIS_URL", ("redis", "rediss"), required=True),
-        "broker_url": _url(env, "BROKER_URL", ("redis", "rediss"), required=False) or None,
+        "broker_url": _url(env, "BROKER_URL", BROKER_SCHEMES, required=False) or None,
         "database_url": _database_url(env),
     }
 

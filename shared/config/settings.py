@@ -11,6 +11,8 @@ class ConfigError(Exception):
 
 # Defaults chosen for production safety; each can be overridden from the environment.
 DEFAULT_WEBHOOK_TOLERANCE_SECONDS = 300
+# Redis, or RabbitMQ (one node, or a cluster's nodes separated by ';').
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps")
 DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 3600
 DEFAULT_HANDLER_MAX_ATTEMPTS = 8
 DEFAULT_STRIPE_TIMEOUT_SECONDS = 20

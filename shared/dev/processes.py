@@ -17,6 +17,8 @@ from typing import Any
 
 from werkzeug.serving import make_server
 
+from shared.infra.topology import declare_dead_letters
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
@@ -187,3 +189,4 @@ def declare_worker_queues(producer: Any) -> None:
     with producer.connection_for_write() as connection:
         for queue in producer.amqp.queues.values():
             queue(connection.default_channel).declare()
+    declare_dead_letters(producer)

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from amqp.exceptions import MessageNacked
 from celery import Celery
-from kombu import Exchange, Queue
 
 from shared.config import Settings, pin_broker
 from shared.infra.crypto import PayloadCipher
-from shared.infra.redis_publish import RedisTaskPublisher, can_publish_directly
+from shared.infra.redis_publish import BrokerUnavailable, RedisTaskPublisher, can_publish_directly
+from shared.infra.topology import (
+    CONFIRM_TIMEOUT_SECONDS,
+    amqp_settings,
+    broker_countdown,
+    delivery_limit,
+    is_amqp,
+    task_queues,
+)
 from shared.ledger.retry import RetryPolicy
 from shared.ledger.webhooks import storable_event
 
@@ -41,8 +49,9 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
     pin_broker(settings.broker)
     return {
         **_broker_settings(settings),
+        **amqp_settings(settings.broker),
         **_delivery_settings(),
-        **_routing_settings(),
+        **_routing_settings(settings),
         **_schedule_settings(settings),
         **_time_limit_settings(RetryPolicy.from_settings(settings)),
         "worker_hijack_root_logger": False,
@@ -52,6 +61,17 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
 
 
 def _broker_settings(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.broker,
+        **({} if is_amqp(settings.broker) else _redis_broker_settings(settings)),
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_connection_timeout": 5,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+    }
+
+
+def _redis_broker_settings(settings: Settings) -> dict[str, Any]:
     transport_options = {
         # Redis re-delivers an unacked message after this long; a retry countdown must stay
         # well below it or the message is delivered twice while it waits.
@@ -62,16 +82,11 @@ def _broker_settings(settings: Settings) -> dict[str, Any]:
         "retry_on_timeout": True,
     }
     return {
-        "broker_url": settings.broker,
         # Celery reads the visibility timeout from both; they must agree.
         "broker_transport_options": transport_options,
         "result_backend_transport_options": {
             "visibility_timeout": settings.visibility_timeout_seconds
         },
-        "broker_connection_retry_on_startup": True,
-        "broker_connection_max_retries": None,
-        "broker_connection_timeout": 5,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
     }
 
 
@@ -89,16 +104,10 @@ def _delivery_settings() -> dict[str, Any]:
     }
 
 
-def _routing_settings() -> dict[str, Any]:
+def _routing_settings(settings: Settings) -> dict[str, Any]:
+    limit = delivery_limit(settings.handler_max_attempts)
     return {
-        # Each queue gets its own exchange and routing key. Left to defaults, both bind to the
-        # default queue's exchange with one key; Celery publishes straight to the queue so that
-        # does no harm today, but anything publishing by exchange (or RabbitMQ, where the broker
-        # routes) would put every task in both queues.
-        "task_queues": tuple(
-            Queue(name, Exchange(name, type="direct"), routing_key=name)
-            for name in (EVENTS_QUEUE, HANDLERS_QUEUE)
-        ),
+        "task_queues": task_queues(settings.broker, (EVENTS_QUEUE, HANDLERS_QUEUE), limit),
         "task_default_exchange": HANDLERS_QUEUE,
         "task_default_routing_key": HANDLERS_QUEUE,
         "task_default_queue": HANDLERS_QUEUE,
@@ -186,14 +195,19 @@ class EventPublisher:
         if self._direct is not None:
             self._direct.send(INGEST_EVENT_TASK, args, argsrepr=argsrepr, queue=EVENTS_QUEUE)
             return
-        self._app.send_task(
-            INGEST_EVENT_TASK,
-            args=args,
-            argsrepr=argsrepr,
-            queue=EVENTS_QUEUE,
-            retry=True,
-            retry_policy=WEBHOOK_PUBLISH_RETRY_POLICY,
-        )
+        try:
+            self._app.send_task(
+                INGEST_EVENT_TASK,
+                args=args,
+                argsrepr=argsrepr,
+                queue=EVENTS_QUEUE,
+                retry=True,
+                retry_policy=WEBHOOK_PUBLISH_RETRY_POLICY,
+                # RabbitMQ: return (and answer 2xx) only once a quorum of nodes has the event.
+                confirm_timeout=CONFIRM_TIMEOUT_SECONDS,
+            )
+        except MessageNacked as exc:
+            raise BrokerUnavailable(f"RabbitMQ refused event {event['id']}") from exc
 
 
 def queue_depths(app: Celery) -> dict[str, int]:
@@ -210,4 +224,5 @@ def queue_depths(app: Celery) -> dict[str, int]:
 
 
 def enqueue_run(app: Celery, event_id: str, handler: str, countdown: float | None = None) -> None:
+    countdown = broker_countdown(app.conf.broker_url, countdown)
     app.send_task(RUN_HANDLER_TASK, args=[event_id, handler], countdown=countdown)

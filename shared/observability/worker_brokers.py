@@ -30,7 +30,12 @@ LIVE_WITHIN = dt.timedelta(seconds=3 * NOTE_EVERY_SECONDS)
 
 
 def broker_label(url: str) -> str:
-    """The broker as scheme://host:port/path: enough to compare and show, no credentials."""
+    """The broker as scheme://host:port/path: enough to compare and show, no credentials.
+    A RabbitMQ cluster's URL lists its nodes separated by ``;``: each is labelled."""
+    return ";".join(_node_label(node) for node in url.split(";"))
+
+
+def _node_label(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""

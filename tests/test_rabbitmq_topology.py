@@ -1,0 +1,95 @@
+"""On RabbitMQ our queues are quorum queues with a delivery limit and a dead-letter queue.
+
+These run against the machine's RabbitMQ, each in a virtual host of its own, whichever broker
+the rest of the suite runs on: they test what we declare there, not behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from kombu import Connection, Consumer, Message, Producer, Queue
+
+from shared.config import Settings
+from shared.dev.processes import declare_worker_queues
+from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
+from shared.infra.topology import (
+    DEAD_LETTER_QUEUE,
+    broker_countdown,
+    dead_letter_queue,
+    delivery_limit,
+    is_amqp,
+)
+from tests.support.brokers import rabbitmq_queue_types, rabbitmq_vhost
+
+
+@pytest.fixture
+def amqp_settings(settings: Settings) -> Iterator[Settings]:
+    with rabbitmq_vhost(f"payments-topology-{os.getpid()}") as url:
+        yield replace(settings, broker_url=url)
+
+
+def test_events_and_handlers_are_quorum_queues_with_a_dead_letter_queue(amqp_settings):
+    producer = make_producer(amqp_settings)
+    try:
+        declare_worker_queues(producer)
+    finally:
+        producer.close()
+    vhost = amqp_settings.broker.rsplit("/", 1)[1]
+    types = rabbitmq_queue_types(vhost)
+    assert types[EVENTS_QUEUE] == "quorum"
+    assert types[HANDLERS_QUEUE] == "quorum"
+    assert types[DEAD_LETTER_QUEUE] == "quorum"
+
+
+def test_a_message_that_keeps_crashing_its_consumer_goes_to_the_dead_letter_queue(
+    amqp_settings,
+):
+    producer = make_producer(amqp_settings)
+    declare_worker_queues(producer)
+    producer.close()
+    limit = delivery_limit(amqp_settings.handler_max_attempts)
+    with Connection(amqp_settings.broker) as connection:
+        Producer(connection).publish(
+            {"poison": True}, exchange=HANDLERS_QUEUE, routing_key=HANDLERS_QUEUE
+        )
+        handed_out = _give_back_until_gone(connection, HANDLERS_QUEUE)
+        dead = connection.SimpleQueue(dead_letter_queue(), no_ack=True)
+        assert dead.get(timeout=10).payload == {"poison": True}
+    # Handed out the limit's number of times, then once more past it: then it is moved.
+    assert handed_out == limit + 1
+
+
+def _give_back_until_gone(connection: Connection, queue: str) -> int:
+    """Take the message and hand it back unacknowledged, as a consumer that crashes on it
+    does, until RabbitMQ stops handing it out. Returns how many times it came."""
+    seen: list[Message] = []
+
+    def crash(message: Message) -> None:
+        seen.append(message)
+        message.requeue()
+
+    channel = connection.channel()
+    # no_declare: the queue exists, with arguments this plain declaration would contradict.
+    with Consumer(channel, queues=[Queue(queue, no_declare=True)], on_message=crash):
+        last = -1
+        while len(seen) != last:
+            last = len(seen)
+            try:
+                connection.drain_events(timeout=2)
+            except TimeoutError:
+                break
+    return len(seen)
+
+
+def test_a_retry_waits_in_whole_seconds_on_rabbitmq_only():
+    assert is_amqp("amqp://guest:guest@127.0.0.1:5672//")
+    assert is_amqp("amqp://a:1//;amqp://b:2//")
+    assert not is_amqp("redis://127.0.0.1:6379/0")
+    assert broker_countdown("amqp://h//", 0.3) == 1.0
+    assert broker_countdown("amqp://h//", 2.2) == 3.0
+    assert broker_countdown("redis://h/0", 0.3) == 0.3
+    assert broker_countdown("amqp://h//", None) is None
