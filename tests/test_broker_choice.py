@@ -47,6 +47,28 @@ def test_a_broker_url_that_is_no_broker_is_refused(base_env):
         load_settings({**base_env, "BROKER_URL": "http://127.0.0.1:6379"})
 
 
+def test_a_sentinel_broker_needs_its_master_name_and_only_it_does(base_env):
+    sentinel = {**base_env, "BROKER_URL": "sentinel://127.0.0.1:26379/0"}
+    with pytest.raises(ConfigError, match="BROKER_SENTINEL_MASTER is not set"):
+        load_settings(sentinel)
+    with pytest.raises(ConfigError, match="BROKER_URL is not sentinel"):
+        load_settings({**base_env, "BROKER_SENTINEL_MASTER": "payments"})
+
+    chosen = load_settings({**sentinel, "BROKER_SENTINEL_MASTER": "payments"})
+    options = celery_settings(chosen)["broker_transport_options"]
+    assert options["master_name"] == "payments"
+
+
+def test_rabbitmq_brokers_are_accepted_one_node_or_several(base_env):
+    nodes = "amqp://guest:guest@10.0.0.1:5672//;amqp://guest:guest@10.0.0.2:5672//"
+    chosen = load_settings({**base_env, "BROKER_URL": nodes})
+    settings = celery_settings(chosen)
+    assert settings["broker_url"] == nodes
+    assert settings["broker_transport_options"] == {"confirm_publish": True}
+    queue_types = {q.name: q.queue_arguments["x-queue-type"] for q in settings["task_queues"]}
+    assert queue_types == {"events": "quorum", "handlers": "quorum"}
+
+
 def test_celerys_own_broker_variables_may_only_agree():
     agreeing = {"CELERY_BROKER_URL": "redis://a/0", "PATH": "/bin"}
     pin_broker("redis://a/0", agreeing)

@@ -102,9 +102,20 @@ def _stripe_keys(env: Mapping[str, str]) -> Fields:
 def _stores(env: Mapping[str, str]) -> Fields:
     return {
         "redis_url": _url(env, "REDIS_URL", ("redis", "rediss"), required=True),
-        "broker_url": _url(env, "BROKER_URL", BROKER_SCHEMES, required=False) or None,
+        **_broker(env),
         "database_url": _database_url(env),
     }
+
+
+def _broker(env: Mapping[str, str]) -> Fields:
+    url = _url(env, "BROKER_URL", BROKER_SCHEMES, required=False) or None
+    master = _optional(env, "BROKER_SENTINEL_MASTER")
+    on_sentinel = url is not None and url.startswith("sentinel://")
+    if on_sentinel and master is None:
+        raise ConfigError("BROKER_SENTINEL_MASTER is not set: a sentinel:// BROKER_URL needs it")
+    if master is not None and not on_sentinel:
+        raise ConfigError("BROKER_SENTINEL_MASTER is set but BROKER_URL is not sentinel://")
+    return {"broker_url": url, "broker_sentinel_master": master}
 
 
 def _delivery(env: Mapping[str, str]) -> Fields:

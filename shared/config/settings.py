@@ -11,8 +11,9 @@ class ConfigError(Exception):
 
 # Defaults chosen for production safety; each can be overridden from the environment.
 DEFAULT_WEBHOOK_TOLERANCE_SECONDS = 300
-# Redis, or RabbitMQ (one node, or a cluster's nodes separated by ';').
-BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps")
+# Redis, Redis behind Sentinel (the sentinels separated by ';'), or RabbitMQ (one node, or a
+# cluster's nodes separated by ';').
+BROKER_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps")
 DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 3600
 DEFAULT_HANDLER_MAX_ATTEMPTS = 8
 DEFAULT_STRIPE_TIMEOUT_SECONDS = 20
@@ -58,6 +59,8 @@ class Settings:
     database_url: str
     # BROKER_URL as given; unset, the broker is the Redis at REDIS_URL (see ``broker``).
     broker_url: str | None = None
+    # The Sentinel master name, required by (and only for) a sentinel:// BROKER_URL.
+    broker_sentinel_master: str | None = None
     stripe_api_base: str | None = None
     sentry_dsn: str | None = field(default=None, repr=False)
     webhook_tolerance_seconds: int = DEFAULT_WEBHOOK_TOLERANCE_SECONDS

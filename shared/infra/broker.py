@@ -72,7 +72,7 @@ def _broker_settings(settings: Settings) -> dict[str, Any]:
 
 
 def _redis_broker_settings(settings: Settings) -> dict[str, Any]:
-    transport_options = {
+    transport_options: dict[str, Any] = {
         # Redis re-delivers an unacked message after this long; a retry countdown must stay
         # well below it or the message is delivered twice while it waits.
         "visibility_timeout": settings.visibility_timeout_seconds,
@@ -81,6 +81,10 @@ def _redis_broker_settings(settings: Settings) -> dict[str, Any]:
         "socket_keepalive": True,
         "retry_on_timeout": True,
     }
+    if settings.broker_sentinel_master:
+        # kombu asks the sentinels in BROKER_URL which Redis is this master now, and asks
+        # again after a failover.
+        transport_options["master_name"] = settings.broker_sentinel_master
     return {
         # Celery reads the visibility timeout from both; they must agree.
         "broker_transport_options": transport_options,
