@@ -6,6 +6,7 @@ Both the web process (which only publishes) and the workers build their Celery a
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from amqp.exceptions import MessageNacked
@@ -36,6 +37,8 @@ PRUNE_INTERVAL_SECONDS = 3600.0
 EVENTS_QUEUE = "events"
 HANDLERS_QUEUE = "handlers"
 
+# Pauses before sending again an event RabbitMQ refused (see EventPublisher._publish_confirmed).
+NACK_RETRY_PAUSES_SECONDS = (0.1, 0.3, 0.6)
 # A publish from the webhook request must fail fast so we can answer 503 and Stripe redelivers.
 WEBHOOK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
@@ -199,19 +202,29 @@ class EventPublisher:
         if self._direct is not None:
             self._direct.send(INGEST_EVENT_TASK, args, argsrepr=argsrepr, queue=EVENTS_QUEUE)
             return
-        try:
-            self._app.send_task(
-                INGEST_EVENT_TASK,
-                args=args,
-                argsrepr=argsrepr,
-                queue=EVENTS_QUEUE,
-                retry=True,
-                retry_policy=WEBHOOK_PUBLISH_RETRY_POLICY,
-                # RabbitMQ: return (and answer 2xx) only once a quorum of nodes has the event.
-                confirm_timeout=CONFIRM_TIMEOUT_SECONDS,
-            )
-        except MessageNacked as exc:
-            raise BrokerUnavailable(f"RabbitMQ refused event {event['id']}") from exc
+        self._publish_confirmed(event["id"], args, argsrepr)
+
+    def _publish_confirmed(self, event_id: str, args: list[Any], argsrepr: str) -> None:
+        # RabbitMQ refuses (nacks) what it cannot store: for a moment after a queue's leader
+        # node dies, publishes on a fresh connection are refused until a new leader is elected.
+        # Nothing was stored, so sending again is safe; past a second or so, answer 503.
+        for pause in (*NACK_RETRY_PAUSES_SECONDS, None):
+            try:
+                self._app.send_task(
+                    INGEST_EVENT_TASK,
+                    args=args,
+                    argsrepr=argsrepr,
+                    queue=EVENTS_QUEUE,
+                    retry=True,
+                    retry_policy=WEBHOOK_PUBLISH_RETRY_POLICY,
+                    # RabbitMQ: return (and answer 2xx) once a quorum of nodes has the event.
+                    confirm_timeout=CONFIRM_TIMEOUT_SECONDS,
+                )
+                return
+            except MessageNacked as exc:
+                if pause is None:
+                    raise BrokerUnavailable(f"RabbitMQ refused event {event_id}") from exc
+                time.sleep(pause)
 
 
 def queue_depths(app: Celery) -> dict[str, int]:
