@@ -5,6 +5,8 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 DEV_ENV := set -a; . ./.env.dev; set +a; export PATH="$(CURDIR)/$(BIN):$$PATH"
 T ?= tests
+# The chaos suite's broker: its own Redis, or its own three-node RabbitMQ cluster.
+CHAOS_BROKER ?= redis
 # What runs a second time with RabbitMQ as the broker: every path an event takes through it.
 RABBITMQ_SUITE ?= tests/test_end_to_end.py tests/test_delivery_guarantees.py tests/test_payment_lifecycle.py tests/test_encryption_at_rest.py
 
@@ -66,11 +68,11 @@ lock: install ## regenerate requirements.lock and requirements-dev.lock (with ha
 	$(LOCK) --build-deps-for wheel -o requirements.lock pyproject.toml
 	$(LOCK) --build-deps-for editable --extra dev -o requirements-dev.lock pyproject.toml
 
-chaos: install services ## fault-injection suite: 2,000+ events while worker, Redis and PostgreSQL die
-	$(BIN)/python -m bench.chaos
+chaos: install services ## fault-injection suite: 2,000+ events while worker, broker and PostgreSQL die (CHAOS_BROKER=rabbitmq: a 3-node cluster)
+	$(BIN)/python -m bench.chaos --broker $(CHAOS_BROKER)
 
 chaos-small: install services ## the same faults on a smaller load (what CI runs)
-	$(BIN)/python -m bench.chaos --payments 60 --pairs 250 --poison 10 --disputes 30 --duration 60
+	$(BIN)/python -m bench.chaos --broker $(CHAOS_BROKER) --payments 60 --pairs 250 --poison 10 --disputes 30 --duration 60
 
 bench: install services ## issue 12's figures, ours beside bare/naive comparators, one table (needs wrk; SOAK=600 adds a soak)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y -qq --no-install-recommends wrk" >&2; exit 1; }

@@ -1,13 +1,16 @@
 """Fault-injection suite: thousands of events through the real path while things break.
 
-Starts its own PostgreSQL cluster and Redis on spare ports (never the machine's shared ones) and
-its own stack (gunicorn, a Celery worker, beat, the Stripe stand-in), drives payments and signed
-Stripe-shaped events through the receiver, and meanwhile SIGKILLs the worker and its children,
-SIGKILLs Redis (no persistence) and restarts it, and stops PostgreSQL for 20 s. Then it lets the
-sweeper and the reconciler close the gaps, replays the poisoned handler's dead letters once the
-poison is gone, and prints the table. Exit status 1 unless nothing was lost or applied twice.
+Starts its own PostgreSQL cluster and Redis on spare ports (never the machine's shared ones), with
+``--broker rabbitmq`` its own three-node RabbitMQ cluster too, and its own stack (gunicorn, a
+Celery worker, beat, the Stripe stand-in); drives payments and signed Stripe-shaped events through
+the receiver, and meanwhile SIGKILLs the worker and its children, breaks the broker twice (SIGKILLs
+Redis, which keeps nothing, or one RabbitMQ node at a time) and restarts it, and stops PostgreSQL
+for 20 s. Then it lets the sweeper and the reconciler close the gaps, replays the poisoned
+handler's dead letters once the poison is gone, and prints the table. Exit status 1 unless nothing
+was lost or applied twice (and, on RabbitMQ, no delivery was refused: a quorum was always up).
 
     make chaos                        # the full run
+    make chaos CHAOS_BROKER=rabbitmq  # the same on a RabbitMQ cluster
     python -m bench.chaos --pairs 300 --payments 80   # smaller
 """
 
@@ -46,6 +49,12 @@ def parse_args() -> argparse.Namespace:
         "--disputes", type=int, default=60, help="paid payments that get a dispute and a refund"
     )
     parser.add_argument("--duration", type=float, default=90, help="seconds the load lasts")
+    parser.add_argument(
+        "--broker",
+        choices=("redis", "rabbitmq"),
+        default="redis",
+        help="its own Redis, or its own three-node RabbitMQ cluster (quorum queues)",
+    )
     parser.add_argument("--converge-timeout", type=float, default=300)
     parser.add_argument("--sweep-interval", type=int, default=5)
     parser.add_argument("--sweep-after", type=int, default=20)
@@ -105,7 +114,10 @@ def main() -> int:
     # A SIGTERM (CI's timeout, Ctrl-C from make) still stops every process this suite started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        log(f"starting own PostgreSQL :{stack.postgres.port}, Redis :{stack.redis.port}, stack")
+        log(
+            f"starting own PostgreSQL :{stack.postgres.port}, Redis :{stack.redis.port}, "
+            f"broker {stack.broker.name}, stack"
+        )
         stack.start()
         threading.Thread(
             target=stack.supervise_worker, args=(supervisor_stop,), daemon=True
@@ -116,7 +128,10 @@ def main() -> int:
         ledger.accepted_log.close()
         stack.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    return report(Outcome(before, after, ledger, converged, stack.worker_crashes), args.poison)
+    return report(
+        Outcome(before, after, ledger, converged, stack.worker_crashes, stack.broker.name),
+        args.poison,
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The faults the chaos suite injects: worker and Redis SIGKILLs, a PostgreSQL stop, the poison."""
+"""The faults the chaos suite injects: worker and broker SIGKILLs, a PostgreSQL stop, the poison."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ def faults(stack: Stack, duration: float, stop: threading.Event, record: list[st
     """The fault schedule, as fractions of the load's duration."""
     schedule: list[tuple[float, str]] = [
         (0.10, "kill-worker"),
-        (0.25, "kill-redis"),
+        (0.25, "break-broker"),
         (0.40, "kill-worker"),
         (0.50, "stop-postgres"),
         (0.80, "kill-worker"),
-        (0.90, "kill-redis"),
+        (0.90, "break-broker"),
     ]
     started = time.monotonic()
     for at, fault in schedule:
@@ -29,11 +29,9 @@ def faults(stack: Stack, duration: float, stop: threading.Event, record: list[st
         if fault == "kill-worker":
             record.append(f"{time.monotonic() - started:5.1f}s SIGKILL worker and children")
             stack.kill_and_restart_worker(2)
-        elif fault == "kill-redis":
-            stack.redis.kill()
-            record.append(f"{time.monotonic() - started:5.1f}s SIGKILL redis (no AOF)")
-            time.sleep(3)
-            stack.redis.start()
+        elif fault == "break-broker":
+            at_seconds = time.monotonic() - started
+            record.append(f"{at_seconds:5.1f}s {stack.broker.break_once()}")
         elif fault == "stop-postgres":
             stack.postgres.stop()
             record.append(f"{time.monotonic() - started:5.1f}s stop postgres for 20s")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
+from bench.chaos_brokers import OwnRedis, RabbitBroker, RedisBroker
 from bench.chaos_handlers import TABLES
 from shared.config import load_settings
 from shared.db import upgrade
@@ -22,7 +22,6 @@ from shared.dev.processes import (
     free_port,
     port_open,
     python_module,
-    redis_server_args,
     venv_script,
     wait_until,
 )
@@ -95,27 +94,6 @@ class OwnPostgres:
         )
 
 
-class OwnRedis:
-    """A Redis with no persistence on a spare port: SIGKILL loses everything it held."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: Process | None = None
-
-    def start(self) -> None:
-        self.proc = Process(
-            "chaos-redis",
-            redis_server_args(self.port),
-            dict(os.environ),
-        )
-        wait_until(lambda: port_open(self.port), 10, "redis start")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.proc.pid, signal.SIGKILL)
-        self.proc.proc.wait(10)
-
-
 class Stack:
     """Everything the suite starts, and the worker it kills and restarts."""
 
@@ -123,6 +101,9 @@ class Stack:
         self.workdir = workdir
         self.postgres = OwnPostgres(workdir)
         self.redis = OwnRedis()
+        self.broker = (
+            RabbitBroker(workdir) if args.broker == "rabbitmq" else RedisBroker(self.redis)
+        )
         self.standin_port = free_port()
         self.web_port = free_port()
         self.env = {
@@ -132,7 +113,8 @@ class Stack:
             "STRIPE_PUBLISHABLE_KEY": "pk_test_chaos_" + "k" * 20,
             "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "STRIPE_API_BASE": f"http://127.0.0.1:{self.standin_port}",
-            "REDIS_URL": f"redis://127.0.0.1:{self.redis.port}/0",
+            "REDIS_URL": self.redis.url,
+            **self.broker.env(),
             "DATABASE_URL": self.postgres.url,
             "HANDLER_MODULES": "bench.chaos_handlers",
             # base64 of "chaos-only-key-not-a-secret-32b!"
@@ -159,6 +141,7 @@ class Stack:
     def start(self) -> None:
         self.postgres.start()
         self.redis.start()
+        self.broker.start()
         upgrade(load_settings(self.env).database_url)
         engine = create_engine(load_settings(self.env).database_url)
         with engine.begin() as conn:
@@ -239,6 +222,6 @@ class Stack:
     def stop(self) -> None:
         for proc in [*self.others, *([self.worker] if self.worker else [])]:
             proc.stop()
-        if self.redis.proc:
-            self.redis.proc.stop()
+        self.broker.stop()
+        self.redis.stop()
         self.postgres.stop()

@@ -153,12 +153,14 @@ class Outcome:
     ledger: Ledger
     converged: float
     worker_crashes: int
+    broker: str
 
 
 def report(outcome: Outcome, poison_sent: int) -> int:
     """Print the table and PASS or FAIL; the exit status (1 unless nothing lost or doubled)."""
     before, after, ledger = outcome.before, outcome.after, outcome.ledger
     rows = [
+        ("broker", outcome.broker),
         ("events at Stripe (stand-in)", before.events_at_stripe),
         ("deliveries answered 2xx", ledger.deliveries_2xx),
         ("deliveries refused (retried)", ledger.deliveries_refused),
@@ -184,6 +186,9 @@ def report(outcome: Outcome, poison_sent: int) -> int:
         and before.poisoned_dead == poison_sent
         and after.wrong_status == 0
         and len(ledger.accepted) >= 1
+        # A RabbitMQ cluster loses one node of three at a time here: a quorum is always up, so
+        # the receiver must never have refused a delivery.
+        and (outcome.broker != "rabbitmq" or ledger.deliveries_refused == 0)
     )
     print("chaos: PASS" if ok else "chaos: FAIL")
     return 0 if ok else 1

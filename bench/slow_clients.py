@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from bench.chaos_stack import OwnRedis
+from bench.chaos_brokers import OwnRedis
 from shared.dev import stripe_events
 from shared.dev.processes import Process, free_port, port_open, procfile_command, wait_until
 
