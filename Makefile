@@ -10,7 +10,7 @@ CHAOS_BROKER ?= redis
 # What runs a second time with RabbitMQ as the broker: every path an event takes through it.
 RABBITMQ_SUITE ?= tests/test_end_to_end.py tests/test_delivery_guarantees.py tests/test_payment_lifecycle.py tests/test_encryption_at_rest.py
 
-.PHONY: help install services migrate run test test-rabbitmq test-fast lint format clean chaos chaos-small lock bench bench-small bench-ledger
+.PHONY: help install services migrate run test test-rabbitmq test-fast lint format clean chaos chaos-small lock bench bench-small bench-capacity bench-ledger
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -82,6 +82,9 @@ bench-small: install services ## the same measurements at tiny sizes, about a mi
 	@command -v wrk >/dev/null || { echo "make bench-small needs wrk: apt-get install -y -qq --no-install-recommends wrk" >&2; exit 1; }
 	$(BIN)/python -m bench.perf --small $(BENCH_ARGS)
 	$(BIN)/python -m bench.ledger_scale --events 200000
+
+bench-capacity: install services ## the capacity model's figures: one web and one worker process on Redis and on RabbitMQ, CPU per event of each part (about 2 minutes)
+	$(BIN)/python -m bench.capacity $(BENCH_ARGS)
 
 bench-ledger: install services ## the sweeper, dead-letter, reconciler and retention queries at 10 million events (about 15 minutes)
 	$(BIN)/python -m bench.ledger_scale --events $(or $(EVENTS),10000000)
