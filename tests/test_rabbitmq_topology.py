@@ -11,18 +11,21 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
+from celery import Celery
 from kombu import Connection, Consumer, Message, Producer, Queue
 
 from shared.config import Settings
-from shared.dev.processes import declare_worker_queues
+from shared.dev.processes import declare_worker_queues, wait_until
 from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
 from shared.infra.topology import (
     DEAD_LETTER_QUEUE,
     broker_countdown,
+    dead_letter_depth,
     dead_letter_queue,
     delivery_limit,
     is_amqp,
 )
+from shared.observability.metrics import LedgerCollector
 from tests.support.brokers import rabbitmq_queue_types, rabbitmq_vhost
 
 
@@ -57,10 +60,22 @@ def test_a_message_that_keeps_crashing_its_consumer_goes_to_the_dead_letter_queu
             {"poison": True}, exchange=HANDLERS_QUEUE, routing_key=HANDLERS_QUEUE
         )
         handed_out = _give_back_until_gone(connection, HANDLERS_QUEUE)
+        # Counted for the broker_dead_letters gauge (and its alert) while it waits there.
+        app = make_producer(amqp_settings)
+        wait_until(lambda: _broker_dead_letters(app) == 1, 10, "the gauge counting it")
+        app.close()
         dead = connection.SimpleQueue(dead_letter_queue(), no_ack=True)
         assert dead.get(timeout=10).payload == {"poison": True}
     # Handed out the limit's number of times, then once more past it: then it is moved.
     assert handed_out == limit + 1
+
+
+def _broker_dead_letters(app: Celery) -> float | None:
+    collector = LedgerCollector(lambda: 0, dict, lambda: dead_letter_depth(app))
+    samples = {
+        sample.name: sample.value for metric in collector.collect() for sample in metric.samples
+    }
+    return samples.get("broker_dead_letters")
 
 
 def _give_back_until_gone(connection: Connection, queue: str) -> int:
@@ -83,6 +98,12 @@ def _give_back_until_gone(connection: Connection, queue: str) -> int:
             except TimeoutError:
                 break
     return len(seen)
+
+
+def test_redis_has_no_broker_dead_letter_gauge(settings):
+    app = make_producer(replace(settings, broker_url=None))  # the Redis at REDIS_URL
+    assert _broker_dead_letters(app) is None
+    app.close()
 
 
 def test_a_retry_waits_in_whole_seconds_on_rabbitmq_only():

@@ -113,3 +113,14 @@ def declare_dead_letters(app: Celery) -> None:
         return
     with app.connection_for_write() as connection:
         dead_letter_queue()(connection.default_channel).declare()
+
+
+def dead_letter_depth(app: Celery) -> int | None:
+    """Messages RabbitMQ moved to ``payments.dead`` (None on Redis, which has no such queue):
+    each one kept crashing its consumer, and its event waits for `payments events replay` or the
+    reconciler."""
+    if not is_amqp(app.conf.broker_url):
+        return None
+    with app.connection_for_read() as connection:
+        declared = dead_letter_queue()(connection.default_channel).queue_declare()
+        return int(declared.message_count)

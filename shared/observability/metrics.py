@@ -144,10 +144,14 @@ class LedgerCollector(Collector):
     depths from the broker. Errors reading either show as a missing sample, not a crash."""
 
     def __init__(
-        self, count_dead: Callable[[], int], queue_depths: Callable[[], dict[str, int]]
+        self,
+        count_dead: Callable[[], int],
+        queue_depths: Callable[[], dict[str, int]],
+        broker_dead_letters: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._count_dead = count_dead
         self._queue_depths = queue_depths
+        self._broker_dead_letters = broker_dead_letters
 
     def collect(self) -> Iterable[Metric]:
         dead = GaugeMetricFamily("dead_letters", "Handler runs in the dead-letter list.")
@@ -165,3 +169,18 @@ class LedgerCollector(Collector):
             # The scrape must answer even with the broker down.
             log.warning("queue_depth: broker unreachable", exc_info=True)
         yield depth
+        yield from self._collect_broker_dead_letters()
+
+    def _collect_broker_dead_letters(self) -> Iterable[Metric]:
+        try:
+            count = self._broker_dead_letters()
+        except Exception:
+            log.warning("broker_dead_letters: broker unreachable", exc_info=True)
+            return
+        if count is not None:  # only a broker with a dead-letter queue (RabbitMQ) has one
+            gauge = GaugeMetricFamily(
+                "broker_dead_letters",
+                "Messages the broker dead-lettered past their delivery limit.",
+            )
+            gauge.add_metric([], count)
+            yield gauge

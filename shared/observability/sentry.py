@@ -77,6 +77,7 @@ def start_worker_metrics(settings: Settings) -> None:
 
     from shared.db import make_engine, make_session_factory
     from shared.infra.broker import make_producer, queue_depths
+    from shared.infra.topology import dead_letter_depth
     from shared.ledger.dlq import count_dead
     from shared.observability.metrics import LedgerCollector, scrape_registry
 
@@ -85,7 +86,11 @@ def start_worker_metrics(settings: Settings) -> None:
     producer = make_producer(settings)
     registry = scrape_registry(
         settings.prometheus_multiproc_dir,
-        LedgerCollector(lambda: count_dead(sessions), lambda: queue_depths(producer)),
+        LedgerCollector(
+            lambda: count_dead(sessions),
+            lambda: queue_depths(producer),
+            lambda: dead_letter_depth(producer),
+        ),
     )
     start_http_server(
         settings.worker_metrics_port or 0, addr=settings.worker_metrics_host, registry=registry
