@@ -194,7 +194,7 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
         broker.start()
         stack.start()
         figures = {"receiver": receiver(stack, broker, args.seconds)}
-        for concurrency in (1, 2):
+        for concurrency in (int(c) for c in args.concurrency.split(",")):
             figures[f"worker x{concurrency}"] = drain(stack, broker, args.events, concurrency)
         return figures
     finally:
@@ -215,6 +215,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--brokers", default="redis,rabbitmq")
     parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument(
+        "--concurrency", default="1,2", help="the worker's pool sizes to drain with"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="the receiver's wrk run")
     parser.add_argument("--pg-server", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()

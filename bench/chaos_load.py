@@ -7,6 +7,7 @@ import json
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ class Ledger:
     accepted: set[str] = field(default_factory=set)
     deliveries_2xx: int = 0
     deliveries_refused: int = 0
+    # Refusals by HTTP status (0: no answer within the client's timeout).
+    refusals: Counter[int] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
     accepted_log: Any = None
 
@@ -43,6 +46,7 @@ class Ledger:
                     self.accepted_log.flush()
             else:
                 self.deliveries_refused += 1
+                self.refusals[status] += 1
 
 
 class LoadGenerator:

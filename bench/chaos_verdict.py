@@ -156,6 +156,16 @@ class Outcome:
     broker: str
 
 
+def _refusals(ledger: Ledger) -> str:
+    """How many, and by status: 503 is the broker refusing, 0 no answer in time."""
+    if not ledger.refusals:
+        return str(ledger.deliveries_refused)
+    by_status = ", ".join(
+        f"{status or 'no answer'}: {n}" for status, n in sorted(ledger.refusals.items())
+    )
+    return f"{ledger.deliveries_refused} ({by_status})"
+
+
 def report(outcome: Outcome, poison_sent: int) -> int:
     """Print the table and PASS or FAIL; the exit status (1 unless nothing lost or doubled)."""
     before, after, ledger = outcome.before, outcome.after, outcome.ledger
@@ -163,7 +173,7 @@ def report(outcome: Outcome, poison_sent: int) -> int:
         ("broker", outcome.broker),
         ("events at Stripe (stand-in)", before.events_at_stripe),
         ("deliveries answered 2xx", ledger.deliveries_2xx),
-        ("deliveries refused (retried)", ledger.deliveries_refused),
+        ("deliveries refused (retried)", _refusals(ledger)),
         ("accepted (distinct event ids)", len(ledger.accepted)),
         ("handler runs expected", after.expected_runs),
         ("applied", after.applied),

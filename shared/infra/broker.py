@@ -11,6 +11,7 @@ from typing import Any
 
 from amqp.exceptions import MessageNacked
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from shared.config import Settings, pin_broker
 from shared.infra.crypto import PayloadCipher
@@ -37,8 +38,10 @@ PRUNE_INTERVAL_SECONDS = 3600.0
 EVENTS_QUEUE = "events"
 HANDLERS_QUEUE = "handlers"
 
-# Pauses before sending again an event RabbitMQ refused (see EventPublisher._publish_confirmed).
-NACK_RETRY_PAUSES_SECONDS = (0.1, 0.3, 0.6)
+# Pauses before sending again an event the broker refused, and how long the webhook waits in
+# all for a broker failing over (see EventPublisher._publish_confirmed).
+PUBLISH_RETRY_PAUSES_SECONDS = (0.1, 0.3, 0.6, 1.0, 1.0, 1.0)
+PUBLISH_PATIENCE_SECONDS = 5.0
 # A publish from the webhook request must fail fast so we can answer 503 and Stripe redelivers.
 WEBHOOK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
@@ -205,26 +208,36 @@ class EventPublisher:
         self._publish_confirmed(event["id"], args, argsrepr)
 
     def _publish_confirmed(self, event_id: str, args: list[Any], argsrepr: str) -> None:
-        # RabbitMQ refuses (nacks) what it cannot store: for a moment after a queue's leader
-        # node dies, publishes on a fresh connection are refused until a new leader is elected.
-        # Nothing was stored, so sending again is safe; past a second or so, answer 503.
-        for pause in (*NACK_RETRY_PAUSES_SECONDS, None):
+        # While a broker node fails over (RabbitMQ elects a new leader for each queue the dead
+        # node led, for a second or two), publishes are refused: nacked, or their connection
+        # lost. Nothing refused was stored, so sending again is safe; give the cluster a few
+        # seconds before answering 503, which costs the event Stripe's redelivery delay.
+        deadline = time.monotonic() + PUBLISH_PATIENCE_SECONDS
+        pauses = iter(PUBLISH_RETRY_PAUSES_SECONDS)
+        while True:
             try:
-                self._app.send_task(
-                    INGEST_EVENT_TASK,
-                    args=args,
-                    argsrepr=argsrepr,
-                    queue=EVENTS_QUEUE,
-                    retry=True,
-                    retry_policy=WEBHOOK_PUBLISH_RETRY_POLICY,
-                    # RabbitMQ: return (and answer 2xx) once a quorum of nodes has the event.
-                    confirm_timeout=CONFIRM_TIMEOUT_SECONDS,
-                )
+                self._send_ingest(args, argsrepr)
                 return
-            except MessageNacked as exc:
-                if pause is None:
-                    raise BrokerUnavailable(f"RabbitMQ refused event {event_id}") from exc
+            except OperationalError as exc:
+                pause = next(pauses, None)
+                if pause is None or time.monotonic() + pause > deadline:
+                    raise BrokerUnavailable(f"the broker refused event {event_id}") from exc
                 time.sleep(pause)
+
+    def _send_ingest(self, args: list[Any], argsrepr: str) -> None:
+        try:
+            self._app.send_task(
+                INGEST_EVENT_TASK,
+                args=args,
+                argsrepr=argsrepr,
+                queue=EVENTS_QUEUE,
+                retry=True,
+                retry_policy=WEBHOOK_PUBLISH_RETRY_POLICY,
+                # RabbitMQ: return (and answer 2xx) once a quorum of nodes has the event.
+                confirm_timeout=CONFIRM_TIMEOUT_SECONDS,
+            )
+        except MessageNacked as exc:  # when kombu does not wrap it in its OperationalError
+            raise BrokerUnavailable("the broker nacked the message") from exc
 
 
 def queue_depths(app: Celery) -> dict[str, int]:
