@@ -7,6 +7,8 @@ the rest of the suite runs on: they test what we declare there, not behaviour.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -14,7 +16,9 @@ import pytest
 from celery import Celery
 from kombu import Connection, Consumer, Message, Producer, Queue
 
+from api import create_app
 from shared.config import Settings
+from shared.dev import stripe_events
 from shared.dev.processes import declare_worker_queues, wait_until
 from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
 from shared.infra.topology import (
@@ -26,7 +30,13 @@ from shared.infra.topology import (
     is_amqp,
 )
 from shared.observability.metrics import LedgerCollector
-from tests.support.brokers import rabbitmq_queue_types, rabbitmq_vhost
+from tests.conftest import WEBHOOK_SECRET
+from tests.support.brokers import (
+    accept_publishes,
+    rabbitmq_queue_types,
+    rabbitmq_vhost,
+    refuse_publishes,
+)
 
 
 @pytest.fixture
@@ -114,3 +124,36 @@ def test_a_retry_waits_in_whole_seconds_on_rabbitmq_only():
     assert broker_countdown("amqp://h//", 2.2) == 3.0
     assert broker_countdown("redis://h/0", 0.3) == 0.3
     assert broker_countdown("amqp://h//", None) is None
+
+
+def _signed_event() -> tuple[bytes, dict[str, str]]:
+    event = stripe_events.event(
+        "payment_intent.succeeded", stripe_events.payment_intent(status="succeeded")
+    )
+    body, headers = stripe_events.signed(event, WEBHOOK_SECRET)
+    return body, headers
+
+
+def test_the_webhook_waits_out_a_broker_refusing_for_a_moment(amqp_settings):
+    """RabbitMQ refuses publishes (nacks) for a moment while a queue elects a new leader. Here a
+    policy makes the events queue refuse everything for a second, as a full queue does."""
+    producer = make_producer(amqp_settings)
+    declare_worker_queues(producer)
+    producer.close()
+    vhost = amqp_settings.broker.rsplit("/", 1)[1]
+    client = create_app(amqp_settings).test_client()
+    body, headers = _signed_event()
+    refuse_publishes(vhost, amqp_settings.broker)
+    threading.Timer(1.0, accept_publishes, args=[vhost]).start()
+    started = time.monotonic()
+    answer = client.post("/webhook", data=body, headers=headers)
+    assert answer.status_code == 200, answer.get_json()
+    assert time.monotonic() - started >= 0.9  # it was refused, then sent again
+
+    refuse_publishes(vhost, amqp_settings.broker)
+    try:
+        answer = client.post("/webhook", data=body, headers=headers)
+    finally:
+        accept_publishes(vhost)
+    assert answer.status_code == 503
+    assert answer.get_json()["error"]["code"] == "queue_unavailable"

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from typing import cast
 
 import redis
+from amqp.exceptions import MessageNacked
+from kombu import Connection, Producer
 
 TEST_BROKER = os.environ.get("TEST_BROKER", "redis")
 RABBITMQ = "127.0.0.1:5672"
@@ -61,3 +63,31 @@ def redis_in_flight(client: redis.Redis, queues: tuple[str, ...]) -> dict[str, i
 def rabbitmq_queue_types(vhost: str) -> dict[str, str]:
     out = _rabbitmqctl("list_queues", "-p", vhost, "-q", "--no-table-headers", "name", "type")
     return dict(line.split() for line in out.splitlines())
+
+
+def refuse_publishes(vhost: str, url: str) -> None:
+    """Make the events queue refuse every publish, as RabbitMQ does while a quorum queue has no
+    leader: a length limit of 0, and our queues overflow by rejecting (x-overflow). A quorum
+    queue applies the limit from the next publish on, so probe until one is refused."""
+    _rabbitmqctl(
+        "set_policy",
+        "-p",
+        vhost,
+        "--apply-to",
+        "queues",
+        "refuse",
+        "^events$",
+        '{"max-length": 0}',
+    )
+    with Connection(url, transport_options={"confirm_publish": True}) as connection:
+        producer = Producer(connection)
+        for _ in range(20):
+            try:
+                producer.publish({"probe": True}, exchange="events", routing_key="events")
+            except MessageNacked:
+                return
+        raise AssertionError("RabbitMQ kept accepting publishes past a max-length of 0")
+
+
+def accept_publishes(vhost: str) -> None:
+    _rabbitmqctl("clear_policy", "-p", vhost, "refuse")
