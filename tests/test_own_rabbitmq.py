@@ -55,7 +55,8 @@ def drain(url: str, queue: kombu.Queue, expected: int, timeout: float = 30) -> l
 def leader(node: OwnRabbitNode, queue: kombu.Queue) -> str:
     """The node the queue's leader is on, as ``node`` sees it ("" while there is none)."""
     rows = json.loads(node.ctl("list_queues", "--formatter", "json", "name", "leader"))
-    return next(str(row["leader"] or "") for row in rows if row["name"] == queue.name)
+    # Just after its leader's node dies, a quorum queue can be missing from the list.
+    return next((str(row["leader"] or "") for row in rows if row["name"] == queue.name), "")
 
 
 def wait_member_saved(node: OwnRabbitNode, queue: kombu.Queue) -> None:
