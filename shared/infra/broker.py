@@ -105,6 +105,10 @@ def _delivery_settings() -> dict[str, Any]:
     return {
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # A task killed at its hard time limit goes back to the queue rather than being
+        # acknowledged: an ingest that never committed (it waited on a partitioned host's row)
+        # would otherwise be lost until the reconciler. Leases count the attempt either way.
+        "task_acks_on_timeout": False,
         "worker_prefetch_multiplier": 1,
         "task_serializer": "json",
         "accept_content": ["json"],

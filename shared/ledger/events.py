@@ -17,6 +17,7 @@ from shared.db import transaction
 from shared.infra.crypto import PayloadCipher
 from shared.infra.timeutil import utc_from_timestamp
 from shared.ledger.handlers import registry
+from shared.ledger.run_rows import limit_statements
 from shared.ledger.webhooks import EventRefused, EventScope, check_event, storable_event
 from shared.models import HandlerRun, QuarantinedEvent, RunStatus, StripeEvent
 
@@ -145,6 +146,10 @@ def ingest(
     with its worker (shared.ledger.batch.record_and_apply), so that nothing recorded them."""
     event = scope.check(queued_event(body, cipher))
     with transaction(sessions) as session:
+        if claim_lease:
+            # A redelivery may wait on the event row of a first delivery whose worker is cut
+            # off mid-transaction: bounded, it retries instead of hitting its time limit.
+            limit_statements(session, claim_lease)
         recorded = _record(session, event, source, cipher, claim_lease, uncounted_attempts)
         if recorded is not None and claim_lease:
             return IngestResult(

@@ -21,12 +21,16 @@ TRACEBACK_FRAMES = 8
 
 
 def limit_statements(session: Session, lease: dt.timedelta) -> None:
-    """Bound every statement of this transaction by the lease (one round trip for both)."""
+    """Bound every statement of this transaction by the lease, and every lock wait by half of
+    it (one round trip for both). A lock wait must end well before the task's hard time limit
+    (the lease less a margin): a wait on a row whose holder was cut off from us (its host
+    partitioned away, its transaction open until the link returns) then fails as an ordinary
+    error and the task retries with backoff, instead of being killed at its time limit."""
     timeout_ms = int(lease.total_seconds() * 1000)
     session.execute(
         text(
             f"SET LOCAL statement_timeout = {timeout_ms}; "
-            f"SET LOCAL lock_timeout = {min(timeout_ms, 30000)}"
+            f"SET LOCAL lock_timeout = {min(timeout_ms // 2, 30000)}"
         )
     )
 
