@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -14,6 +12,7 @@ from sqlalchemy import create_engine
 
 from bench.chaos_brokers import OwnRedis, RabbitBroker, RedisBroker
 from bench.chaos_handlers import TABLES
+from bench.own_postgres import OwnPostgres
 from shared.config import load_settings
 from shared.db import upgrade
 from shared.dev.processes import (
@@ -28,70 +27,13 @@ from shared.dev.processes import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WEBHOOK_SECRET = "whsec_chaos_" + "c" * 24
-PG_BIN = Path("/usr/lib/postgresql")
 
 
 def log(message: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _as_postgres(args: list[str]) -> list[str]:
-    # initdb and postgres refuse to run as root.
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
-
-
 CHAOS_API_CLIENT_KEY = "chaos-only-api-client-key-" + "c" * 16
-
-
-class OwnPostgres:
-    """A throwaway PostgreSQL cluster in a temporary directory, on a spare port."""
-
-    def __init__(self, workdir: Path) -> None:
-        versions = sorted(PG_BIN.iterdir(), key=lambda p: p.name)
-        self.bin = versions[-1] / "bin"
-        self.data = workdir / "pgdata"
-        self.data.mkdir()
-        if os.geteuid() == 0:
-            shutil.chown(workdir, "postgres")
-            shutil.chown(self.data, "postgres")
-        self.port = free_port()
-        subprocess.run(
-            _as_postgres(
-                [str(self.bin / "initdb"), "-D", str(self.data), "--auth=trust", "-U", "postgres"]
-            ),
-            check=True,
-            capture_output=True,
-        )
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/payments_chaos"
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(
-            _as_postgres(
-                [
-                    str(self.bin / "pg_ctl"),
-                    "-D",
-                    str(self.data),
-                    "-o",
-                    options,
-                    "-l",
-                    str(self.data / "server.log"),
-                    "-w",
-                    "start",
-                ]
-            ),
-            check=True,
-            capture_output=True,
-        )
-
-    def stop(self) -> None:
-        subprocess.run(
-            _as_postgres(
-                [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]
-            ),
-            check=False,
-            capture_output=True,
-        )
 
 
 class Stack:

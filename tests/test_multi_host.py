@@ -42,7 +42,7 @@ import redis
 from celery import Celery
 from sqlalchemy import Engine, text
 
-from bench.chaos_stack import OwnPostgres
+from bench.own_postgres import OwnPostgres
 from shared.config import Settings, load_settings
 from shared.db import make_engine, upgrade
 from shared.dev import stripe_events
