@@ -12,9 +12,18 @@ import traceback
 from sqlalchemy import Update, func, select, text, update
 from sqlalchemy.orm import Session
 
-from shared.ledger.retry import GiveUp, RetryPolicy
+from shared.ledger.retry import (
+    LEASE_MARGIN_SECONDS,
+    SOFT_LIMIT_MARGIN_SECONDS,
+    GiveUp,
+    RetryPolicy,
+)
 from shared.models import HandlerRun, RunStatus
 from shared.observability.redaction import redact
+
+# Lock waits: never 0 (PostgreSQL's "no limit"), at most 30 s.
+MIN_LOCK_WAIT_MS = 200
+MAX_LOCK_WAIT_MS = 30000
 
 MAX_ERROR_CHARS = 4000
 TRACEBACK_FRAMES = 8
@@ -22,17 +31,25 @@ TRACEBACK_FRAMES = 8
 
 def limit_statements(session: Session, lease: dt.timedelta) -> None:
     """Bound every statement of this transaction by the lease, and every lock wait by half of
-    it (one round trip for both). A lock wait must end well before the task's hard time limit
-    (the lease less a margin): a wait on a row whose holder was cut off from us (its host
-    partitioned away, its transaction open until the link returns) then fails as an ordinary
-    error and the task retries with backoff, instead of being killed at its time limit."""
+    what the task has before its soft time limit (one round trip for both). A wait on a row
+    whose holder was cut off from us (its host partitioned away, its transaction open until
+    the link returns) then fails as LockNotAvailable, which is transient: the task retries with
+    backoff for as long as it takes, instead of being stopped by its time limit."""
     timeout_ms = int(lease.total_seconds() * 1000)
     session.execute(
         text(
             f"SET LOCAL statement_timeout = {timeout_ms}; "
-            f"SET LOCAL lock_timeout = {min(timeout_ms // 2, 30000)}"
+            f"SET LOCAL lock_timeout = {lock_wait_ms(lease)}"
         )
     )
+
+
+def lock_wait_ms(lease: dt.timedelta) -> int:
+    # The lease is the hard time limit plus LEASE_MARGIN_SECONDS; the soft limit comes
+    # SOFT_LIMIT_MARGIN_SECONDS before the hard one, and at least 1 s after the start.
+    hard = lease.total_seconds() - LEASE_MARGIN_SECONDS
+    soft = max(1.0, hard - SOFT_LIMIT_MARGIN_SECONDS)
+    return max(MIN_LOCK_WAIT_MS, min(int(soft * 1000) // 2, MAX_LOCK_WAIT_MS))
 
 
 def note_failure(
