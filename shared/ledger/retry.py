@@ -40,6 +40,16 @@ class GiveUp:
 Decision = Retry | GiveUp
 
 
+def soft_time_limit(time_limit_seconds: float) -> float:
+    """Celery's soft limit for an attempt with this hard limit: the time to clean up before."""
+    return max(1, time_limit_seconds - SOFT_LIMIT_MARGIN_SECONDS)
+
+
+def soft_time_limit_of_lease(lease_seconds: float) -> float:
+    """The soft limit of the attempt a lease of ``lease_seconds`` covers (see lease_seconds)."""
+    return soft_time_limit(lease_seconds - LEASE_MARGIN_SECONDS)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_transient_attempts: int
@@ -67,7 +77,7 @@ class RetryPolicy:
 
     @property
     def soft_time_limit_seconds(self) -> float:
-        return max(1, self.time_limit_seconds - SOFT_LIMIT_MARGIN_SECONDS)
+        return soft_time_limit(self.time_limit_seconds)
 
     def limit_for(self, error: BaseException) -> int:
         return self.max_transient_attempts if is_transient(error) else self.max_permanent_attempts

@@ -12,12 +12,7 @@ import traceback
 from sqlalchemy import Update, func, select, text, update
 from sqlalchemy.orm import Session
 
-from shared.ledger.retry import (
-    LEASE_MARGIN_SECONDS,
-    SOFT_LIMIT_MARGIN_SECONDS,
-    GiveUp,
-    RetryPolicy,
-)
+from shared.ledger.retry import GiveUp, RetryPolicy, soft_time_limit_of_lease
 from shared.models import HandlerRun, RunStatus
 from shared.observability.redaction import redact
 
@@ -45,10 +40,7 @@ def limit_statements(session: Session, lease: dt.timedelta) -> None:
 
 
 def lock_wait_ms(lease: dt.timedelta) -> int:
-    # The lease is the hard time limit plus LEASE_MARGIN_SECONDS; the soft limit comes
-    # SOFT_LIMIT_MARGIN_SECONDS before the hard one, and at least 1 s after the start.
-    hard = lease.total_seconds() - LEASE_MARGIN_SECONDS
-    soft = max(1.0, hard - SOFT_LIMIT_MARGIN_SECONDS)
+    soft = soft_time_limit_of_lease(lease.total_seconds())
     return max(MIN_LOCK_WAIT_MS, min(int(soft * 1000) // 2, MAX_LOCK_WAIT_MS))
 
 
