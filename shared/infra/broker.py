@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from amqp.exceptions import MessageNacked
 from celery import Celery
 from kombu.exceptions import OperationalError
 
@@ -229,19 +228,18 @@ class EventPublisher:
                 time.sleep(pause)
 
     def _send_ingest(self, args: list[Any], argsrepr: str) -> None:
-        try:
-            self._app.send_task(
-                INGEST_EVENT_TASK,
-                args=args,
-                argsrepr=argsrepr,
-                queue=EVENTS_QUEUE,
-                retry=True,
-                retry_policy=WEBHOOK_PUBLISH_RETRY_POLICY,
-                # RabbitMQ: return (and answer 2xx) once a quorum of nodes has the event.
-                confirm_timeout=CONFIRM_TIMEOUT_SECONDS,
-            )
-        except MessageNacked as exc:  # when kombu does not wrap it in its OperationalError
-            raise BrokerUnavailable("the broker nacked the message") from exc
+        # A nack (amqp's MessageNacked, a recoverable connection error to kombu) reaches us as
+        # kombu's OperationalError, like a lost connection.
+        self._app.send_task(
+            INGEST_EVENT_TASK,
+            args=args,
+            argsrepr=argsrepr,
+            queue=EVENTS_QUEUE,
+            retry=True,
+            retry_policy=WEBHOOK_PUBLISH_RETRY_POLICY,
+            # RabbitMQ: return (and answer 2xx) once a quorum of nodes has the event.
+            confirm_timeout=CONFIRM_TIMEOUT_SECONDS,
+        )
 
 
 def queue_depths(app: Celery) -> dict[str, int]:
