@@ -6,6 +6,7 @@ import datetime as dt
 import functools
 import logging
 import time
+from typing import Any
 
 from celery import Task
 
@@ -22,8 +23,10 @@ from shared.infra.broker import (
     enqueue_run,
 )
 from shared.infra.runtime import Runtime, build_runtime
+from shared.infra.task_batches import BatchItem, batching_strategy
 from shared.infra.topology import broker_countdown
-from shared.ledger.batch import apply_claimed_runs, ingest_first_delivery
+from shared.ledger.batch import apply_claimed_runs
+from shared.ledger.deliveries import queued_deliveries
 from shared.ledger.dlq import sweep_pending
 from shared.ledger.events import (
     IngestResult,
@@ -33,13 +36,14 @@ from shared.ledger.events import (
     quarantine,
     undecryptable_countdown,
 )
+from shared.ledger.first_deliveries import ingest_batch, ingest_first_delivery
 from shared.ledger.reconcile import StripeEventSource, reconcile
 from shared.ledger.retention import prune
 from shared.ledger.retry import INGEST_MAX_COUNTDOWN_SECONDS, GiveUp, Retry
 from shared.ledger.runs import run_handler_once
 from shared.ledger.webhooks import EventRefused, WebhookRejected
 from shared.observability.health import record_canary
-from shared.observability.logs import bind
+from shared.observability.logs import bind, clear_context
 from shared.observability.metrics import (
     EVENTS_REFUSED,
     INGEST_QUARANTINED,
@@ -62,7 +66,15 @@ def _enqueue(event_id: str, handler: str) -> None:
     enqueue_run(app, event_id, handler)
 
 
-@app.task(name=INGEST_EVENT_TASK, bind=True, max_retries=None)
+def ingest_in_batches(task: Task, app: Any, consumer: Any, **kwargs: Any) -> Any:
+    """ingest_event's Strategy: first deliveries go to the pool together (ingest_batch_of)."""
+    size = load_settings().ingest_batch_size
+    return batching_strategy(ingest_batch_of, size)(task, app, consumer, **kwargs)
+
+
+@app.task(
+    name=INGEST_EVENT_TASK, bind=True, max_retries=None, Strategy="workers.tasks:ingest_in_batches"
+)
 def ingest_event(
     self: Task, body: str, source: str = "webhook", first_attempt_at: float | None = None
 ) -> None:
@@ -85,6 +97,33 @@ def ingest_event(
     except Exception as exc:  # noqa: BLE001 - any other failure: the retry policy decides
         _retry_ingest(self, rt, exc)
         return
+    _start_runs(result, retries)
+
+
+def ingest_batch_of(items: list[BatchItem]) -> list[str]:
+    """Ingest a batch of ingest_event's first deliveries (in a pool process); returns the
+    task ids to run as ordinary tasks (shared.ledger.first_deliveries says which and why)."""
+    clear_context()
+    deliveries, alone = queued_deliveries(items)
+    try:
+        rt = runtime()
+        batch = ingest_batch(rt.sessions, deliveries, rt.cipher, rt.scope, rt.gateway, rt.policy)
+    except Exception:
+        log.exception("could not ingest a batch of %d; running each as a task", len(items))
+        return [key for key, _, _ in items]
+    for key, settled in batch.settled.items():
+        bind(task_id=key)
+        try:
+            _start_runs(settled.result, settled.retries)
+        except Exception:
+            log.exception("could not enqueue the runs of %s", settled.result.event_id)
+        finally:
+            clear_context()
+    return alone + batch.alone
+
+
+def _start_runs(result: IngestResult, retries: dict[str, Retry]) -> None:
+    """After the commit: say what was recorded, send the runs left pending and the retries."""
     bind(event_id=result.event_id)
     log.info(
         "event %s (%s) %s; %d handler run(s) pending",

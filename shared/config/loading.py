@@ -33,6 +33,7 @@ from shared.config.settings import (
     DEFAULT_EVENT_RETENTION_DAYS,
     DEFAULT_HANDLER_MAX_ATTEMPTS,
     DEFAULT_HANDLER_MAX_PERMANENT_ATTEMPTS,
+    DEFAULT_INGEST_BATCH_SIZE,
     DEFAULT_RECONCILE_INTERVAL_SECONDS,
     DEFAULT_RECONCILE_OVERLAP_SECONDS,
     DEFAULT_RETRY_BASE_SECONDS,
@@ -131,6 +132,7 @@ def _delivery(env: Mapping[str, str]) -> Fields:
         "handler_max_attempts": _positive_int(
             env, "HANDLER_MAX_ATTEMPTS", DEFAULT_HANDLER_MAX_ATTEMPTS
         ),
+        "ingest_batch_size": _positive_int(env, "INGEST_BATCH_SIZE", DEFAULT_INGEST_BATCH_SIZE),
         "stripe_timeout_seconds": _positive_int(
             env, "STRIPE_TIMEOUT_SECONDS", DEFAULT_STRIPE_TIMEOUT_SECONDS
         ),

@@ -16,6 +16,7 @@ DEFAULT_WEBHOOK_TOLERANCE_SECONDS = 300
 BROKER_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps")
 DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 3600
 DEFAULT_HANDLER_MAX_ATTEMPTS = 8
+DEFAULT_INGEST_BATCH_SIZE = 50
 DEFAULT_STRIPE_TIMEOUT_SECONDS = 20
 DEFAULT_HANDLER_MAX_PERMANENT_ATTEMPTS = 3
 DEFAULT_RETRY_BASE_SECONDS = 2
@@ -66,6 +67,9 @@ class Settings:
     webhook_tolerance_seconds: int = DEFAULT_WEBHOOK_TOLERANCE_SECONDS
     visibility_timeout_seconds: int = DEFAULT_VISIBILITY_TIMEOUT_SECONDS
     handler_max_attempts: int = DEFAULT_HANDLER_MAX_ATTEMPTS
+    # First deliveries a worker ingests in one transaction (shared.ledger.first_deliveries); 1
+    # ingests each on its own, as a task.
+    ingest_batch_size: int = DEFAULT_INGEST_BATCH_SIZE
     stripe_timeout_seconds: int = DEFAULT_STRIPE_TIMEOUT_SECONDS
     log_level: str = "INFO"
     # Attempts for failures that retrying cannot fix (a handler bug); transient ones get

@@ -15,6 +15,7 @@ from kombu.exceptions import OperationalError
 from shared.config import Settings, pin_broker
 from shared.infra.crypto import PayloadCipher
 from shared.infra.redis_publish import BrokerUnavailable, RedisTaskPublisher, can_publish_directly
+from shared.infra.task_batches import prefetch_multiplier
 from shared.infra.topology import (
     CONFIRM_TIMEOUT_SECONDS,
     amqp_settings,
@@ -55,7 +56,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
     return {
         **_broker_settings(settings),
         **amqp_settings(settings.broker),
-        **_delivery_settings(),
+        **_delivery_settings(settings),
         **_routing_settings(settings),
         **_schedule_settings(settings),
         **_time_limit_settings(RetryPolicy.from_settings(settings)),
@@ -99,7 +100,7 @@ def _redis_broker_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _delivery_settings() -> dict[str, Any]:
+def _delivery_settings(settings: Settings) -> dict[str, Any]:
     # Acknowledged only after the task ran, and given back if its worker dies: at least once.
     return {
         "task_acks_late": True,
@@ -108,7 +109,8 @@ def _delivery_settings() -> dict[str, Any]:
         # acknowledged: an ingest that never committed (it waited on a partitioned host's row)
         # would otherwise be lost until the reconciler. Leases count the attempt either way.
         "task_acks_on_timeout": False,
-        "worker_prefetch_multiplier": 1,
+        # Room for the events a worker ingests together (shared.infra.task_batches).
+        "worker_prefetch_multiplier": prefetch_multiplier(settings.ingest_batch_size),
         "task_serializer": "json",
         "accept_content": ["json"],
         "result_serializer": "json",

@@ -1,15 +1,14 @@
-"""Applying the runs an ingest just claimed: one transaction, one savepoint per handler.
+"""Applying an event's handlers in one transaction, each isolated by a savepoint.
 
-The ingest task records an event and creates its runs already claimed (shared.ledger.events),
-then applies them here at once instead of sending one task per handler. Each handler's
-effect and its done mark commit together, inside a savepoint of its own: a handler that
-fails is rolled back to its savepoint alone, its failure counted on its run, and the others
-commit. So an event costs two transactions and one task where a task per handler cost three
-of each; a failed run is retried on its own, as a handler task (shared.ledger.runs). Every
-promise of a handler run holds: one row per (event, handler), effect and done mark in one
-commit, attempts counted, and the run rows locked for the whole transaction, so a second
-delivery that takes a run over once its lease ends waits for this commit and then finds it
-done.
+``apply_claimed_runs`` applies the runs a redelivery's ingest just claimed (shared.ledger.events)
+at once instead of sending one task per handler; first deliveries use the same pieces
+(shared.ledger.first_deliveries). Each handler's effect and its done mark commit together,
+inside a savepoint of its own: a handler that fails is rolled back to its savepoint alone, its
+failure counted on its run, and the others commit; a failed run is retried on its own, as a
+handler task (shared.ledger.runs). Every promise of a handler run holds: one row per (event,
+handler), effect and done mark in one commit, attempts counted, and the run rows locked for
+the whole transaction, so a second delivery that takes a run over once its lease ends waits
+for this commit and then finds it done.
 """
 
 from __future__ import annotations
@@ -24,16 +23,11 @@ from sqlalchemy import Boolean, Interval, bindparam, case, func, insert, null
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
-from shared.infra.crypto import PayloadCipher
 from shared.infra.errors import is_transient
 from shared.infra.stripe_gateway import PaymentIntentReader
 from shared.ledger.events import (
     RUNS_TABLE,
-    IngestResult,
     RecordedEvent,
-    insert_event,
-    pending_handlers,
-    queued_event,
 )
 from shared.ledger.handlers import EventView, registry
 from shared.ledger.retry import Retry, RetryPolicy
@@ -41,11 +35,9 @@ from shared.ledger.run_rows import (
     error_text,
     limit_statements,
     lock_runs,
-    mark_done,
     mark_done_statement,
     note_failure,
 )
-from shared.ledger.webhooks import EventScope
 from shared.models import HandlerRun, RunStatus
 from shared.observability.metrics import EVENT_PROCESSING, HANDLER_RUNS
 from shared.observability.sentry import report_dead_letter
@@ -61,103 +53,28 @@ class BatchOutcome:
     dead: list[tuple[str, BaseException]] = field(default_factory=list)
 
 
-def ingest_first_delivery(
-    sessions: sessionmaker[Session],
-    body: str,
-    source: str,
-    cipher: PayloadCipher,
-    scope: EventScope,
-    stripe: PaymentIntentReader | None,
-    policy: RetryPolicy,
-) -> tuple[IngestResult, BatchOutcome]:
-    """``ingest`` for a message the broker has not delivered before, with the event's runs
-    applied in the same transaction (``record_and_apply``). Raises as ``ingest`` does."""
-    event = scope.check(queued_event(body, cipher))
-    recorded, outcome, pending = record_and_apply(sessions, event, source, cipher, stripe, policy)
-    result = IngestResult(event["id"], event["type"], recorded is not None, pending)
-    return result, outcome
+class HandlerFailed(Exception):
+    """A handler run without a savepoint failed: its transaction is void."""
 
-
-def record_and_apply(
-    sessions: sessionmaker[Session],
-    event: dict[str, Any],
-    source: str,
-    cipher: PayloadCipher,
-    stripe: PaymentIntentReader | None,
-    policy: RetryPolicy,
-) -> tuple[RecordedEvent | None, BatchOutcome, list[str]]:
-    """A first delivery: record the event, apply every handler and write its runs with their
-    outcome, all in one transaction. When the event was known already, (None, nothing done,
-    the runs still pending) instead.
-
-    The first handler runs without a savepoint (two round trips fewer; an event of one
-    handler needs none): should it fail, the whole transaction is rolled back, nothing of it
-    visible to anyone, and done again with that failure noted on its run, the handler not
-    called again (its attempts match its calls). Every other handler runs in a savepoint of
-    its own, so its failure is rolled back alone and counted on its run; none is called twice.
-
-    Only for a message the broker has not delivered before: should a handler kill its worker
-    here, nothing commits, not even the attempt, and the broker redelivers the message marked
-    as such; the redelivery takes ``ingest`` then ``apply_claimed_runs``, which commit the
-    claimed attempt first, so such a handler still ends dead instead of looping."""
-    try:
-        return _record_and_apply(sessions, event, source, cipher, stripe, policy, None)
-    except _HandlerFailed as failure:
-        return _record_and_apply(sessions, event, source, cipher, stripe, policy, failure)
-
-
-class _HandlerFailed(Exception):
-    """The first handler, run without a savepoint, failed: its transaction is void."""
-
-    def __init__(self, handler: str, error: Exception) -> None:
+    def __init__(self, event_id: str, handler: str, error: Exception) -> None:
         super().__init__(handler)
+        self.event_id = event_id
         self.handler = handler
         self.error = error
 
-
-def _record_and_apply(
-    sessions: sessionmaker[Session],
-    event: dict[str, Any],
-    source: str,
-    cipher: PayloadCipher,
-    stripe: PaymentIntentReader | None,
-    policy: RetryPolicy,
-    failure: _HandlerFailed | None,
-) -> tuple[RecordedEvent | None, BatchOutcome, list[str]]:
-    """One try of ``record_and_apply``; ``failure`` is the first handler's from the try
-    before, if it failed."""
-    outcome = BatchOutcome()
-    with transaction(sessions) as session:
-        limit_statements(session, dt.timedelta(seconds=policy.lease_seconds))
-        recorded = insert_event(session, event, source, cipher)
-        if recorded is None:
-            return None, outcome, pending_handlers(session, event["id"])
-        # The runs are written last, with their outcome, in one statement.
-        runs = [HandlerRun(event_id=recorded.id, handler=h, attempts=1) for h in recorded.handlers]
-        for index, run in enumerate(runs):
-            if index == 0 and failure is None:
-                _apply_unisolated(session, recorded, run.handler, stripe)
-                outcome.done.append(run.handler)
-            else:
-                known = failure.error if failure and run.handler == failure.handler else None
-                _apply_one(session, recorded, run, stripe, policy, outcome, known)
-            if run.handler in outcome.done:
-                mark_done(run)
-        if runs:
-            session.execute(_INSERT_RUN_OUTCOMES, [_outcome_row(run, outcome) for run in runs])
-    _report(outcome, recorded.id, recorded.type, recorded.received_at)
-    return recorded, outcome, []
+    def names(self, event_id: str, handler: str) -> bool:
+        return (self.event_id, self.handler) == (event_id, handler)
 
 
-def _apply_unisolated(
+def apply_unisolated(
     session: Session, event: RecordedEvent, handler: str, stripe: PaymentIntentReader | None
 ) -> None:
-    """Run a handler with no savepoint of its own. Raises _HandlerFailed when it fails, the
+    """Run a handler with no savepoint of its own. Raises HandlerFailed when it fails, the
     transaction then being fit only to roll back."""
     try:
         registry.get(handler)(session, _view(event, stripe))
     except Exception as error:  # counted by the isolated try that follows
-        raise _HandlerFailed(handler, error) from error
+        raise HandlerFailed(event.id, handler, error) from error
 
 
 def _view(event: RecordedEvent, stripe: PaymentIntentReader | None) -> EventView:
@@ -170,7 +87,7 @@ def _view(event: RecordedEvent, stripe: PaymentIntentReader | None) -> EventView
 # A first delivery's runs, written with their outcome by one statement for all of them. Built
 # once from bound parameters, so SQLAlchemy compiles it once per process (a multi-row VALUES
 # list is compiled again on every call). Every time is the database's clock, as elsewhere.
-_INSERT_RUN_OUTCOMES = insert(RUNS_TABLE).values(
+INSERT_RUN_OUTCOMES = insert(RUNS_TABLE).values(
     event_id=bindparam("event_id"),
     handler=bindparam("handler"),
     status=bindparam("status"),
@@ -183,7 +100,7 @@ _INSERT_RUN_OUTCOMES = insert(RUNS_TABLE).values(
 )
 
 
-def _outcome_row(run: HandlerRun, outcome: BatchOutcome) -> dict[str, Any]:
+def outcome_row(run: HandlerRun, outcome: BatchOutcome) -> dict[str, Any]:
     """A run applied in memory (``mark_done`` or ``note_failure``), as the statement's values."""
     retry = outcome.retries.get(run.handler)
     status = run.status or RunStatus.PENDING
@@ -215,14 +132,14 @@ def apply_claimed_runs(
             run = runs.get(handler)
             if run is None or run.status != RunStatus.PENDING:
                 continue  # replayed or dead-lettered by an operator meanwhile
-            _apply_one(session, event, run, stripe, policy, outcome)
+            apply_one(session, event, run, stripe, policy, outcome)
         if outcome.done:
             session.execute(mark_done_statement(event.id, outcome.done))
-    _report(outcome, event.id, event.type, event.received_at)
+    report_outcome(outcome, event.id, event.type, event.received_at)
     return outcome
 
 
-def _apply_one(
+def apply_one(
     session: Session,
     event: RecordedEvent,
     run: HandlerRun,
@@ -271,7 +188,7 @@ def _log_failure(
     )
 
 
-def _report(
+def report_outcome(
     outcome: BatchOutcome, event_id: str, event_type: str, received_at: dt.datetime
 ) -> None:
     """Metrics and alerts, once the commit made the outcome true."""

@@ -105,28 +105,41 @@ def insert_event(
     session: Session, event: dict[str, Any], source: str, cipher: PayloadCipher
 ) -> RecordedEvent | None:
     """The event's row alone, unless it is known (None then); its runs are the caller's."""
-    stored = storable_event(event)
-    created = utc_from_timestamp(event["created"])
+    row, stored = event_row(event, source, cipher)
     received_at = session.execute(
         insert(EVENTS_TABLE)
-        .values(
-            id=event["id"],
-            type=event["type"],
-            created=created,
-            livemode=bool(event.get("livemode", False)),
-            account=event.get("account"),
-            api_version=event.get("api_version"),
-            payload_encrypted=cipher.encrypt(stored),
-            source=source,
-        )
+        .values(**row)
         # Two deliveries of one event may race here; the loser sees no row returned.
         .on_conflict_do_nothing(index_elements=[EVENTS_TABLE.c.id])
         .returning(EVENTS_TABLE.c.received_at)
     ).scalar_one_or_none()
     if received_at is None:
         return None
+    return recorded_event(event, stored, received_at)
+
+
+def event_row(
+    event: dict[str, Any], source: str, cipher: PayloadCipher
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The values of an event's row, and the storable copy that was encrypted into it."""
+    stored = storable_event(event)
+    row = {
+        "id": event["id"],
+        "type": event["type"],
+        "created": utc_from_timestamp(event["created"]),
+        "livemode": bool(event.get("livemode", False)),
+        "account": event.get("account"),
+        "api_version": event.get("api_version"),
+        "payload_encrypted": cipher.encrypt(stored),
+        "source": source,
+    }
+    return row, stored
+
+
+def recorded_event(event: dict[str, Any], stored: dict[str, Any], at: dt.datetime) -> RecordedEvent:
     handlers = sorted(registry.handlers_for(event["type"]))
-    return RecordedEvent(event["id"], event["type"], created, received_at, stored, handlers)
+    created = utc_from_timestamp(event["created"])
+    return RecordedEvent(event["id"], event["type"], created, at, stored, handlers)
 
 
 def ingest(
@@ -143,7 +156,7 @@ def ingest(
     With ``claim_lease``, the runs of a newly recorded event come back claimed by the caller
     instead of pending (see ``record_event``), with ``uncounted_attempts`` more counted: a
     redelivered message may follow one whose handlers ran inside a transaction that died
-    with its worker (shared.ledger.batch.record_and_apply), so that nothing recorded them."""
+    with its worker (shared.ledger.first_deliveries), so that nothing recorded them."""
     event = scope.check(queued_event(body, cipher))
     with transaction(sessions) as session:
         if claim_lease:

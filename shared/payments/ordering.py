@@ -10,9 +10,9 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -20,6 +20,13 @@ from shared.models import Payment
 from shared.observability.metrics import PAYMENT_FAILURES, PAYMENT_SUCCESS
 
 log = logging.getLogger(__name__)
+
+# What a payment first seen in an event is inserted with: the intent's fields and _status_fields.
+_INSERTED_COLUMNS = (
+    "payment_intent_id", "amount", "currency", "metadata", "capture_method", "status",
+    "status_as_of", "amount_received", "amount_capturable", "last_error_code",
+    "last_error_decline_code", "last_error_message",
+)  # fmt: skip
 
 TERMINAL_STATUSES = frozenset({"succeeded", "canceled"})
 
@@ -131,20 +138,29 @@ def apply_payment_intent(
 
 
 def _insert_if_new(session: Session, intent: dict[str, Any], as_of: dt.datetime) -> bool:
-    inserted = session.execute(
-        insert(Payment)
-        .values(
-            payment_intent_id=intent["id"],
-            amount=int(intent["amount"]),
-            currency=intent["currency"],
-            # Stripe's metadata is an object of strings; anything else is not worth a failure.
-            metadata_=metadata if isinstance(metadata := intent.get("metadata"), dict) else {},
-            **_status_fields(intent, as_of),
-        )
-        .on_conflict_do_nothing(index_elements=[Payment.payment_intent_id])
-        .returning(Payment.id)
-    ).scalar_one_or_none()
-    return inserted is not None
+    # Stripe's metadata is an object of strings; anything else is not worth a failure.
+    metadata = intent.get("metadata")
+    values = {
+        "payment_intent_id": intent["id"],
+        "amount": int(intent["amount"]),
+        "currency": intent["currency"],
+        "metadata": metadata if isinstance(metadata, dict) else {},
+        "capture_method": None,
+        **_status_fields(intent, as_of),
+    }
+    return session.execute(_INSERT_IF_NEW, values).scalar_one_or_none() is not None
+
+
+# Built once from bound parameters and sent through Core, not the ORM: every event of a
+# PaymentIntent made elsewhere runs it, and building an ORM insert per call cost more than the
+# statement itself.
+_PAYMENTS = cast(Table, Payment.__table__)
+_INSERT_IF_NEW = (
+    insert(_PAYMENTS)
+    .values({name: bindparam(name, type_=_PAYMENTS.c[name].type) for name in _INSERTED_COLUMNS})
+    .on_conflict_do_nothing(index_elements=[_PAYMENTS.c.payment_intent_id])
+    .returning(_PAYMENTS.c.id)
+)
 
 
 def _newer_state(

@@ -13,8 +13,9 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.infra.crypto import PayloadCipher
-from shared.ledger.batch import apply_claimed_runs, record_and_apply
+from shared.ledger.batch import apply_claimed_runs
 from shared.ledger.events import IngestResult, RecordedEvent, ingest
+from shared.ledger.first_deliveries import record_and_apply
 from shared.ledger.handlers import EventView, registry
 from shared.ledger.retry import RetryPolicy
 from shared.ledger.webhooks import EventScope

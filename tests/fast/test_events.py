@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.infra.crypto import PayloadCipher
-from shared.ledger.batch import apply_claimed_runs, ingest_first_delivery
+from shared.ledger.batch import apply_claimed_runs
 from shared.ledger.events import (
     Recovery,
     ingest,
@@ -21,6 +21,7 @@ from shared.ledger.events import (
     stored_payload,
     undecryptable_countdown,
 )
+from shared.ledger.first_deliveries import ingest_first_delivery
 from shared.ledger.handlers import EventView, HandlerRegistry
 from shared.ledger.retry import Retry
 from shared.models import QuarantinedEvent, RunStatus, StripeEvent

@@ -1,0 +1,267 @@
+"""First deliveries: record events and apply their handlers in one transaction, many at once.
+
+A message the broker has not delivered before is ingested here, alone (``ingest_first_delivery``,
+the task's path) or with the others a worker holds (``ingest_batch``, through
+shared.infra.task_batches). One transaction records every new event (one INSERT), applies each
+handler of each event, writes every run with its outcome (one statement) and commits once, so
+a transaction's fixed cost is paid once per batch. Every promise holds per event: one row per
+(event, handler), each effect committed with its run's outcome, attempts matching calls.
+
+The transaction's first handler call runs without a savepoint (two round trips fewer): should
+it fail, the whole transaction is rolled back, nothing of it visible to anyone, and done again
+with that failure noted on its run, the handler not called again. Every other handler runs in
+a savepoint of its own, so its failure is rolled back alone and counted on its run; no handler
+is called twice for one attempt.
+
+Only for messages the broker has not delivered before: should a handler kill its worker here,
+nothing commits, not even the attempt, and the broker redelivers every message of the batch
+marked as such; each redelivery goes alone through ``ingest`` then ``apply_claimed_runs``, which
+commit the claimed attempt first, so such a handler still ends dead instead of looping.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db import transaction
+from shared.infra.crypto import PayloadCipher
+from shared.infra.stripe_gateway import PaymentIntentReader
+from shared.ledger.batch import (
+    INSERT_RUN_OUTCOMES,
+    BatchOutcome,
+    HandlerFailed,
+    apply_one,
+    apply_unisolated,
+    outcome_row,
+    report_outcome,
+)
+from shared.ledger.deliveries import QueuedDelivery, QueuedEvent, decode_batch
+from shared.ledger.events import (
+    EVENTS_TABLE,
+    IngestResult,
+    RecordedEvent,
+    event_row,
+    queued_event,
+    recorded_event,
+)
+from shared.ledger.retry import Retry, RetryPolicy
+from shared.ledger.run_rows import limit_statements, mark_done
+from shared.ledger.webhooks import EventScope
+from shared.models import HandlerRun, RunStatus
+from shared.observability.logs import bound
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Settled:
+    """A delivery committed: what the task would have returned for it."""
+
+    result: IngestResult
+    # Handler -> when to run it again as a task of its own.
+    retries: dict[str, Retry] = field(default_factory=dict)
+
+
+@dataclass
+class BatchResult:
+    settled: dict[str, Settled] = field(default_factory=dict)
+    # Keys of deliveries to run as ordinary tasks: their retry policy, refusals and
+    # quarantine decide (a body that does not decode, a transaction that failed).
+    alone: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Applied:
+    recorded: RecordedEvent | None
+    outcome: BatchOutcome
+    # A known event's runs still pending, for the caller to start again.
+    pending: list[str]
+
+
+def ingest_first_delivery(
+    sessions: sessionmaker[Session],
+    body: str,
+    source: str,
+    cipher: PayloadCipher,
+    scope: EventScope,
+    stripe: PaymentIntentReader | None,
+    policy: RetryPolicy,
+) -> tuple[IngestResult, BatchOutcome]:
+    """One first delivery, as its task runs it. Raises as ``ingest`` does."""
+    event = scope.check(queued_event(body, cipher))
+    recorded, outcome, pending = record_and_apply(sessions, event, source, cipher, stripe, policy)
+    return IngestResult(event["id"], event["type"], recorded is not None, pending), outcome
+
+
+def record_and_apply(
+    sessions: sessionmaker[Session],
+    event: dict[str, Any],
+    source: str,
+    cipher: PayloadCipher,
+    stripe: PaymentIntentReader | None,
+    policy: RetryPolicy,
+) -> tuple[RecordedEvent | None, BatchOutcome, list[str]]:
+    """Record one event and apply its handlers; (None, nothing done, the runs still pending)
+    when the event was known already."""
+    applied = _record_and_apply([QueuedEvent(event, source, [])], cipher, sessions, stripe, policy)
+    one = applied[event["id"]]
+    return one.recorded, one.outcome, one.pending
+
+
+def ingest_batch(
+    sessions: sessionmaker[Session],
+    deliveries: Iterable[QueuedDelivery],
+    cipher: PayloadCipher,
+    scope: EventScope,
+    stripe: PaymentIntentReader | None,
+    policy: RetryPolicy,
+) -> BatchResult:
+    """Record and apply first deliveries together. Never raises for one delivery's sake."""
+    events, alone = decode_batch(deliveries, cipher, scope)
+    result = BatchResult(alone=alone)
+    if not events:
+        return result
+    try:
+        applied = _record_and_apply(events, cipher, sessions, stripe, policy)
+    except Exception:  # noqa: BLE001 - the transaction failed: each task's policy decides
+        log.warning("a batch of %d event(s) failed; running each as a task", len(events))
+        result.alone.extend(key for event in events for key in event.keys)
+        return result
+    for event in events:
+        one = applied[event.id]
+        first, *duplicates = event.keys
+        ingested = IngestResult(
+            event.id, event.event["type"], one.recorded is not None, one.pending
+        )
+        result.settled[first] = Settled(ingested, one.outcome.retries)
+        for key in duplicates:
+            # Another delivery of the same event: nothing left for it to start.
+            result.settled[key] = Settled(IngestResult(event.id, ingested.event_type, False, []))
+    return result
+
+
+def _record_and_apply(
+    events: list[QueuedEvent],
+    cipher: PayloadCipher,
+    sessions: sessionmaker[Session],
+    stripe: PaymentIntentReader | None,
+    policy: RetryPolicy,
+) -> dict[str, _Applied]:
+    try:
+        return _one_try(events, cipher, sessions, stripe, policy, None)
+    except HandlerFailed as failure:
+        return _one_try(events, cipher, sessions, stripe, policy, failure)
+
+
+def _one_try(
+    events: list[QueuedEvent],
+    cipher: PayloadCipher,
+    sessions: sessionmaker[Session],
+    stripe: PaymentIntentReader | None,
+    policy: RetryPolicy,
+    failure: HandlerFailed | None,
+) -> dict[str, _Applied]:
+    """One transaction for every event; ``failure`` is the first handler call's from the try
+    before, if it failed (every handler is isolated then)."""
+    applied: dict[str, _Applied] = {}
+    with transaction(sessions) as session:
+        limit_statements(session, dt.timedelta(seconds=policy.lease_seconds))
+        recorded = _insert_events(session, events, cipher)
+        pending = _pending_runs(session, [e.id for e in events if e.id not in recorded])
+        rows: list[dict[str, Any]] = []
+        for event in events:
+            new = recorded.get(event.id)
+            if new is None:
+                applied[event.id] = _Applied(None, BatchOutcome(), pending.get(event.id, []))
+                continue
+            isolate = failure is not None or bool(rows)
+            with bound(**_log_ids(event)):
+                outcome, runs = _apply_handlers(session, new, stripe, policy, failure, isolate)
+            rows.extend(outcome_row(run, outcome) for run in runs)
+            applied[event.id] = _Applied(new, outcome, [])
+        if rows:
+            session.execute(INSERT_RUN_OUTCOMES, rows)
+    for one in applied.values():
+        if one.recorded is not None:
+            report_outcome(
+                one.outcome, one.recorded.id, one.recorded.type, one.recorded.received_at
+            )
+    return applied
+
+
+def _log_ids(event: QueuedEvent) -> dict[str, str]:
+    # A batch's handler lines name their task; a task's own are named already.
+    return {"event_id": event.id, **({"task_id": event.keys[0]} if event.keys else {})}
+
+
+def _apply_handlers(
+    session: Session,
+    event: RecordedEvent,
+    stripe: PaymentIntentReader | None,
+    policy: RetryPolicy,
+    failure: HandlerFailed | None,
+    isolate: bool,
+) -> tuple[BatchOutcome, list[HandlerRun]]:
+    """Every handler of one event; the first unisolated unless ``isolate``."""
+    outcome = BatchOutcome()
+    runs = [HandlerRun(event_id=event.id, handler=h, attempts=1) for h in event.handlers]
+    for index, run in enumerate(runs):
+        if index == 0 and not isolate:
+            apply_unisolated(session, event, run.handler, stripe)  # raises HandlerFailed
+            outcome.done.append(run.handler)
+        else:
+            known = failure.error if failure and failure.names(event.id, run.handler) else None
+            apply_one(session, event, run, stripe, policy, outcome, known)
+        if run.handler in outcome.done:
+            mark_done(run)
+    return outcome, runs
+
+
+_INSERT_NEW_EVENTS = (
+    insert(EVENTS_TABLE)
+    # Another delivery of one of these events may be racing this one: it wins or waits.
+    .on_conflict_do_nothing(index_elements=[EVENTS_TABLE.c.id])
+    .returning(EVENTS_TABLE.c.id, EVENTS_TABLE.c.received_at)
+)
+
+
+def _insert_events(
+    session: Session, events: list[QueuedEvent], cipher: PayloadCipher
+) -> dict[str, RecordedEvent]:
+    """Insert every event not known yet; the ones inserted, by id."""
+    rows, stored = [], []
+    for event in events:
+        row, copy = event_row(event.event, event.source, cipher)
+        rows.append(row)
+        stored.append(copy)
+    # Sent as one multi-row INSERT (SQLAlchemy's insertmanyvalues), compiled once per process.
+    received = {row.id: row.received_at for row in session.execute(_INSERT_NEW_EVENTS, rows)}
+    return {
+        event.id: recorded_event(event.event, copy, received[event.id])
+        for event, copy in zip(events, stored, strict=True)
+        if event.id in received
+    }
+
+
+def _pending_runs(session: Session, event_ids: list[str]) -> dict[str, list[str]]:
+    """The runs still pending of events known before: as for any duplicate delivery, they are
+    what gets an event going again should the process that recorded it have died before its
+    enqueue."""
+    if not event_ids:
+        return {}
+    pending: dict[str, list[str]] = {}
+    for event_id, handler in session.execute(
+        select(HandlerRun.event_id, HandlerRun.handler)
+        .where(HandlerRun.event_id.in_(event_ids), HandlerRun.status == RunStatus.PENDING)
+        .order_by(HandlerRun.event_id, HandlerRun.handler)
+    ):
+        pending.setdefault(event_id, []).append(handler)
+    return pending
