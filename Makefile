@@ -8,7 +8,7 @@ T ?= tests
 # The chaos suite's broker: its own Redis, or its own three-node RabbitMQ cluster.
 CHAOS_BROKER ?= redis
 # What runs a second time with RabbitMQ as the broker: every path an event takes through it.
-RABBITMQ_SUITE ?= tests/test_end_to_end.py tests/test_delivery_guarantees.py tests/test_payment_lifecycle.py tests/test_encryption_at_rest.py
+RABBITMQ_SUITE ?= tests/test_end_to_end.py tests/test_delivery_guarantees.py tests/test_payment_lifecycle.py tests/test_encryption_at_rest.py tests/test_batched_ingest.py
 
 .PHONY: help install services migrate run test test-rabbitmq test-fast lint format clean chaos chaos-small lock bench bench-small bench-capacity bench-ledger
 

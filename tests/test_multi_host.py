@@ -44,7 +44,7 @@ from sqlalchemy import Engine, text
 
 from bench.own_postgres import OwnPostgres
 from shared.config import Settings, load_settings
-from shared.db import make_engine, upgrade
+from shared.db import make_engine, make_session_factory, upgrade
 from shared.dev import stripe_events
 from shared.dev.netns import Host
 from shared.dev.processes import (
@@ -59,9 +59,21 @@ from shared.dev.processes import (
     wait_until,
 )
 from shared.dev.rabbitmq import RABBITMQ_BIN, OwnRabbitNode
-from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE, EventPublisher, make_producer
+from shared.infra.broker import (
+    EVENTS_QUEUE,
+    HANDLERS_QUEUE,
+    EventPublisher,
+    enqueue_run,
+    make_producer,
+)
 from shared.infra.crypto import PayloadCipher
+from shared.ledger.reconcile import reconcile
+from shared.ledger.webhooks import EventScope
 from tests.conftest import ENCRYPTION_KEY, WEBHOOK_SECRET
+
+# The reconciler run here creates the runs of the events it recovers: it must know their
+# handlers, as the workers do (conftest imports this module too, for its tables).
+from tests.support import test_handlers  # noqa: F401
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
@@ -227,6 +239,8 @@ class Stack:
     brokers: Brokers
     workers: dict[str, Process] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
+    # Every event published, as Stripe would list it: what the reconciler recovers from.
+    published: list[dict[str, Any]] = field(default_factory=list)
 
     @functools.cached_property
     def publisher(self) -> EventPublisher:
@@ -240,6 +254,7 @@ class Stack:
             obj = {"id": stripe_events.new_id("obj"), "object": "test"}
             event = stripe_events.event("test.flaky", obj)
             self.publisher.publish(event, "webhook", cipher)
+            self.published.append(event)
             ids.append(event["id"])
         return ids
 
@@ -567,11 +582,55 @@ def test_a_host_cut_off_mid_stream_loses_nothing_and_applies_nothing_twice(broke
         restored_at, restored_monotonic = stack.db_now(), time.monotonic()
 
         wait_for_outcome(stack, stream.ids, 150)
+        if broker == "redis":
+            recover_what_redis_handed_into_the_cut(stack, stream.ids)
         recovery_seconds = time.monotonic() - restored_monotonic
         work = cut_host_work(stack, stream.cut_at, restored_at)
         write_report(stack, stream, cut_seconds, recovery_seconds, work)
         check_host_a_consumes_again(stack)
         check_exactly_once(stack, stream.ids, story(stack, stream.in_flight))
+
+
+class PublishedEvents:
+    """The published events, listed as Stripe's ``GET /v1/events`` lists them."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self._events = events
+
+    def events_since(self, created_gte: int) -> list[dict[str, Any]]:
+        return [event for event in self._events if event["created"] >= created_gte]
+
+
+def recover_what_redis_handed_into_the_cut(stack: Stack, ids: list[str]) -> None:
+    """On Redis, a worker takes a message with BRPOP and only then notes it unacknowledged:
+    a reply on its way to a host as the host is cut off is lost with the message (kombu 5.7).
+    A worker with room to prefetch always has a BRPOP waiting, and a batching worker has room
+    while its batches run. What such a loss leaves is an event never recorded, and recovering
+    it is the reconciler's job (Stripe lists every event): one pass, as beat runs it, recovers
+    it here. At most one: the cut host's worker waits on one BRPOP."""
+    missing = [event_id for event_id in ids if event_id not in recorded_events(stack, ids)]
+    if not missing:
+        return
+    assert len(missing) <= 1, f"{len(missing)} events never recorded: {missing}"
+    settings = stack.settings
+    result = reconcile(
+        make_session_factory(stack.engine),
+        PublishedEvents(stack.published),
+        overlap_seconds=settings.reconcile_overlap_seconds,
+        lookback_seconds=settings.reconcile_lookback_seconds,
+        cipher=PayloadCipher(settings.encryption_keys),
+        scope=EventScope.of(settings),
+    )
+    assert result.recovered == len(missing), result
+    for event_id, handler in result.pending_runs:
+        enqueue_run(stack.producer, event_id, handler)
+    wait_for_outcome(stack, ids, 60)
+
+
+def recorded_events(stack: Stack, ids: list[str]) -> set[str]:
+    with stack.engine.connect() as conn:
+        query = text("SELECT id FROM stripe_events WHERE id = ANY(:ids)")
+        return set(conn.execute(query, {"ids": ids}).scalars())
 
 
 def check_exactly_once(stack: Stack, ids: list[str], context: object = None) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,7 @@ from shared.ledger.events import (
     queued_event,
     recorded_event,
 )
+from shared.ledger.handlers import registry
 from shared.ledger.retry import Retry, RetryPolicy
 from shared.ledger.run_rows import limit_statements, mark_done
 from shared.ledger.webhooks import EventScope
@@ -59,6 +60,9 @@ from shared.models import HandlerRun, RunStatus
 from shared.observability.logs import bound
 
 log = logging.getLogger(__name__)
+
+# Savepoints (handler calls) one transaction may open; PostgreSQL caches 64 subtransactions.
+MAX_SAVEPOINTS = 60
 
 
 @dataclass
@@ -127,25 +131,44 @@ def ingest_batch(
     """Record and apply first deliveries together. Never raises for one delivery's sake."""
     events, alone = decode_batch(deliveries, cipher, scope)
     result = BatchResult(alone=alone)
-    if not events:
-        return result
-    try:
-        applied = _record_and_apply(events, cipher, sessions, stripe, policy)
-    except Exception:  # noqa: BLE001 - the transaction failed: each task's policy decides
-        log.warning("a batch of %d event(s) failed; running each as a task", len(events))
-        result.alone.extend(key for event in events for key in event.keys)
-        return result
-    for event in events:
-        one = applied[event.id]
-        first, *duplicates = event.keys
-        ingested = IngestResult(
-            event.id, event.event["type"], one.recorded is not None, one.pending
-        )
-        result.settled[first] = Settled(ingested, one.outcome.retries)
-        for key in duplicates:
-            # Another delivery of the same event: nothing left for it to start.
-            result.settled[key] = Settled(IngestResult(event.id, ingested.event_type, False, []))
+    for chunk in transactions_of(events):
+        try:
+            applied = _record_and_apply(chunk, cipher, sessions, stripe, policy)
+        except Exception:  # noqa: BLE001 - the transaction failed: each task's policy decides
+            log.warning("a batch of %d event(s) failed; running each as a task", len(chunk))
+            result.alone.extend(key for event in chunk for key in event.keys)
+            continue
+        for event in chunk:
+            _settle(event, applied[event.id], result)
     return result
+
+
+def transactions_of(events: list[QueuedEvent]) -> Iterator[list[QueuedEvent]]:
+    """The batch cut so that no transaction opens more than MAX_SAVEPOINTS savepoints. Past
+    64 subtransactions that wrote, PostgreSQL's snapshot of this transaction overflows its
+    cache, and every other session's visibility checks go through pg_subtrans until it ends."""
+    chunk: list[QueuedEvent] = []
+    handlers = 0
+    for event in events:
+        count = len(registry.handlers_for(event.event["type"]))
+        if chunk and handlers + count > MAX_SAVEPOINTS:
+            yield chunk
+            chunk, handlers = [], 0
+        chunk.append(event)
+        handlers += count
+    if chunk:
+        yield chunk
+
+
+def _settle(event: QueuedEvent, applied: _Applied, result: BatchResult) -> None:
+    first, *duplicates = event.keys
+    ingested = IngestResult(
+        event.id, event.event["type"], applied.recorded is not None, applied.pending
+    )
+    result.settled[first] = Settled(ingested, applied.outcome.retries)
+    for key in duplicates:
+        # Another delivery of the same event: nothing left for it to start.
+        result.settled[key] = Settled(IngestResult(event.id, ingested.event_type, False, []))
 
 
 def _record_and_apply(

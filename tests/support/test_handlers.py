@@ -79,6 +79,14 @@ def crashing(session: Session, event: EventView) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@registry.handles("test.crash_once", name="tests.crashing_once")
+def crashing_once(session: Session, event: EventView) -> None:
+    # Takes its worker process down on its first call only: the redelivery then succeeds.
+    if _count_call(session, event, "tests.crashing_once") == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    _effect(session, event, "tests.crashing_once")
+
+
 @registry.handles("test.poison", "test.flaky", name="tests.effect")
 def effect(session: Session, event: EventView) -> None:
     _count_call(session, event, "tests.effect")
