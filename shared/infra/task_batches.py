@@ -59,9 +59,18 @@ def batching_strategy(run_batch: RunBatch, max_batch: int) -> Callable[..., Any]
         if max_batch <= 1:
             return default_strategy(task, app, consumer, **kwargs)
         batcher = Batcher(consumer, task, run_batch, max_batch)
+        # A new strategy means a new connection: what the last one held unsent is the broker's
+        # to deliver again (its delivery tags died with their channel).
+        retired = _batchers.pop(task.name, None)
+        if retired is not None:
+            retired.retire()
+        _batchers[task.name] = batcher
         return default_strategy(task, app, _HandOffTo(consumer, batcher.take), **kwargs)
 
     return strategy
+
+
+_batchers: dict[str, Batcher] = {}
 
 
 class _HandOffTo:
@@ -88,6 +97,12 @@ class Batcher:
         self._held: list[Any] = []
         self._in_flight = 0
         self._hold_timer: Any = None
+        self._retired = False
+
+    def retire(self) -> None:
+        """Drop what is held unsent; batches in flight still end as they would."""
+        self._retired = True
+        self._held.clear()
 
     def take(self, request: Any) -> None:
         if (request.delivery_info or {}).get("redelivered"):
@@ -153,7 +168,7 @@ class Batcher:
         self._send_next()
 
     def _send_next(self) -> None:
-        if self._held:
+        if self._held and not self._retired:
             self._send()
 
 
