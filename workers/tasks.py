@@ -107,7 +107,11 @@ def ingest_batch_of(items: list[BatchItem]) -> list[str]:
     deliveries, alone = queued_deliveries(items)
     try:
         rt = runtime()
-        batch = ingest_batch(rt.sessions, deliveries, rt.cipher, rt.scope, rt.gateway, rt.policy)
+        # Half the soft time limit: what is left then runs alone, each under its own limits.
+        deadline = time.monotonic() + rt.policy.soft_time_limit_seconds / 2
+        batch = ingest_batch(
+            rt.sessions, deliveries, rt.cipher, rt.scope, rt.gateway, rt.policy, deadline
+        )
     except Exception:
         log.exception("could not ingest a batch of %d; running each as a task", len(items))
         return [key for key, _, _ in items]

@@ -29,8 +29,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from billiard.einfo import ExceptionWithTraceback
-from billiard.exceptions import TimeLimitExceeded, WorkerLostError
+from billiard.exceptions import Terminated, TimeLimitExceeded, WorkerLostError
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +53,11 @@ def batching_strategy(run_batch: RunBatch, max_batch: int) -> Callable[..., Any]
 
     def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
         # Imported here: the web process reads prefetch_multiplier and needs no worker code.
+        from celery.concurrency.prefork import TaskPool
         from celery.worker.strategy import default as default_strategy
 
-        if max_batch <= 1:
+        if max_batch <= 1 or not isinstance(consumer.pool, TaskPool):
+            # Solo and thread pools call back from elsewhere, or never with an error.
             return default_strategy(task, app, consumer, **kwargs)
         batcher = Batcher(consumer, task, run_batch, max_batch)
         # A new strategy means a new connection: what the last one held unsent is the broker's
@@ -100,9 +101,12 @@ class Batcher:
         self._retired = False
 
     def retire(self) -> None:
-        """Drop what is held unsent; batches in flight still end as they would."""
+        """Give back what is held unsent (a reconnect, a pool restart); batches in flight
+        still end as they would."""
         self._retired = True
-        self._held.clear()
+        held, self._held = self._held, []
+        for request in held:
+            _guarded(lambda held_request: held_request.reject(requeue=True), request)
 
     def take(self, request: Any) -> None:
         if (request.delivery_info or {}).get("redelivered"):
@@ -119,16 +123,16 @@ class Batcher:
 
     def _on_hold_timer(self) -> None:
         self._hold_timer = None
-        if self._held:
+        if self._held and not self._retired:
             self._send()
 
     def _send(self) -> None:
-        batch, self._held = self._held[: self._max_batch], self._held[self._max_batch :]
+        batch, self._held = self._next_batch()
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
         items = [(request.id, list(request.args), dict(request.kwargs)) for request in batch]
-        # Counted first: a pool that runs jobs inline (solo) calls back before returning.
+        # Counted first: a pool that runs jobs inline calls back before returning.
         self._in_flight += 1
         self._pool.apply_async(
             self._run_batch,
@@ -141,35 +145,72 @@ class Batcher:
             timeout=self._task.time_limit,
         )
 
+    def _next_batch(self) -> tuple[list[Any], list[Any]]:
+        """Up to max_batch held requests, one per task id (a message published twice with one
+        id is a request the batch's answer could not tell apart: the second waits its turn)."""
+        batch: list[Any] = []
+        later: list[Any] = []
+        ids: set[str] = set()
+        for request in self._held:
+            if len(batch) < self._max_batch and request.id not in ids:
+                batch.append(request)
+                ids.add(request.id)
+            else:
+                later.append(request)
+        return batch, later
+
     def _returned(self, batch: list[Any], sent_at: float, alone: list[str]) -> None:
         self._in_flight -= 1
         runtime = time.monotonic() - sent_at
         unsettled = set(alone)
-        for request in batch:
-            if request.id in unsettled:
-                self._run_alone(request)
-            else:
-                request.on_success((False, None, runtime))
-        self._send_next()
+        try:
+            for request in batch:
+                _settle(request, runtime, request.id in unsettled, self._run_alone)
+        finally:
+            self._send_next()
 
     def _failed(self, batch: list[Any], exc_info: Any) -> None:
         self._in_flight -= 1
-        error = exc_info.exception
-        if isinstance(error, ExceptionWithTraceback):
-            error = error.exc
-        if isinstance(error, (WorkerLostError, TimeLimitExceeded, SystemExit)):
-            # Back to the queue, as for one task; each comes back redelivered, to run alone.
-            for request in batch:
-                request.on_failure(exc_info)
-        else:
+        try:
+            error = exc_info.exception
+            error = getattr(error, "exc", error)  # billiard's ExceptionWithTraceback
+            if isinstance(error, (WorkerLostError, TimeLimitExceeded, Terminated, SystemExit)):
+                # Its pool process was lost (killed, past the hard time limit, terminated on a
+                # lost connection): each request ends as Celery ends one task lost so, given
+                # back to the queue, to come back redelivered and run alone.
+                for request in batch:
+                    _guarded(request.on_failure, exc_info)
+                return
+            # run_batch hands back what it cannot settle and does not raise, but a soft time
+            # limit can strike anywhere in it: each request runs alone, its attempt counted.
             log.error("a batch of %d failed (%r); running each alone", len(batch), error)
             for request in batch:
-                self._run_alone(request)
-        self._send_next()
+                _settle(request, 0.0, True, self._run_alone)
+        finally:
+            self._send_next()
 
     def _send_next(self) -> None:
         if self._held and not self._retired:
             self._send()
+
+
+def _settle(request: Any, runtime: float, alone: bool, run_alone: Callable[[Any], None]) -> None:
+    if not alone:
+        _guarded(request.on_success, (False, None, runtime))
+        return
+    # Its handlers may have run in a transaction that did not commit: it goes the way of a
+    # redelivery, which counts that attempt. It is no longer in the batch's pool process.
+    request.delivery_info["redelivered"] = True
+    request.worker_pid = request.time_start = None
+    _guarded(run_alone, request)
+
+
+def _guarded(call: Callable[[Any], Any], arg: Any) -> None:
+    """One request's end must not keep the others of its batch from theirs."""
+    try:
+        call(arg)
+    except Exception:
+        log.exception("could not settle one request of a batch")
 
 
 def _accepted(batch: list[Any], pid: int, time_accepted: float) -> None:

@@ -73,6 +73,8 @@ def apply_unisolated(
     transaction then being fit only to roll back."""
     try:
         registry.get(handler)(session, _view(event, stripe))
+        # Its pending ORM changes fail here, as its own, not at the next handler's savepoint.
+        session.flush()
     except Exception as error:  # counted by the isolated try that follows
         raise HandlerFailed(event.id, handler, error) from error
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from shared.infra.crypto import PayloadCipher
 from shared.ledger.events import queued_event
+from shared.ledger.handlers import registry
 from shared.ledger.webhooks import EventScope
+
+# Savepoints (handler calls) one transaction may open; PostgreSQL caches 64 subtransactions.
+MAX_SAVEPOINTS = 60
 
 
 @dataclass(frozen=True)
@@ -85,3 +89,20 @@ def _lock_order(event: QueuedEvent) -> tuple[str, int, str]:
     obj = event.event.get("data", {}).get("object", {})
     object_id = obj.get("id") if isinstance(obj, dict) else None
     return (str(object_id or ""), int(event.event.get("created") or 0), event.id)
+
+
+def transactions_of(events: list[QueuedEvent]) -> Iterator[list[QueuedEvent]]:
+    """The batch cut so that no transaction opens more than MAX_SAVEPOINTS savepoints. Past
+    64 subtransactions that wrote, PostgreSQL's snapshot of this transaction overflows its
+    cache, and every other session's visibility checks go through pg_subtrans until it ends."""
+    chunk: list[QueuedEvent] = []
+    handlers = 0
+    for event in events:
+        count = len(registry.handlers_for(event.event["type"]))
+        if chunk and handlers + count > MAX_SAVEPOINTS:
+            yield chunk
+            chunk, handlers = [], 0
+        chunk.append(event)
+        handlers += count
+    if chunk:
+        yield chunk

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ from shared.ledger.batch import (
     outcome_row,
     report_outcome,
 )
-from shared.ledger.deliveries import QueuedDelivery, QueuedEvent, decode_batch
+from shared.ledger.deliveries import QueuedDelivery, QueuedEvent, decode_batch, transactions_of
 from shared.ledger.events import (
     EVENTS_TABLE,
     IngestResult,
@@ -52,7 +53,6 @@ from shared.ledger.events import (
     queued_event,
     recorded_event,
 )
-from shared.ledger.handlers import registry
 from shared.ledger.retry import Retry, RetryPolicy
 from shared.ledger.run_rows import limit_statements, mark_done
 from shared.ledger.webhooks import EventScope
@@ -60,9 +60,6 @@ from shared.models import HandlerRun, RunStatus
 from shared.observability.logs import bound
 
 log = logging.getLogger(__name__)
-
-# Savepoints (handler calls) one transaction may open; PostgreSQL caches 64 subtransactions.
-MAX_SAVEPOINTS = 60
 
 
 @dataclass
@@ -127,37 +124,28 @@ def ingest_batch(
     scope: EventScope,
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
+    deadline: float | None = None,
 ) -> BatchResult:
-    """Record and apply first deliveries together. Never raises for one delivery's sake."""
+    """Record and apply first deliveries together. Never raises for one delivery's sake. Past
+    ``deadline`` (time.monotonic()), no transaction starts: what is left runs alone, each
+    under a time limit of its own, rather than the batch meeting its own."""
     events, alone = decode_batch(deliveries, cipher, scope)
     result = BatchResult(alone=alone)
     for chunk in transactions_of(events):
+        if deadline is not None and time.monotonic() > deadline:
+            result.alone.extend(key for event in chunk for key in event.keys)
+            continue
         try:
             applied = _record_and_apply(chunk, cipher, sessions, stripe, policy)
-        except Exception:  # noqa: BLE001 - the transaction failed: each task's policy decides
-            log.warning("a batch of %d event(s) failed; running each as a task", len(chunk))
+        except Exception:
+            log.warning(
+                "a batch of %d event(s) failed; running each as a task", len(chunk), exc_info=True
+            )
             result.alone.extend(key for event in chunk for key in event.keys)
             continue
         for event in chunk:
             _settle(event, applied[event.id], result)
     return result
-
-
-def transactions_of(events: list[QueuedEvent]) -> Iterator[list[QueuedEvent]]:
-    """The batch cut so that no transaction opens more than MAX_SAVEPOINTS savepoints. Past
-    64 subtransactions that wrote, PostgreSQL's snapshot of this transaction overflows its
-    cache, and every other session's visibility checks go through pg_subtrans until it ends."""
-    chunk: list[QueuedEvent] = []
-    handlers = 0
-    for event in events:
-        count = len(registry.handlers_for(event.event["type"]))
-        if chunk and handlers + count > MAX_SAVEPOINTS:
-            yield chunk
-            chunk, handlers = [], 0
-        chunk.append(event)
-        handlers += count
-    if chunk:
-        yield chunk
 
 
 def _settle(event: QueuedEvent, applied: _Applied, result: BatchResult) -> None:
@@ -218,6 +206,14 @@ def _one_try(
                 one.outcome, one.recorded.id, one.recorded.type, one.recorded.received_at
             )
     return applied
+
+
+def _report(outcome: BatchOutcome, event: RecordedEvent) -> None:
+    # After the commit: a metrics or Sentry failure must not send committed events round again.
+    try:
+        report_outcome(outcome, event.id, event.type, event.received_at)
+    except Exception:
+        log.exception("could not report the outcome of %s", event.id)
 
 
 def _log_ids(event: QueuedEvent) -> dict[str, str]:

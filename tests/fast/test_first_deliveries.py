@@ -14,13 +14,14 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.infra.crypto import PayloadCipher, generate_key
-from shared.ledger.deliveries import QueuedDelivery, QueuedEvent, queued_deliveries
-from shared.ledger.first_deliveries import (
+from shared.ledger.deliveries import (
     MAX_SAVEPOINTS,
-    ingest_batch,
-    record_and_apply,
+    QueuedDelivery,
+    QueuedEvent,
+    queued_deliveries,
     transactions_of,
 )
+from shared.ledger.first_deliveries import ingest_batch, record_and_apply
 from shared.ledger.handlers import EventView, registry
 from shared.ledger.retry import RetryPolicy
 from shared.ledger.webhooks import EventScope
@@ -207,6 +208,15 @@ def test_a_large_batch_is_cut_so_no_transaction_overflows_postgres_subtransactio
     with effects() as session:
         count = select(StripeEvent.id).where(StripeEvent.id.in_(ids))
         assert len(session.execute(count).all()) == 70
+
+
+def test_past_its_deadline_a_batch_starts_no_transaction_and_hands_the_rest_back(effects, cipher):
+    deliveries = [_delivery(cipher), _delivery(cipher)]
+
+    result = ingest_batch(effects, deliveries, cipher, SCOPE, None, POLICY, deadline=0.0)
+
+    assert result.settled == {}
+    assert sorted(result.alone) == sorted(d.key for d in deliveries)
 
 
 def test_transactions_of_keeps_an_event_whole_and_in_order():

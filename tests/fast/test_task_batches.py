@@ -55,10 +55,15 @@ class Request:
     outcome: list[str] = field(default_factory=list)
     args: tuple[str, ...] = ("body",)
     kwargs: dict[str, Any] = field(default_factory=dict)
+    delivery_info: dict[str, Any] = field(default_factory=dict)
+    worker_pid: int | None = None
+    time_start: float | None = None
 
-    @property
-    def delivery_info(self) -> dict[str, Any]:
-        return {"redelivered": self.redelivered}
+    def __post_init__(self) -> None:
+        self.delivery_info["redelivered"] = self.redelivered
+
+    def reject(self, requeue: bool) -> None:
+        self.outcome.append(f"rejected, requeue={requeue}")
 
     def on_success(self, result: Any) -> None:
         self.outcome.append("acknowledged")
@@ -134,7 +139,10 @@ def test_each_request_ends_as_its_batch_says():
     second.returns(["b"])
 
     assert settled.outcome == ["acknowledged"]
+    # Handed back: it runs alone, the way of a redelivery, which counts the attempt its
+    # handlers may have made in the batch's transaction.
     assert alone == [unread] and unread.outcome == []
+    assert unread.delivery_info["redelivered"] is True
 
 
 def test_a_lost_pool_process_gives_its_batch_back_and_any_other_failure_runs_it_alone():
@@ -148,19 +156,33 @@ def test_a_lost_pool_process_gives_its_batch_back_and_any_other_failure_runs_it_
 
     assert killed.outcome == ["failed: WorkerLostError"]
     assert alone == [broken] and broken.outcome == []
+    assert broken.delivery_info["redelivered"] is True
 
 
 def test_a_retired_batcher_sends_nothing_it_held():
     batcher, pool, timer, _ = make_batcher(max_batch=10)
-    for name in "abc":
-        batcher.take(Request(name))
+    held = [Request(name) for name in "abc"]
+    for request in held:
+        batcher.take(request)
 
     batcher.retire()
+    assert held[2].outcome == ["rejected, requeue=True"]
     pool.jobs[0].returns([])
     for fire in timer.pending:
         fire()
 
     assert [ids(job) for job in pool.jobs] == [["a"], ["b"]]
+
+
+def test_two_messages_with_one_task_id_never_share_a_batch():
+    batcher, pool, _, _ = make_batcher(max_batch=10)
+    for name in ["a", "b", "c", "c", "d"]:
+        batcher.take(Request(name))
+
+    pool.jobs[0].returns([])
+    pool.jobs[1].returns([])
+
+    assert [ids(job) for job in pool.jobs] == [["a"], ["b"], ["c", "d"], ["c"]]
 
 
 def test_prefetch_leaves_room_for_a_batch_in_flight_and_one_filling():
