@@ -202,9 +202,7 @@ def _one_try(
             session.execute(INSERT_RUN_OUTCOMES, rows)
     for one in applied.values():
         if one.recorded is not None:
-            report_outcome(
-                one.outcome, one.recorded.id, one.recorded.type, one.recorded.received_at
-            )
+            _report(one.outcome, one.recorded)
     return applied
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.infra.crypto import PayloadCipher, generate_key
+from shared.ledger import first_deliveries
 from shared.ledger.deliveries import (
     MAX_SAVEPOINTS,
     QueuedDelivery,
@@ -217,6 +218,20 @@ def test_past_its_deadline_a_batch_starts_no_transaction_and_hands_the_rest_back
 
     assert result.settled == {}
     assert sorted(result.alone) == sorted(d.key for d in deliveries)
+
+
+def test_a_metrics_failure_after_the_commit_leaves_the_batch_settled(effects, cipher, monkeypatch):
+    def broken_metrics(*_: Any) -> None:
+        raise RuntimeError("metrics directory gone")
+
+    monkeypatch.setattr(first_deliveries, "report_outcome", broken_metrics)
+    deliveries = [_delivery(cipher), _delivery(cipher)]
+
+    result = ingest_batch(effects, deliveries, cipher, SCOPE, None, POLICY)
+
+    # Committed: running them again as tasks would only find them known.
+    assert result.alone == []
+    assert set(result.settled) == {d.key for d in deliveries}
 
 
 def test_transactions_of_keeps_an_event_whole_and_in_order():
