@@ -54,7 +54,10 @@ def make_limits(app: Flask, settings: Settings) -> Limits:
         key_func=lambda: request.remote_addr or "unknown",
         app=app,
         storage_uri=settings.rate_limit_storage_url or settings.redis_url,
-        headers_enabled=True,
+        # Off: the limiter would put its own Retry-After (its window's end) on every answer,
+        # overwriting a 409's one second, and read its window back from Redis for each request
+        # to do so. A 429 says when to retry itself (api.errors).
+        headers_enabled=False,
         strategy="moving-window",
         # If Redis is unreachable, count per process instead of failing the request.
         swallow_errors=True,

@@ -6,10 +6,11 @@ Every error answer is ``{"success": false, "error": {"code", "message", ...}}``.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import stripe
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from flask_limiter import RateLimitExceeded
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
@@ -40,9 +41,19 @@ def _http_error(exc: HTTPException) -> tuple[Response, int]:
         if name.lower() != "content-type":
             response.headers[name] = value
     if isinstance(exc, RateLimitExceeded):
-        # The window's length is the longest a client may have to wait; never advise 0.
-        response.headers["Retry-After"] = str(max(1, int(exc.limit.limit.get_expiry())))
+        response.headers["Retry-After"] = str(_seconds_until_allowed(exc))
     return response, status
+
+
+def _seconds_until_allowed(exc: RateLimitExceeded) -> int:
+    """When the oldest hit in the refused window leaves it; never 0. Should the limiter's storage
+    not say, the window's length, the longest a client can have to wait."""
+    try:
+        limiter = next(iter(current_app.extensions["limiter"]))
+        reset_at = limiter.current_limit.reset_at
+    except Exception:  # noqa: BLE001  (storage down or no limiter: the safe upper bound)
+        return max(1, int(exc.limit.limit.get_expiry()))
+    return max(1, int(reset_at - time.time()))
 
 
 def _database_unavailable(exc: Exception) -> tuple[Response, int]:

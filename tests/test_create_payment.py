@@ -211,6 +211,57 @@ def test_concurrent_requests_with_one_key_create_one_payment_intent(app, setting
     assert rows == 1
 
 
+class _HeldStripe:
+    """Holds create_payment_intent until released, so a second request meets the key in flight."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def create_payment_intent(self, **kwargs):
+        self.entered.set()
+        self.release.wait(30)
+        return self._gateway().create_payment_intent(**kwargs)
+
+    def retrieve_payment_intent(self, payment_intent_id):
+        return self._gateway().retrieve_payment_intent(payment_intent_id)
+
+    def _gateway(self):
+        from shared.infra.stripe_gateway import StripeGateway, make_stripe_client
+
+        return StripeGateway(make_stripe_client(self._settings))
+
+
+def test_a_key_in_flight_is_answered_409_retry_after_one_second(settings, database):
+    stripe_held = _HeldStripe(settings)
+    app = create_app(settings, gateway=stripe_held)
+    key, body = secrets.token_hex(16), {"amount": 1500, "currency": "usd"}
+    first: list = []
+
+    def create() -> None:
+        client = as_api_client(app.test_client())
+        first.append(
+            client.post("/api/create-payment", json=body, headers={"Idempotency-Key": key})
+        )
+
+    holder = threading.Thread(target=create)
+    holder.start()
+    assert stripe_held.entered.wait(30)
+    in_flight = as_api_client(app.test_client()).post(
+        "/api/create-payment", json=body, headers={"Idempotency-Key": key}
+    )
+    stripe_held.release.set()
+    holder.join(30)
+
+    assert in_flight.status_code == 409
+    assert in_flight.get_json()["error"]["code"] == "idempotency_key_in_use"
+    # As Stripe says it: the holder is milliseconds from done. The rate limiter must not
+    # stretch this to the end of its own window.
+    assert in_flight.headers["Retry-After"] == "1"
+    assert first[0].status_code == 200
+
+
 def test_stripe_unreachable_is_503(settings, database):
     offline = replace(settings, stripe_api_base=f"http://127.0.0.1:{free_port()}")
     client = as_api_client(create_app(offline).test_client())

@@ -62,6 +62,21 @@ def test_creation_is_rate_limited_per_client_with_retry_after(limited_settings):
     assert other.status_code == 401
 
 
+def test_only_a_refusal_for_rate_says_when_to_retry(limited_settings):
+    client = create_app(replace(limited_settings, rate_limit="2 per minute")).test_client()
+
+    allowed = client.post("/api/create-payment", json={})
+    client.post("/api/create-payment", json={})
+    refused = client.post("/api/create-payment", json={})
+
+    # An answer within the budget carries no Retry-After: a client that honours it on any
+    # answer (the payment page does) would wait out the window for nothing.
+    assert allowed.status_code == 401
+    assert "Retry-After" not in allowed.headers
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
 def test_a_page_waiting_for_its_result_is_not_starved_by_creation(limited_settings):
     client = create_app(replace(limited_settings, status_rate_limit="5 per minute")).test_client()
     for _ in range(4):
