@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
         payments=PaymentService(
             runtime.sessions,
             gateway or runtime.gateway,
+            statements=runtime.statements,
             lease_seconds=settings.create_lease_seconds,
         ),
         producer=producer,

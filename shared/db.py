@@ -24,20 +24,50 @@ PING_IDLE_SECONDS = 1.0
 
 
 def make_engine(
-    database_url: str, *, pool_size: int = 5, ping_idle_seconds: float = PING_IDLE_SECONDS
+    database_url: str,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    ping_idle_seconds: float = PING_IDLE_SECONDS,
+    autocommit: bool = False,
 ) -> Engine:
+    """``autocommit``: every statement commits by itself, in one round trip (no BEGIN and no
+    COMMIT of psycopg2's sent around it). Its own pool: switching a pooled connection into and
+    out of autocommit costs a round trip each way."""
+    isolation = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     engine = create_engine(
         database_url,
         pool_size=pool_size,
-        max_overflow=10,
+        max_overflow=max_overflow,
         pool_recycle=1800,
         # An error's text must never carry bound values (metadata, keys): it reaches logs,
         # handler_runs.last_error, /admin/dlq and Sentry.
         hide_parameters=True,
         connect_args={"connect_timeout": 5, "application_name": "payments"},
+        **isolation,
     )
     _ping_when_idle(engine, ping_idle_seconds)
+    event.listen(engine, "before_cursor_execute", _commit_without_flush, retval=True)
     return engine
+
+
+# A statement's execution option: ``stmt.execution_options(**COMMIT_WITHOUT_FLUSH)``.
+COMMIT_WITHOUT_FLUSH = {"synchronous_commit": False}
+
+
+def _commit_without_flush(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> tuple[str, Any]:
+    """For a statement with COMMIT_WITHOUT_FLUSH: its transaction's commit does not wait for
+    the WAL flush (PostgreSQL's synchronous_commit = off, for that transaction alone). A
+    PostgreSQL crash may lose such a commit from the last fraction of a second; a later
+    commit that waits for its flush carries every earlier one with it.
+
+    Sent in the statement's own round trip: an autocommit connection runs the two statements
+    of one query string as one transaction, and psycopg2 returns the last one's rows."""
+    if executemany or context is None or context.execution_options.get("synchronous_commit", True):
+        return statement, parameters
+    return "SET LOCAL synchronous_commit TO OFF; " + statement, parameters
 
 
 def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:

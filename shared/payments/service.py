@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db import transaction
+from shared.db import COMMIT_WITHOUT_FLUSH, transaction
 from shared.infra.stripe_gateway import CreatedIntent, PaymentGateway
 from shared.infra.timeutil import utc_from_timestamp
 from shared.models import Payment
@@ -76,10 +76,14 @@ class PaymentService:
         session_factory: sessionmaker[Session],
         gateway: PaymentGateway,
         *,
+        statements: sessionmaker[Session] | None = None,
         lease_seconds: int = 65,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._sessions = session_factory
+        # For the single statements of the common path (``Runtime.statements``: each commits
+        # by itself, in one round trip); by default, transactions of session_factory.
+        self._statements = statements or session_factory
         self._gateway = gateway
         self._lease = dt.timedelta(seconds=lease_seconds)
         self._now = clock
@@ -125,17 +129,33 @@ class PaymentService:
             "capture_method": request.capture_method,
             "create_lease_until": now + self._lease,
         }
-        with transaction(self._sessions) as session:
-            inserted = session.execute(_CLAIM, claim).scalar_one_or_none()
+        for _ in range(_CLAIM_ATTEMPTS):
+            # A key not seen before (nearly every request): one statement.
+            with transaction(self._statements) as session:
+                inserted = session.execute(_CLAIM, claim).scalar_one_or_none()
             if inserted is not None:
                 return _Claim(inserted, None)
             assert key is not None  # rows without a key never conflict
+            taken = self._claim_used_key(caller, key, fingerprint, now)
+            if taken is not None:
+                return taken
+        raise RuntimeError(f"idempotency key kept moving for {_CLAIM_ATTEMPTS} attempts")
+
+    def _claim_used_key(
+        self, caller: Caller, key: str, fingerprint: str, now: dt.datetime
+    ) -> _Claim | None:
+        """The key has a row: answer with its PaymentIntent, refuse, or take over its lease.
+        None if the row was gone by the time it was locked: its key moved onto a webhook's row
+        (``_move_key_to_webhook_row``) after this request's statement began, so look again."""
+        with transaction(self._sessions) as session:
             # Locked for the length of this transaction only: milliseconds, never a Stripe call.
             payment = session.execute(
                 select(Payment)
                 .where(Payment.caller == caller.scope, Payment.idempotency_key == key)
                 .with_for_update()
-            ).scalar_one()
+            ).scalar_one_or_none()
+            if payment is None:
+                return None
             if payment.request_fingerprint != fingerprint:
                 raise IdempotencyConflict(key)
             if payment.payment_intent_id is not None:
@@ -150,7 +170,7 @@ class PaymentService:
             return _Claim(payment.id, None)
 
     def _release(self, row_id: int) -> None:
-        with transaction(self._sessions) as session:
+        with transaction(self._statements) as session:
             session.execute(
                 update(Payment)
                 .where(Payment.id == row_id, Payment.payment_intent_id.is_(None))
@@ -162,7 +182,7 @@ class PaymentService:
         # have recorded the PaymentIntent first (its row holds the unique id), that statement
         # fails whole, and a second transaction moves our key onto that row instead.
         try:
-            with transaction(self._sessions) as session:
+            with transaction(self._statements) as session:
                 session.execute(_ATTACH, _attach_values(row_id, intent))
         except IntegrityError:
             with transaction(self._sessions) as session:
@@ -174,6 +194,10 @@ class PaymentService:
                 select(Payment).where(Payment.payment_intent_id == payment_intent_id)
             ).scalar_one_or_none()
 
+
+# A key's row can move (onto a webhook's row) between finding it taken and locking it; it
+# moves once, so a second look finds it. The third is slack, not expected.
+_CLAIM_ATTEMPTS = 3
 
 # create-payment's two statements, built once from bound parameters and sent through Core: an
 # ORM insert or update built per request cost more than the round trip (make bench).
@@ -190,6 +214,10 @@ _CLAIM = (
     )
     .on_conflict_do_nothing(index_elements=[_PAYMENTS.c.caller, _PAYMENTS.c.idempotency_key])
     .returning(_PAYMENTS.c.id)
+    # The claim is a lease. Should PostgreSQL crash before it reaches disk, a retry claims again
+    # and Stripe's idempotency key answers it with the same PaymentIntent. The attach waits for
+    # its own flush, which carries the claim: both are on disk before the caller hears back.
+    .execution_options(**COMMIT_WITHOUT_FLUSH)
 )
 _ATTACHED = (
     "client_secret_sha256", "payment_intent_id", "status", "status_as_of", "amount", "currency",
