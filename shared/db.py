@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Executable, Result, Row, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
@@ -97,6 +97,23 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def execute_alone(
+    target: Engine | sessionmaker[Session], statement: Executable, params: Mapping[str, Any]
+) -> list[Row[Any]]:
+    """One statement as a transaction of its own; the rows it returns, if any. On an autocommit
+    engine (make_engine's ``autocommit``) it goes through Core in one round trip; a session
+    factory (the fast tests' savepoints) runs it in one of its transactions."""
+    if isinstance(target, Engine):
+        with target.connect() as conn:
+            return _rows(conn.execute(statement, params))
+    with transaction(target) as session:
+        return _rows(session.execute(statement, params))
+
+
+def _rows(result: Result[Any]) -> list[Row[Any]]:
+    return list(result) if result.returns_rows else []  # type: ignore[attr-defined]
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import stripe
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings
@@ -27,7 +28,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     # Each statement commits by itself: for a hot path's single-statement writes
     # (create-payment's claim and attach), one round trip where a transaction takes three.
-    statements: sessionmaker[Session]
+    statements: Engine
     cipher: PayloadCipher
     stripe_client: stripe.StripeClient
     gateway: StripeGateway
@@ -44,9 +45,7 @@ def build_runtime(settings: Settings) -> Runtime:
         sessions=make_session_factory(make_engine(settings.database_url)),
         # Statements hold a connection for a millisecond: a few suffice. An engine opens
         # nothing until used, so processes that never write this way pay nothing.
-        statements=make_session_factory(
-            make_engine(settings.database_url, pool_size=2, max_overflow=3, autocommit=True)
-        ),
+        statements=make_engine(settings.database_url, pool_size=2, max_overflow=3, autocommit=True),
         cipher=PayloadCipher(settings.encryption_keys),
         stripe_client=client,
         gateway=StripeGateway(client),

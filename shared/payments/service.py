@@ -11,12 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Engine, Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db import COMMIT_WITHOUT_FLUSH, transaction
+from shared.db import COMMIT_WITHOUT_FLUSH, execute_alone, transaction
 from shared.infra.stripe_gateway import CreatedIntent, PaymentGateway
 from shared.infra.timeutil import utc_from_timestamp
 from shared.models import Payment
@@ -76,14 +76,14 @@ class PaymentService:
         session_factory: sessionmaker[Session],
         gateway: PaymentGateway,
         *,
-        statements: sessionmaker[Session] | None = None,
+        statements: Engine | None = None,
         lease_seconds: int = 65,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._sessions = session_factory
-        # For the single statements of the common path (``Runtime.statements``: each commits
-        # by itself, in one round trip); by default, transactions of session_factory.
-        self._statements = statements or session_factory
+        # For the single statements of the common path: ``Runtime.statements``, on which each
+        # commits by itself in one round trip; by default, transactions of session_factory.
+        self._statements: Engine | sessionmaker[Session] = statements or session_factory
         self._gateway = gateway
         self._lease = dt.timedelta(seconds=lease_seconds)
         self._now = clock
@@ -131,10 +131,9 @@ class PaymentService:
         }
         for _ in range(_CLAIM_ATTEMPTS):
             # A key not seen before (nearly every request): one statement.
-            with transaction(self._statements) as session:
-                inserted = session.execute(_CLAIM, claim).scalar_one_or_none()
-            if inserted is not None:
-                return _Claim(inserted, None)
+            inserted = execute_alone(self._statements, _CLAIM, claim)
+            if inserted:
+                return _Claim(inserted[0].id, None)
             assert key is not None  # rows without a key never conflict
             taken = self._claim_used_key(caller, key, fingerprint, now)
             if taken is not None:
@@ -170,20 +169,14 @@ class PaymentService:
             return _Claim(payment.id, None)
 
     def _release(self, row_id: int) -> None:
-        with transaction(self._statements) as session:
-            session.execute(
-                update(Payment)
-                .where(Payment.id == row_id, Payment.payment_intent_id.is_(None))
-                .values(create_lease_until=None)
-            )
+        execute_alone(self._statements, _RELEASE, {"row_id": row_id})
 
     def _attach(self, row_id: int, intent: CreatedIntent) -> None:
         # One statement in the common case: our row takes the PaymentIntent. Should a webhook
         # have recorded the PaymentIntent first (its row holds the unique id), that statement
         # fails whole, and a second transaction moves our key onto that row instead.
         try:
-            with transaction(self._statements) as session:
-                session.execute(_ATTACH, _attach_values(row_id, intent))
+            execute_alone(self._statements, _ATTACH, _attach_values(row_id, intent))
         except IntegrityError:
             with transaction(self._sessions) as session:
                 _move_key_to_webhook_row(session, row_id, intent)
@@ -234,6 +227,13 @@ _ATTACH = (
         # Bound names other than the columns': SET reserves the columns' own.
         **{name: bindparam(f"new_{name}", type_=_PAYMENTS.c[name].type) for name in _ATTACHED},
     )
+)
+
+
+_RELEASE = (
+    update(_PAYMENTS)
+    .where(_PAYMENTS.c.id == bindparam("row_id"), _PAYMENTS.c.payment_intent_id.is_(None))
+    .values(create_lease_until=None)
 )
 
 
