@@ -71,6 +71,17 @@ def _unexpected_error(exc: Exception) -> tuple[Response, int]:
 
 
 def stripe_error_response(exc: stripe.StripeError) -> tuple[Response, int]:
+    # Stripe's request id finds the call in Stripe's dashboard; the message is not logged (it
+    # can quote what we sent). A refusal meant for the customer is routine, the rest is not.
+    routine = isinstance(exc, stripe.CardError | stripe.InvalidRequestError)
+    log.log(
+        logging.INFO if routine else logging.ERROR,
+        "Stripe error %s %s (HTTP %s, request %s)",
+        type(exc).__name__,
+        exc.code or "-",
+        exc.http_status,
+        exc.request_id,
+    )
     # Stripe's own messages are shown for card and request errors (they are written for
     # customers); for the others we say what happened without passing Stripe's text on.
     if isinstance(exc, stripe.CardError):
@@ -87,5 +98,4 @@ def stripe_error_response(exc: stripe.StripeError) -> tuple[Response, int]:
         return error_response(503, "stripe_unreachable", "Could not reach Stripe; try again.")
     if isinstance(exc, stripe.RateLimitError):
         return error_response(503, "stripe_rate_limited", "Stripe is busy; try again shortly.")
-    log.error("Stripe error %s (HTTP %s)", type(exc).__name__, exc.http_status)
     return error_response(502, "stripe_error", "Stripe could not process the request.")

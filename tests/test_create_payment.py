@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 from dataclasses import replace
@@ -16,6 +17,7 @@ from api import create_app, stripe_error_response
 from shared.config import Settings
 from shared.dev.processes import free_port
 from shared.models import Payment
+from shared.observability.logs import configure_logging
 from tests.conftest import ADMIN_TOKEN, API_CLIENT_KEY
 
 
@@ -272,8 +274,11 @@ def test_stripe_unreachable_is_503(settings, database):
     assert response.get_json()["error"]["code"] == "stripe_unreachable"
 
 
-def test_stripe_card_error_is_402_and_request_error_400(app):
-    card = stripe.CardError("Your card was declined.", None, code="card_declined")
+def test_stripe_card_error_is_402_and_request_error_400(app, caplog):
+    caplog.set_level(logging.INFO)
+    card = stripe.CardError(
+        "Your card was declined.", None, code="card_declined", headers={"request-id": "req_c4rd"}
+    )
     invalid = stripe.InvalidRequestError("No such customer", "customer", code="resource_missing")
     server = stripe.APIError("boom", http_status=500)
     with app.app_context():
@@ -286,6 +291,9 @@ def test_stripe_card_error_is_402_and_request_error_400(app):
     assert invalid_status == 400
     assert invalid_response.get_json()["error"]["code"] == "resource_missing"
     assert server_status == 502
+    # What reaches the log: the error, its code and Stripe's request id; never Stripe's text.
+    assert "Stripe error CardError card_declined (HTTP None, request req_c4rd)" in caplog.text
+    assert "declined" not in caplog.text.replace("card_declined", "")
 
 
 class WebhookFirstGateway:
@@ -380,3 +388,18 @@ def test_numeric_metadata_keys_survive_the_round_trip(client):
         f"/api/payments/{response.get_json()['paymentIntentId']}", headers=ADMIN
     ).get_json()
     assert view["metadata"] == {"8": "eight", "orderId": "9"}
+
+
+@pytest.mark.parametrize(("level", "sdk_lines"), [("INFO", False), ("DEBUG", True)])
+def test_the_sdks_own_line_per_call_is_kept_for_debug(level, sdk_lines):
+    """At INFO a Stripe call leaves our lines (the payment, or its error with Stripe's request
+    id), not the SDK's two per call."""
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers), logging.getLogger("stripe").level)
+    try:
+        configure_logging(level)
+        assert logging.getLogger("stripe").isEnabledFor(logging.INFO) is sdk_lines
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+        logging.getLogger("stripe").setLevel(saved[2])
