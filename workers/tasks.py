@@ -28,15 +28,9 @@ from shared.infra.topology import broker_countdown
 from shared.ledger.batch import apply_claimed_runs
 from shared.ledger.deliveries import queued_deliveries
 from shared.ledger.dlq import sweep_pending
-from shared.ledger.events import (
-    IngestResult,
-    RecordedEvent,
-    UndecryptableBody,
-    ingest,
-    quarantine,
-    undecryptable_countdown,
-)
+from shared.ledger.events import IngestResult, RecordedEvent, UndecryptableBody, ingest
 from shared.ledger.first_deliveries import ingest_batch, ingest_first_delivery
+from shared.ledger.quarantine import quarantine, undecryptable_countdown
 from shared.ledger.reconcile import StripeEventSource, reconcile
 from shared.ledger.retention import prune
 from shared.ledger.retry import INGEST_MAX_COUNTDOWN_SECONDS, GiveUp, Retry

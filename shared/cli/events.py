@@ -10,8 +10,9 @@ import click
 from shared.cli.common import format_table, operator_runtime
 from shared.infra.broker import enqueue_run
 from shared.ledger.dlq import replay_event
-from shared.ledger.events import EventNotFound, list_quarantined, recover_quarantined
+from shared.ledger.events import EventNotFound
 from shared.ledger.handlers import UnknownHandler
+from shared.ledger.quarantine import list_quarantined, recover_quarantined
 from shared.ledger.reconcile import StripeEventSource
 from shared.ledger.retention import (
     RetentionTooShort,

@@ -11,18 +11,16 @@ from sqlalchemy.orm import Session
 
 from shared.infra.crypto import PayloadCipher
 from shared.ledger.batch import apply_claimed_runs
-from shared.ledger.events import (
-    Recovery,
-    ingest,
-    list_quarantined,
-    quarantine,
-    record_event,
-    recover_quarantined,
-    stored_payload,
-    undecryptable_countdown,
-)
+from shared.ledger.events import ingest, record_event, stored_payload
 from shared.ledger.first_deliveries import ingest_first_delivery
 from shared.ledger.handlers import EventView, HandlerRegistry
+from shared.ledger.quarantine import (
+    Recovery,
+    list_quarantined,
+    quarantine,
+    recover_quarantined,
+    undecryptable_countdown,
+)
 from shared.ledger.retry import Retry
 from shared.models import QuarantinedEvent, RunStatus, StripeEvent
 from tests.fast.conftest import FAST_KEY
