@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -103,20 +104,38 @@ def insert_event(
     session: Session, event: dict[str, Any], source: str, cipher: PayloadCipher
 ) -> RecordedEvent | None:
     """The event's row alone, unless it is known (None then); its runs are the caller's."""
-    row, stored = event_row(event, source, cipher)
-    received_at = session.execute(
-        insert(EVENTS_TABLE)
-        .values(**row)
-        # Two deliveries of one event may race here; the loser sees no row returned.
-        .on_conflict_do_nothing(index_elements=[EVENTS_TABLE.c.id])
-        .returning(EVENTS_TABLE.c.received_at)
-    ).scalar_one_or_none()
-    if received_at is None:
-        return None
-    return recorded_event(event, stored, received_at)
+    return insert_events(session, [(event, source)], cipher).get(event["id"])
 
 
-def event_row(
+_INSERT_NEW_EVENTS = (
+    insert(EVENTS_TABLE)
+    # Two deliveries of one event may race here: one waits for the other, and the loser sees
+    # no row returned.
+    .on_conflict_do_nothing(index_elements=[EVENTS_TABLE.c.id])
+    .returning(EVENTS_TABLE.c.id, EVENTS_TABLE.c.received_at)
+)
+
+
+def insert_events(
+    session: Session, events: Sequence[tuple[dict[str, Any], str]], cipher: PayloadCipher
+) -> dict[str, RecordedEvent]:
+    """Insert every (event, source) not known yet; the ones inserted, by id. Their runs are the
+    caller's."""
+    rows, stored = [], []
+    for event, source in events:
+        row, copy = _event_row(event, source, cipher)
+        rows.append(row)
+        stored.append(copy)
+    # Sent as one multi-row INSERT (SQLAlchemy's insertmanyvalues), compiled once per process.
+    received = {row.id: row.received_at for row in session.execute(_INSERT_NEW_EVENTS, rows)}
+    return {
+        event["id"]: _recorded_event(event, copy, received[event["id"]])
+        for (event, _), copy in zip(events, stored, strict=True)
+        if event["id"] in received
+    }
+
+
+def _event_row(
     event: dict[str, Any], source: str, cipher: PayloadCipher
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The values of an event's row, and the storable copy that was encrypted into it."""
@@ -134,7 +153,9 @@ def event_row(
     return row, stored
 
 
-def recorded_event(event: dict[str, Any], stored: dict[str, Any], at: dt.datetime) -> RecordedEvent:
+def _recorded_event(
+    event: dict[str, Any], stored: dict[str, Any], at: dt.datetime
+) -> RecordedEvent:
     handlers = sorted(registry.handlers_for(event["type"]))
     created = utc_from_timestamp(event["created"])
     return RecordedEvent(event["id"], event["type"], created, at, stored, handlers)

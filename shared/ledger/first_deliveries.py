@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
@@ -46,12 +45,10 @@ from shared.ledger.batch import (
 )
 from shared.ledger.deliveries import QueuedDelivery, QueuedEvent, decode_batch, transactions_of
 from shared.ledger.events import (
-    EVENTS_TABLE,
     IngestResult,
     RecordedEvent,
-    event_row,
+    insert_events,
     queued_event,
-    recorded_event,
 )
 from shared.ledger.retry import Retry, RetryPolicy
 from shared.ledger.run_rows import limit_statements, mark_done
@@ -185,7 +182,7 @@ def _one_try(
     applied: dict[str, _Applied] = {}
     with transaction(sessions) as session:
         limit_statements(session, dt.timedelta(seconds=policy.lease_seconds))
-        recorded = _insert_events(session, events, cipher)
+        recorded = insert_events(session, [(e.event, e.source) for e in events], cipher)
         pending = _pending_runs(session, [e.id for e in events if e.id not in recorded])
         rows: list[dict[str, Any]] = []
         for event in events:
@@ -240,32 +237,6 @@ def _apply_handlers(
         if run.handler in outcome.done:
             mark_done(run)
     return outcome, runs
-
-
-_INSERT_NEW_EVENTS = (
-    insert(EVENTS_TABLE)
-    # Another delivery of one of these events may be racing this one: it wins or waits.
-    .on_conflict_do_nothing(index_elements=[EVENTS_TABLE.c.id])
-    .returning(EVENTS_TABLE.c.id, EVENTS_TABLE.c.received_at)
-)
-
-
-def _insert_events(
-    session: Session, events: list[QueuedEvent], cipher: PayloadCipher
-) -> dict[str, RecordedEvent]:
-    """Insert every event not known yet; the ones inserted, by id."""
-    rows, stored = [], []
-    for event in events:
-        row, copy = event_row(event.event, event.source, cipher)
-        rows.append(row)
-        stored.append(copy)
-    # Sent as one multi-row INSERT (SQLAlchemy's insertmanyvalues), compiled once per process.
-    received = {row.id: row.received_at for row in session.execute(_INSERT_NEW_EVENTS, rows)}
-    return {
-        event.id: recorded_event(event.event, copy, received[event.id])
-        for event, copy in zip(events, stored, strict=True)
-        if event.id in received
-    }
 
 
 def _pending_runs(session: Session, event_ids: list[str]) -> dict[str, list[str]]:
