@@ -194,13 +194,21 @@ def ingest(
 def pending_handlers(session: Session, event_id: str) -> list[str]:
     # A duplicate delivery still returns the runs left pending: if the process that recorded
     # the event died between its commit and its enqueue, this is what gets them going again.
-    return list(
-        session.execute(
-            select(HandlerRun.handler)
-            .where(HandlerRun.event_id == event_id, HandlerRun.status == RunStatus.PENDING)
-            .order_by(HandlerRun.handler)
-        ).scalars()
-    )
+    return pending_runs(session, [event_id]).get(event_id, [])
+
+
+def pending_runs(session: Session, event_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The handlers of the runs still pending of these events, by event id, sorted by name."""
+    if not event_ids:
+        return {}
+    pending: dict[str, list[str]] = {}
+    for event_id, handler in session.execute(
+        select(HandlerRun.event_id, HandlerRun.handler)
+        .where(HandlerRun.event_id.in_(event_ids), HandlerRun.status == RunStatus.PENDING)
+        .order_by(HandlerRun.event_id, HandlerRun.handler)
+    ):
+        pending.setdefault(event_id, []).append(handler)
+    return pending
 
 
 def queued_event(body: str, cipher: PayloadCipher) -> dict[str, Any]:

@@ -28,7 +28,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
@@ -48,12 +47,13 @@ from shared.ledger.events import (
     IngestResult,
     RecordedEvent,
     insert_events,
+    pending_runs,
     queued_event,
 )
 from shared.ledger.retry import Retry, RetryPolicy
 from shared.ledger.run_rows import limit_statements, mark_done
 from shared.ledger.webhooks import EventScope
-from shared.models import HandlerRun, RunStatus
+from shared.models import HandlerRun
 from shared.observability.logs import bound
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,10 @@ def _one_try(
     with transaction(sessions) as session:
         limit_statements(session, dt.timedelta(seconds=policy.lease_seconds))
         recorded = insert_events(session, [(e.event, e.source) for e in events], cipher)
-        pending = _pending_runs(session, [e.id for e in events if e.id not in recorded])
+        # As for any duplicate delivery, the runs still pending of events known before are what
+        # gets an event going again should the process that recorded it have died before its
+        # enqueue.
+        pending = pending_runs(session, [e.id for e in events if e.id not in recorded])
         rows: list[dict[str, Any]] = []
         for event in events:
             new = recorded.get(event.id)
@@ -237,19 +240,3 @@ def _apply_handlers(
         if run.handler in outcome.done:
             mark_done(run)
     return outcome, runs
-
-
-def _pending_runs(session: Session, event_ids: list[str]) -> dict[str, list[str]]:
-    """The runs still pending of events known before: as for any duplicate delivery, they are
-    what gets an event going again should the process that recorded it have died before its
-    enqueue."""
-    if not event_ids:
-        return {}
-    pending: dict[str, list[str]] = {}
-    for event_id, handler in session.execute(
-        select(HandlerRun.event_id, HandlerRun.handler)
-        .where(HandlerRun.event_id.in_(event_ids), HandlerRun.status == RunStatus.PENDING)
-        .order_by(HandlerRun.event_id, HandlerRun.handler)
-    ):
-        pending.setdefault(event_id, []).append(handler)
-    return pending

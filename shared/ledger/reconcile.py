@@ -24,9 +24,9 @@ from shared.config import STRIPE_EVENTS_RETENTION_SECONDS
 from shared.db import transaction
 from shared.infra.crypto import PayloadCipher
 from shared.infra.timeutil import utc_from_timestamp
-from shared.ledger.events import EventNotFound, record_event
+from shared.ledger.events import EventNotFound, pending_runs, record_event
 from shared.ledger.webhooks import EventScope
-from shared.models import HandlerRun, ReconcileCheckpoint, RunStatus, StripeEvent
+from shared.models import ReconcileCheckpoint, StripeEvent
 from shared.observability.metrics import EVENTS_REFUSED, RECONCILE_LAST_SUCCESS, RECONCILE_RECOVERED
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,12 @@ def _record_batch(
         if not failed:
             recorded_through = event["created"]
     new_ids = [e["id"] for e in batch if e["id"] not in known]
-    return _BatchOutcome(recovered, _pending_runs(session, new_ids), recorded_through, failed)
+    pending = [
+        (event_id, handler)
+        for event_id, handlers in pending_runs(session, new_ids).items()
+        for handler in handlers
+    ]
+    return _BatchOutcome(recovered, pending, recorded_through, failed)
 
 
 def _record_listed(
@@ -234,19 +239,6 @@ def _record_listed(
         return "known"
     log.info("recovered event %s (%s)", event["id"], event["type"])
     return "recorded"
-
-
-def _pending_runs(session: Session, event_ids: list[str]) -> list[tuple[str, str]]:
-    if not event_ids:
-        return []
-    return [
-        (run.event_id, run.handler)
-        for run in session.execute(
-            select(HandlerRun).where(
-                HandlerRun.event_id.in_(event_ids), HandlerRun.status == RunStatus.PENDING
-            )
-        ).scalars()
-    ]
 
 
 def _save_checkpoint(session: Session, newest: dt.datetime) -> None:
