@@ -62,6 +62,7 @@ from shared.dev.rabbitmq import RABBITMQ_BIN, OwnRabbitNode
 from shared.infra.broker import (
     EVENTS_QUEUE,
     HANDLERS_QUEUE,
+    UNACKED_RESTORE_SECONDS,
     EventPublisher,
     enqueue_run,
     make_producer,
@@ -85,10 +86,11 @@ CUT_BEFORE = 100
 # it sent before the cut is answered (into the void) within its 1 s server-side timeout.
 AFTER_CUT_GRACE_SECONDS = 2.0
 HANDLERS = ("tests.effect", "tests.flaky")
-# How long host b may take to be handed what host a held: on Redis, kombu restores messages
-# unacknowledged past the visibility timeout (20 s here) in a scan that runs only every 100 s
-# (unacked_restore_interval 10 s x unacked_restore_throttle 10, kombu 5.7's defaults).
-REDELIVERY_PATIENCE_SECONDS = 150
+# How long host b may take to be handed what host a held and to run it: on Redis, messages
+# unacknowledged past the visibility timeout (20 s here) are restored by a scan every
+# UNACKED_RESTORE_SECONDS (kombu's default of every 100 s would fail this); on RabbitMQ the
+# heartbeat notices the dead connection sooner.
+REDELIVERY_PATIENCE_SECONDS = 20 + UNACKED_RESTORE_SECONDS + 30
 # Nothing left in the broker and no run pending for this long (more than the sweeper's
 # SWEEP_PENDING_SECONDS plus its interval): whatever is not done by then never will be.
 QUIET_SECONDS = 30

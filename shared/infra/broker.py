@@ -77,11 +77,19 @@ def _broker_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+UNACKED_RESTORE_SECONDS = 10
+
+
 def _redis_broker_settings(settings: Settings) -> dict[str, Any]:
     transport_options: dict[str, Any] = {
         # Redis re-delivers an unacked message after this long; a retry countdown must stay
         # well below it or the message is delivered twice while it waits.
         "visibility_timeout": settings.visibility_timeout_seconds,
+        # Messages past the visibility timeout are given back by a scan each worker runs; kombu
+        # scans every 100 s by default (10 s x a throttle of 10), which a lost host's messages
+        # would wait on top of the timeout. One scan every 10 s is one Redis query each.
+        "unacked_restore_interval": UNACKED_RESTORE_SECONDS,
+        "unacked_restore_throttle": 1,
         "socket_connect_timeout": 5,
         "socket_timeout": 30,
         "socket_keepalive": True,
