@@ -31,7 +31,7 @@ from shared.ledger.dlq import sweep_pending
 from shared.ledger.events import IngestResult, RecordedEvent, UndecryptableBody, ingest
 from shared.ledger.first_deliveries import ingest_batch, ingest_first_delivery
 from shared.ledger.quarantine import quarantine, undecryptable_countdown
-from shared.ledger.reconcile import StripeEventSource, reconcile
+from shared.ledger.reconcile import reconcile_with_stripe
 from shared.ledger.retention import prune
 from shared.ledger.retry import INGEST_MAX_COUNTDOWN_SECONDS, GiveUp, Retry
 from shared.ledger.runs import run_handler_once
@@ -274,14 +274,7 @@ def prune_old_events() -> int:
 @app.task(name=RECONCILE_TASK, ignore_result=True)
 def reconcile_events() -> int:
     rt = runtime()
-    result = reconcile(
-        rt.sessions,
-        StripeEventSource(rt.stripe_client),
-        overlap_seconds=rt.settings.reconcile_overlap_seconds,
-        lookback_seconds=rt.settings.reconcile_lookback_seconds,
-        cipher=rt.cipher,
-        scope=rt.scope,
-    )
+    result = reconcile_with_stripe(rt)
     for event_id, handler in result.pending_runs:
         _enqueue(event_id, handler)
     return result.recovered

@@ -9,7 +9,7 @@ import click
 from shared.cli.common import DATE, format_table, operator_runtime
 from shared.infra.broker import enqueue_run
 from shared.infra.timeutil import as_utc
-from shared.ledger.reconcile import StripeEventSource, reconcile
+from shared.ledger.reconcile import reconcile_with_stripe
 
 
 @click.command("reconcile")
@@ -18,15 +18,7 @@ def reconcile_command(since: dt.datetime | None) -> None:
     """Ingest every Stripe event since the checkpoint (or --since) that we never recorded."""
 
     rt, producer = operator_runtime()
-    result = reconcile(
-        rt.sessions,
-        StripeEventSource(rt.stripe_client),
-        overlap_seconds=rt.settings.reconcile_overlap_seconds,
-        lookback_seconds=rt.settings.reconcile_lookback_seconds,
-        cipher=rt.cipher,
-        scope=rt.scope,
-        since=as_utc(since),
-    )
+    result = reconcile_with_stripe(rt, since=as_utc(since))
     if result.skipped:
         raise click.ClickException("another reconciler is running; try again shortly")
     for event_id, name in result.pending_runs:

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import stripe
 from sqlalchemy import select, text
@@ -28,6 +28,9 @@ from shared.ledger.events import EventNotFound, pending_runs, record_event
 from shared.ledger.webhooks import EventScope
 from shared.models import ReconcileCheckpoint, StripeEvent
 from shared.observability.metrics import EVENTS_REFUSED, RECONCILE_LAST_SUCCESS, RECONCILE_RECOVERED
+
+if TYPE_CHECKING:
+    from shared.infra.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,21 @@ class ReconcileResult:
     # (event id, handler) runs created for recovered events; the caller enqueues them.
     pending_runs: list[tuple[str, str]]
     skipped: bool = False
+
+
+def reconcile_with_stripe(rt: Runtime, *, since: dt.datetime | None = None) -> ReconcileResult:
+    """One pass over Stripe's own list of events, with the runtime's settings: as beat runs it
+    (workers.tasks) and as an operator does (``payments reconcile``). The caller enqueues the
+    runs it returns."""
+    return reconcile(
+        rt.sessions,
+        StripeEventSource(rt.stripe_client),
+        overlap_seconds=rt.settings.reconcile_overlap_seconds,
+        lookback_seconds=rt.settings.reconcile_lookback_seconds,
+        cipher=rt.cipher,
+        scope=rt.scope,
+        since=since,
+    )
 
 
 def reconcile(
