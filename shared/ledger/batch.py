@@ -165,12 +165,21 @@ def apply_one(
 
 
 def _run_in_savepoint(session: Session, handler: str, view: EventView) -> Exception | None:
-    """Run a handler; when it fails, roll back to before it and return its error."""
+    """Run a handler; when it fails, roll back to before it and return its error.
+
+    Only what the handler and its own changes raise is its failure. Releasing the savepoint
+    is outside that: an error met there (Celery's soft time limit is raised wherever the process
+    is) may come after PostgreSQL released it, the effect then part of the transaction, so it
+    propagates and the whole transaction goes. Counted as the handler's failure, the effect
+    would commit with a retry due, and the retry apply it again."""
+    savepoint = session.begin_nested()
     try:
-        with session.begin_nested():
-            registry.get(handler)(session, view)
+        registry.get(handler)(session, view)
+        session.flush()
     except Exception as error:  # noqa: BLE001 - every handler failure is counted; the policy decides
+        savepoint.rollback()
         return error
+    savepoint.commit()
     return None
 
 

@@ -10,9 +10,11 @@ import itertools
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from billiard.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import create_engine, delete, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.db import make_engine, make_session_factory
 from shared.infra.crypto import PayloadCipher, generate_key
 from shared.ledger import first_deliveries
 from shared.ledger.deliveries import (
@@ -260,3 +262,39 @@ def test_queued_ingest_tasks_become_deliveries_or_run_alone():
         QueuedDelivery("c", "token-c", "replay"),
     ]
     assert alone == ["d", "e"]
+
+
+def test_a_time_limit_met_as_a_savepoint_is_released_commits_nothing(fast_engine, cipher):
+    """Celery's soft time limit is an exception raised wherever the process is. Met just after a
+    handler's savepoint was released (its effect kept), it is not that handler's failure: were
+    it counted as one, the batch would commit the effect with a retry due, and the retry would
+    apply it again. The whole transaction goes instead, and the event runs alone.
+
+    On real transactions (the savepoint fixture cannot roll back around a released savepoint),
+    one pooled connection, so the handlers' temporary table is there for every session."""
+    engine = make_engine(fast_engine.url.render_as_string(False), pool_size=1, max_overflow=0)
+    sessions = make_session_factory(engine)
+    delivery = _delivery(cipher)
+    event_id = _event_id(delivery, cipher)
+    met: list[str] = []
+
+    def time_limit_after_release(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # FIRST runs without a savepoint; SECOND's is the first one released.
+        if statement.startswith("RELEASE SAVEPOINT") and CALLS[event_id, SECOND] and not met:
+            met.append(statement)
+            raise SoftTimeLimitExceeded()
+
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TEMP TABLE many_effects (event_id text, handler text)"))
+        event.listen(engine, "after_cursor_execute", time_limit_after_release)
+        result = ingest_batch(sessions, [delivery], cipher, SCOPE, None, POLICY)
+        committed = (_effects(sessions, event_id), _runs(sessions, event_id))
+    finally:
+        with engine.begin() as conn:  # should the change be undone, leave no rows behind
+            conn.execute(delete(StripeEvent).where(StripeEvent.id == event_id))
+        engine.dispose()
+
+    assert met
+    assert result.alone == [delivery.key]
+    assert committed == ([], {})
