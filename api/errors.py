@@ -6,6 +6,7 @@ Every error answer is ``{"success": false, "error": {"code", "message", ...}}``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -50,10 +51,12 @@ def _seconds_until_allowed(exc: RateLimitExceeded) -> int:
     not say, the window's length, the longest a client can have to wait."""
     try:
         limiter = next(iter(current_app.extensions["limiter"]))
-        reset_at = limiter.current_limit.reset_at
-    except Exception:  # noqa: BLE001  (storage down or no limiter: the safe upper bound)
+        reset_at = limiter.current_limit.window.reset_time
+    except Exception:  # the safe upper bound instead
+        log.warning("could not read the rate limit's window; advising its length", exc_info=True)
         return max(1, int(exc.limit.limit.get_expiry()))
-    return max(1, int(reset_at - time.time()))
+    # Rounded up: a client that waits exactly this long is not refused again.
+    return max(1, math.ceil(reset_at - time.time()))
 
 
 def _database_unavailable(exc: Exception) -> tuple[Response, int]:
@@ -72,10 +75,15 @@ def _unexpected_error(exc: Exception) -> tuple[Response, int]:
 
 def stripe_error_response(exc: stripe.StripeError) -> tuple[Response, int]:
     # Stripe's request id finds the call in Stripe's dashboard; the message is not logged (it
-    # can quote what we sent). A refusal meant for the customer is routine, the rest is not.
-    routine = isinstance(exc, stripe.CardError | stripe.InvalidRequestError)
+    # can quote what we sent). A card refused is routine; a request Stripe finds invalid may be
+    # the caller's or ours, worth a look; the rest is Stripe or the network failing us.
+    level = logging.ERROR
+    if isinstance(exc, stripe.CardError):
+        level = logging.INFO
+    elif isinstance(exc, stripe.InvalidRequestError):
+        level = logging.WARNING
     log.log(
-        logging.INFO if routine else logging.ERROR,
+        level,
         "Stripe error %s %s (HTTP %s, request %s)",
         type(exc).__name__,
         exc.code or "-",

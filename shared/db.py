@@ -47,27 +47,7 @@ def make_engine(
         **isolation,
     )
     _ping_when_idle(engine, ping_idle_seconds)
-    event.listen(engine, "before_cursor_execute", _commit_without_flush, retval=True)
     return engine
-
-
-# A statement's execution option: ``stmt.execution_options(**COMMIT_WITHOUT_FLUSH)``.
-COMMIT_WITHOUT_FLUSH = {"synchronous_commit": False}
-
-
-def _commit_without_flush(
-    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-) -> tuple[str, Any]:
-    """For a statement with COMMIT_WITHOUT_FLUSH: its transaction's commit does not wait for
-    the WAL flush (PostgreSQL's synchronous_commit = off, for that transaction alone). A
-    PostgreSQL crash may lose such a commit from the last fraction of a second; a later
-    commit that waits for its flush carries every earlier one with it.
-
-    Sent in the statement's own round trip: an autocommit connection runs the two statements
-    of one query string as one transaction, and psycopg2 returns the last one's rows."""
-    if executemany or context is None or context.execution_options.get("synchronous_commit", True):
-        return statement, parameters
-    return "SET LOCAL synchronous_commit TO OFF; " + statement, parameters
 
 
 def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:

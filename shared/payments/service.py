@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db import COMMIT_WITHOUT_FLUSH, execute_alone, transaction
+from shared.db import execute_alone, transaction
 from shared.infra.stripe_gateway import CreatedIntent, PaymentGateway
 from shared.infra.timeutil import utc_from_timestamp
 from shared.models import Payment
@@ -207,10 +207,9 @@ _CLAIM = (
     )
     .on_conflict_do_nothing(index_elements=[_PAYMENTS.c.caller, _PAYMENTS.c.idempotency_key])
     .returning(_PAYMENTS.c.id)
-    # The claim is a lease. Should PostgreSQL crash before it reaches disk, a retry claims again
-    # and Stripe's idempotency key answers it with the same PaymentIntent. The attach waits for
-    # its own flush, which carries the claim: both are on disk before the caller hears back.
-    .execution_options(**COMMIT_WITHOUT_FLUSH)
+    # Its commit waits for the WAL flush, as every commit here: a claim lost in a crash could
+    # see its id handed out again by the sequence (logged with it), and the attach, which
+    # finds the row by id, would then write this PaymentIntent onto another caller's claim.
 )
 _ATTACHED = (
     "client_secret_sha256", "payment_intent_id", "status", "status_as_of", "amount", "currency",
