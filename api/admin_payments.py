@@ -20,7 +20,7 @@ from flask import Blueprint, jsonify, request
 from api.admin import require_admin_token
 from api.bodies import MAX_API_BODY_BYTES, read_capped_body
 from api.context import ApiContext, Limits
-from api.errors import error_response, stripe_error_response
+from api.errors import error_response, log_stripe_error, stripe_error_response
 from api.payments import payment_view
 from shared.observability.logs import bind
 from shared.payments.operations import OperationResult, PaymentNotFound, PaymentOperations
@@ -105,6 +105,8 @@ def _body() -> Any:
 
 
 def _stripe_refused(exc: stripe.StripeError) -> Answer:
+    if isinstance(exc, stripe.IdempotencyError) or _not_found(exc):
+        log_stripe_error(exc)  # the answers below are ours; stripe_error_response logs its own
     if isinstance(exc, stripe.IdempotencyError):
         # The key was used for this operation on this payment with other parameters (or that
         # request is still running): as create-payment answers a reused key.
@@ -113,6 +115,10 @@ def _stripe_refused(exc: stripe.StripeError) -> Answer:
             return error_response(409, exc.code, message, field="Idempotency-Key")
         message = "This Idempotency-Key was already used for this operation with other values."
         return error_response(409, "idempotency_key_reused", message, field="Idempotency-Key")
-    if isinstance(exc, stripe.InvalidRequestError) and exc.http_status == 404:
+    if _not_found(exc):
         return error_response(404, "not_found", "Stripe has no such PaymentIntent.")
     return stripe_error_response(exc)
+
+
+def _not_found(exc: stripe.StripeError) -> bool:
+    return isinstance(exc, stripe.InvalidRequestError) and exc.http_status == 404

@@ -73,14 +73,15 @@ def _unexpected_error(exc: Exception) -> tuple[Response, int]:
     return error_response(500, "internal_error", "Something went wrong on our side.")
 
 
-def stripe_error_response(exc: stripe.StripeError) -> tuple[Response, int]:
-    # Stripe's request id finds the call in Stripe's dashboard; the message is not logged (it
-    # can quote what we sent). A card refused is routine; a request Stripe finds invalid may be
-    # the caller's or ours, worth a look; the rest is Stripe or the network failing us.
+def log_stripe_error(exc: stripe.StripeError) -> None:
+    """One line per Stripe error. Stripe's request id finds the call in Stripe's dashboard; the
+    message is not logged (it can quote what we sent). A card refused is routine; a request
+    Stripe finds invalid (a reused key, an unknown object) may be the caller's or ours, worth a
+    look; the rest is Stripe or the network failing us."""
     level = logging.ERROR
     if isinstance(exc, stripe.CardError):
         level = logging.INFO
-    elif isinstance(exc, stripe.InvalidRequestError):
+    elif isinstance(exc, stripe.InvalidRequestError | stripe.IdempotencyError):
         level = logging.WARNING
     log.log(
         level,
@@ -90,6 +91,10 @@ def stripe_error_response(exc: stripe.StripeError) -> tuple[Response, int]:
         exc.http_status,
         exc.request_id,
     )
+
+
+def stripe_error_response(exc: stripe.StripeError) -> tuple[Response, int]:
+    log_stripe_error(exc)
     # Stripe's own messages are shown for card and request errors (they are written for
     # customers); for the others we say what happened without passing Stripe's text on.
     if isinstance(exc, stripe.CardError):

@@ -3,6 +3,7 @@ parts: our API served on a port, the stand-in, its webhooks, Redis, a worker and
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import subprocess
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import requests
+import stripe
 
 from api import create_app
 from shared.dev.processes import REPO_ROOT, run_payments
@@ -345,3 +347,22 @@ def test_the_cli_says_what_went_wrong(api, stand_in, cli):
     assert unknown.returncode == 1 and "no payment pi_unknown_to_us in the ledger" in unknown.stderr
     assert refused.returncode == 1
     assert "Stripe refused: payment_intent_unexpected_state" in refused.stderr
+
+
+def test_a_refusal_answered_by_the_operator_api_itself_is_logged_with_stripes_request_id(
+    settings, database, caplog
+):
+    from api.admin_payments import _stripe_refused
+
+    caplog.set_level(logging.INFO)
+    reused = stripe.IdempotencyError(
+        "Keys for idempotent requests can only be used with the same parameters",
+        headers={"request-id": "req_r3used"},
+        code="idempotency_key_reused",
+    )
+    with create_app(settings).app_context():
+        _, status = _stripe_refused(reused)
+
+    assert status == 409
+    assert "Stripe error IdempotencyError idempotency_key_reused" in caplog.text
+    assert "req_r3used" in caplog.text and "same parameters" not in caplog.text

@@ -257,3 +257,25 @@ def test_api_clients_and_the_order_of_credentials():
         "client:other"
     ).stripe_idempotency_key("k")
     assert len(Caller("client:shop").stripe_idempotency_key("k" * 255)) <= 255
+
+
+def test_a_key_whose_row_moved_before_it_was_locked_is_looked_up_again(
+    service, stripe, monkeypatch
+):
+    """Between the claim finding the key taken and locking its row, the row can move onto a
+    webhook's (shared.payments.service._move_key_to_webhook_row): the lock then finds nothing,
+    and the claim starts over rather than failing the request."""
+    first = service.create(ORDER, "k-moved", SHOP)
+    looks: list[str] = []
+    real = PaymentService._claim_used_key
+
+    def moved_on_the_first_look(self: PaymentService, caller, key, *rest: Any):
+        looks.append(key)
+        return None if len(looks) == 1 else real(self, caller, key, *rest)
+
+    monkeypatch.setattr(PaymentService, "_claim_used_key", moved_on_the_first_look)
+    again = service.create(ORDER, "k-moved", SHOP)
+
+    assert looks == ["k-moved", "k-moved"]
+    assert (again.payment_intent_id, again.replayed) == (first.payment_intent_id, True)
+    assert len(stripe.by_key) == 1
