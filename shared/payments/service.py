@@ -214,26 +214,21 @@ _CLAIM = (
 _ATTACHED = (
     "client_secret_sha256", "payment_intent_id", "status", "status_as_of", "amount", "currency",
 )  # fmt: skip
-# Our idempotency row takes the created PaymentIntent; the lease is over. A row that has its
-# PaymentIntent already (a request that took over our lease recorded the same one, and a webhook
-# may have moved its status on since) is left as it is.
-_ATTACH = (
-    update(_PAYMENTS)
-    .where(_PAYMENTS.c.id == bindparam("row_id"), _PAYMENTS.c.payment_intent_id.is_(None))
-    .values(
-        updated_at=func.now(),
-        create_lease_until=None,
-        # Bound names other than the columns': SET reserves the columns' own.
-        **{name: bindparam(f"new_{name}", type_=_PAYMENTS.c[name].type) for name in _ATTACHED},
-    )
+# Our claimed row, while it has no PaymentIntent. One that has one already (a request that took
+# over our lease recorded the same one, and a webhook may have moved its status on since) is
+# left as it is by both statements below.
+_OUR_CLAIM_UNATTACHED = update(_PAYMENTS).where(
+    _PAYMENTS.c.id == bindparam("row_id"), _PAYMENTS.c.payment_intent_id.is_(None)
 )
-
-
-_RELEASE = (
-    update(_PAYMENTS)
-    .where(_PAYMENTS.c.id == bindparam("row_id"), _PAYMENTS.c.payment_intent_id.is_(None))
-    .values(create_lease_until=None)
+# Our idempotency row takes the created PaymentIntent; the lease is over.
+_ATTACH = _OUR_CLAIM_UNATTACHED.values(
+    updated_at=func.now(),
+    create_lease_until=None,
+    # Bound names other than the columns': SET reserves the columns' own.
+    **{name: bindparam(f"new_{name}", type_=_PAYMENTS.c[name].type) for name in _ATTACHED},
 )
+# Stripe said no: the key is free at once, rather than when the lease runs out.
+_RELEASE = _OUR_CLAIM_UNATTACHED.values(create_lease_until=None)
 
 
 def _attach_values(row_id: int, intent: CreatedIntent) -> dict[str, Any]:
