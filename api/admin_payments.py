@@ -105,8 +105,16 @@ def _body() -> Any:
 
 
 def _stripe_refused(exc: stripe.StripeError) -> Answer:
-    if isinstance(exc, stripe.IdempotencyError) or _not_found(exc):
-        log_stripe_error(exc)  # the answers below are ours; stripe_error_response logs its own
+    answer = _our_answer_to(exc)
+    if answer is None:
+        return stripe_error_response(exc)
+    log_stripe_error(exc)  # as stripe_error_response does for the others
+    return answer
+
+
+def _our_answer_to(exc: stripe.StripeError) -> Answer | None:
+    """The operator API's own answer to a reused key or an unknown PaymentIntent; None for the
+    rest, which are answered as everywhere else."""
     if isinstance(exc, stripe.IdempotencyError):
         # The key was used for this operation on this payment with other parameters (or that
         # request is still running): as create-payment answers a reused key.
@@ -115,10 +123,6 @@ def _stripe_refused(exc: stripe.StripeError) -> Answer:
             return error_response(409, exc.code, message, field="Idempotency-Key")
         message = "This Idempotency-Key was already used for this operation with other values."
         return error_response(409, "idempotency_key_reused", message, field="Idempotency-Key")
-    if _not_found(exc):
+    if isinstance(exc, stripe.InvalidRequestError) and exc.http_status == 404:
         return error_response(404, "not_found", "Stripe has no such PaymentIntent.")
-    return stripe_error_response(exc)
-
-
-def _not_found(exc: stripe.StripeError) -> bool:
-    return isinstance(exc, stripe.InvalidRequestError) and exc.http_status == 404
+    return None
