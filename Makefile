@@ -15,10 +15,10 @@ RABBITMQ_SUITE ?= tests/test_end_to_end.py tests/test_delivery_guarantees.py tes
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
 
-# Pinned with hashes: what CI, make run and the image install is exactly what was locked.
-$(BIN)/.installed: pyproject.toml requirements-dev.lock
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+# Exactly the lock, never resolved (.ci/install-lock says why): what CI, make run and the image
+# install is what was locked, whatever is released upstream meanwhile.
+$(BIN)/.installed: pyproject.toml requirements-dev.lock .ci/installer.lock .ci/install-lock
+	bash .ci/install-lock requirements-dev.lock $(VENV) $(PYTHON)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -62,11 +62,14 @@ test-fast: install services ## the fast layer only: ledger and payment logic, ro
 	$(BIN)/pytest -q tests/fast
 
 # The build backend (setuptools) is locked too: the image and make install build the project
-# with --no-build-isolation, so nothing unpinned is fetched to build it.
+# with --no-build-isolation, so nothing unpinned is fetched to build it. So is the installer:
+# .ci/installer.lock pins the dev lock's own pip, and .ci/install-lock puts it in place first.
+# A pin already in a lock is kept (pip-compile prefers it), so a second run writes the same files.
 LOCK := $(BIN)/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
-lock: install ## regenerate requirements.lock and requirements-dev.lock (with hashes) from pyproject.toml
+lock: install ## regenerate requirements.lock, requirements-dev.lock and .ci/installer.lock (with hashes)
 	$(LOCK) --build-deps-for wheel -o requirements.lock pyproject.toml
 	$(LOCK) --build-deps-for editable --extra dev -o requirements-dev.lock pyproject.toml
+	$(LOCK) -o .ci/installer.lock .ci/installer.in
 
 chaos: install services ## fault-injection suite: 2,000+ events while worker, broker and PostgreSQL die (CHAOS_BROKER=rabbitmq: a 3-node cluster)
 	$(BIN)/python -m bench.chaos --broker $(CHAOS_BROKER)

@@ -191,8 +191,11 @@ def test_the_installed_environment_is_the_locked_one():
     assert not mismatched
 
 
-def test_the_image_installs_the_lock_with_hashes():
+def test_the_image_installs_the_lock_with_the_projects_install_step():
+    """The one install step that never resolves (tests/test_install.py), not a pip of its own."""
     services = compose()["services"]
-    assert "--require-hashes -r requirements.lock" in services["web"]["build"]["dockerfile_inline"]
-    dev = services["localstripe"]["build"]["dockerfile_inline"]
-    assert "--require-hashes -r requirements-dev.lock" in dev
+    for service, lock in (("web", "requirements.lock"), ("localstripe", "requirements-dev.lock")):
+        dockerfile = services[service]["build"]["dockerfile_inline"]
+        assert "COPY .ci/install-lock .ci/installer.lock .ci/" in dockerfile
+        assert f"RUN bash .ci/install-lock {lock} /opt/venv" in dockerfile
+        assert "--require-hashes" not in dockerfile
