@@ -5,6 +5,10 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 DEV_ENV := set -a; . ./.env.dev; set +a; export PATH="$(CURDIR)/$(BIN):$$PATH"
 T ?= tests
+# Parallel test processes (pytest-xdist) of make test, and of its second run on RabbitMQ beside
+# it; JOBS=0 runs the tests in pytest's own process.
+JOBS ?= 4
+RABBITMQ_JOBS ?= 2
 # The chaos suite's broker: its own Redis, or its own three-node RabbitMQ cluster.
 CHAOS_BROKER ?= redis
 # What runs a second time with RabbitMQ as the broker: every path an event takes through it.
@@ -38,16 +42,28 @@ run: migrate ## run the whole stack (web, worker, flower, Stripe stand-in) with 
 	wait $$stack
 
 test: install services lint ## lint, type-check and run the test suite on the real services, with coverage
+	@# The suite runs in JOBS processes (pytest-xdist; each has its own database, Redis, RabbitMQ
+	@# virtual host, stand-in, worker and ports) and, beside it, the end-to-end suite on RabbitMQ
+	@# in RABBITMQ_JOBS more: the tests mostly wait on processes, not on the CPU.
 	@# Branch coverage, the processes the tests start included ([tool.coverage] in pyproject.toml),
-	@# in a data directory of this run's own: runs in parallel never combine or erase each other's.
+	@# in a data directory of each run's own: runs at once never combine or erase each other's.
 	@# The thresholds hold for the whole suite only (T=tests); they are printed even when a test
 	@# failed, and either fails the target.
-	@export COVERAGE_FILE="$(CURDIR)/test-artifacts/coverage/run-$$$$/.coverage"; \
-	mkdir -p "$${COVERAGE_FILE%/*}"; \
-	$(BIN)/pytest --cov --cov-report=term:skip-covered $(T); status=$$?; \
-	if [ "$(T)" != tests ]; then echo "coverage thresholds skipped: T is not the whole suite"; exit $$status; fi; \
+	@run="$(CURDIR)/test-artifacts/coverage/run-$$$$"; mkdir -p "$$run/redis" "$$run/rabbitmq"; \
+	if [ "$(T)" != tests ]; then \
+	  COVERAGE_FILE="$$run/.coverage" $(BIN)/pytest -n $(JOBS) --cov --cov-report=term:skip-covered $(T); \
+	  status=$$?; echo "coverage thresholds skipped: T is not the whole suite"; exit $$status; \
+	fi; \
+	TEST_ARTIFACTS="$(CURDIR)/test-artifacts/rabbitmq" COVERAGE_FILE="$$run/rabbitmq/.coverage" \
+	  TEST_BROKER=rabbitmq $(BIN)/pytest -n $(RABBITMQ_JOBS) \
+	  -q --cov --cov-report= $(RABBITMQ_SUITE) >"$$run/rabbitmq.log" 2>&1 & rabbitmq=$$!; \
+	COVERAGE_FILE="$$run/redis/.coverage" $(BIN)/pytest -n $(JOBS) --cov --cov-report= --durations=10 tests; status=$$?; \
+	wait $$rabbitmq || status=$$?; \
 	echo; echo "The end-to-end suite again, on RabbitMQ (quorum queues, a virtual host of its own)"; \
-	TEST_BROKER=rabbitmq $(BIN)/pytest -q --cov --cov-append --cov-report= $(RABBITMQ_SUITE) || status=$$?; \
+	cat "$$run/rabbitmq.log"; \
+	export COVERAGE_FILE="$$run/.coverage"; \
+	$(BIN)/coverage combine -q "$$run/redis/.coverage" "$$run/rabbitmq/.coverage" || status=$$?; \
+	$(BIN)/coverage report --skip-covered || status=$$?; \
 	echo; echo "Ledger and payment logic (shared/ledger, shared/payments): at least 95%"; \
 	$(BIN)/coverage report --include='shared/ledger/*,shared/payments/*' --fail-under=95 || status=$$?; \
 	echo; echo "shared/ as a whole: at least 90%"; \

@@ -691,6 +691,6 @@ def write_report(
         "cut_host_in_flight_story": story(stack, stream.in_flight),
         "cut_host_runs": work,
     }
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / f"multi-host-{stack.broker}.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

@@ -8,7 +8,6 @@ import re
 
 from sqlalchemy import text
 
-from shared.dev.processes import ARTIFACTS
 from tests.conftest import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
 
 
@@ -27,7 +26,7 @@ def test_full_flow_at_debug_leaks_nothing(api, stand_in, settings, sessions, wor
     stand_in.authenticate(secure)
     api.wait_for_status(secure, "succeeded")
 
-    worker_log = (ARTIFACTS / "celery-worker.log").read_text(errors="replace")
+    worker_log = worker.log_path.read_text(errors="replace")
     with sessions() as session:
         database = " ".join(
             session.execute(text("SELECT row_to_json(t)::text FROM payments t")).scalars()

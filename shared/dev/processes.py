@@ -20,7 +20,11 @@ from werkzeug.serving import make_server
 from shared.infra.topology import declare_dead_letters
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO_ROOT / "test-artifacts"
+# Logs of the processes started here. A test run of its own (make test's second run, beside the
+# first) names its directory in TEST_ARTIFACTS, and each process of a parallel run (pytest-xdist
+# names them gw0, gw1, ...) has one under it: two Celery workers' logs never share a file.
+_RUN_ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS") or REPO_ROOT / "test-artifacts")
+ARTIFACTS = _RUN_ARTIFACTS / os.environ.get("PYTEST_XDIST_WORKER", "")
 
 
 def free_port() -> int:
@@ -50,7 +54,7 @@ class Process:
     def __init__(
         self, name: str, args: list[str], env: dict[str, str], cwd: Path = REPO_ROOT
     ) -> None:
-        ARTIFACTS.mkdir(exist_ok=True)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.log_path = ARTIFACTS / f"{name}.log"
         self._log = self.log_path.open("wb")
