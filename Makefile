@@ -87,11 +87,14 @@ lock: install ## regenerate requirements.lock, requirements-dev.lock and .ci/ins
 	$(LOCK) --build-deps-for editable --extra dev -o requirements-dev.lock pyproject.toml
 	$(LOCK) -o .ci/installer.lock .ci/installer.in
 
+# Each broker's run keeps its report and its processes' logs in test-artifacts/chaos-<broker>/,
+# so the two can run at once (CI does): each has its own PostgreSQL, broker and ports anyway.
+CHAOS := TEST_ARTIFACTS="$(CURDIR)/test-artifacts/chaos-$(CHAOS_BROKER)" $(BIN)/python -m bench.chaos --broker $(CHAOS_BROKER) --out test-artifacts/chaos-$(CHAOS_BROKER)
 chaos: install services ## fault-injection suite: 2,000+ events while worker, broker and PostgreSQL die (CHAOS_BROKER=rabbitmq: a 3-node cluster)
-	$(BIN)/python -m bench.chaos --broker $(CHAOS_BROKER)
+	$(CHAOS)
 
-chaos-small: install services ## the same faults on a smaller load (what CI runs)
-	$(BIN)/python -m bench.chaos --broker $(CHAOS_BROKER) --payments 60 --pairs 250 --poison 10 --disputes 30 --duration 60
+chaos-small: install services ## the same faults on a smaller load (what CI runs on RabbitMQ)
+	$(CHAOS) --payments 60 --pairs 250 --poison 10 --disputes 30 --duration 60
 
 bench: install services ## issue 12's figures, ours beside bare/naive comparators, one table (needs wrk; SOAK=600 adds a soak)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install -y -qq --no-install-recommends wrk" >&2; exit 1; }
