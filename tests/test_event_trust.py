@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, text
 
 from api import create_app
+from shared.config import load_settings
 from shared.dev import stripe_events
 from shared.dev.processes import (
     ARTIFACTS,
@@ -214,12 +215,23 @@ def own_worker(base_env, name: str, **env: str) -> Iterator[tuple[Process, str, 
         **env,
     }
     proc = Process(name, celery_worker_args(f"{name}-{os.getpid()}@%h", concurrency=1), full_env)
+    # Started once it answers a ping on its broker: it consumes then, where its metrics port
+    # opens earlier in its start, and a test's patience would pay for the rest of the start.
+    producer = make_producer(load_settings(full_env))
     try:
-        wait_until(lambda: port_open(port) or not proc.alive(), 60, f"{name} start", interval=0.2)
+        wait_until(
+            lambda: (
+                (port_open(port) and bool(producer.control.ping(timeout=0.5))) or not proc.alive()
+            ),
+            60,
+            f"{name} start",
+            interval=0.2,
+        )
         assert proc.alive(), proc.output()
         yield proc, f"http://127.0.0.1:{port}/metrics", full_env
     finally:
         proc.stop()
+        producer.close()
 
 
 def publish_under(settings, keys: tuple[str, ...], event: dict[str, Any]) -> None:
