@@ -8,7 +8,7 @@ T ?= tests
 # Parallel test processes (pytest-xdist) of make test, and of its second run on RabbitMQ beside
 # it; JOBS=0 runs the tests in pytest's own process.
 JOBS ?= 4
-RABBITMQ_JOBS ?= 2
+RABBITMQ_JOBS ?= 1
 # The chaos suite's broker: its own Redis, or its own three-node RabbitMQ cluster.
 CHAOS_BROKER ?= redis
 # What runs a second time with RabbitMQ as the broker: every path an event takes through it.
