@@ -21,9 +21,12 @@ help: ## list the targets
 
 # Exactly the lock, never resolved (.ci/install-lock says why): what CI, make run and the image
 # install is what was locked, whatever is released upstream meanwhile.
+# A venv made afresh each time: a package the lock dropped must not stay installed.
 $(BIN)/.installed: pyproject.toml requirements-dev.lock .ci/installer.lock .ci/install-lock
+	rm -rf $(VENV)
 	bash .ci/install-lock requirements-dev.lock $(VENV) $(PYTHON)
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $@
 
 install: $(BIN)/.installed ## create the virtualenv and install the project with its dev tools
@@ -62,7 +65,7 @@ test: install services lint ## lint, type-check and run the test suite on the re
 	echo; echo "The end-to-end suite again, on RabbitMQ (quorum queues, a virtual host of its own)"; \
 	cat "$$run/rabbitmq.log"; \
 	export COVERAGE_FILE="$$run/.coverage"; \
-	$(BIN)/coverage combine -q "$$run/redis/.coverage" "$$run/rabbitmq/.coverage" || status=$$?; \
+	$(BIN)/coverage combine -q "$$run/redis" "$$run/rabbitmq" || status=$$?; \
 	$(BIN)/coverage report --skip-covered || status=$$?; \
 	echo; echo "Ledger and payment logic (shared/ledger, shared/payments): at least 95%"; \
 	$(BIN)/coverage report --include='shared/ledger/*,shared/payments/*' --fail-under=95 || status=$$?; \
@@ -71,7 +74,7 @@ test: install services lint ## lint, type-check and run the test suite on the re
 	echo "coverage data: $${COVERAGE_FILE#$(CURDIR)/}"; \
 	exit $$status
 
-test-rabbitmq: install services ## the end-to-end suite with RabbitMQ as the broker (make test runs it after the whole suite)
+test-rabbitmq: install services ## the end-to-end suite with RabbitMQ as the broker (make test runs it beside the whole suite)
 	TEST_BROKER=rabbitmq $(BIN)/pytest -q $(RABBITMQ_SUITE)
 
 test-fast: install services ## the fast layer only: ledger and payment logic, rolled back per test

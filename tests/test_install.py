@@ -114,10 +114,15 @@ def newcomer_env(wheelhouse: Path) -> dict[str, str]:
     }
 
 
-def install(tmp_path: Path, wheelhouse: Path, packages: list[str]) -> tuple[Path, str]:
-    """Run the project's install step for a lock of ``packages`` (at 1.0) into a new venv."""
+def write_lock(tmp_path: Path, wheelhouse: Path, packages: list[str]) -> Path:
     lock = tmp_path / "requirements.lock"
     lock.write_text("".join(lock_entry(wheelhouse / f"{p}-1.0-py3-none-any.whl") for p in packages))
+    return lock
+
+
+def install(tmp_path: Path, wheelhouse: Path, packages: list[str]) -> tuple[Path, str]:
+    """Run the project's install step for a lock of ``packages`` (at 1.0) into a new venv."""
+    lock = write_lock(tmp_path, wheelhouse, packages)
     installer = tmp_path / "installer.lock"
     installer.write_text(lock_entry(wheelhouse / f"pip-{INSTALLER_VERSION}-py3-none-any.whl"))
     venv = tmp_path / "venv"
@@ -170,3 +175,47 @@ def test_a_lock_that_misses_a_requirement_fails_the_install(
     with pytest.raises(AssertionError) as failed:
         install(tmp_path, wheelhouse, ["alpha", "gamma"])
     assert "alpha 1.0 requires beta, which is not installed." in str(failed.value)
+
+
+def test_the_wheelhouse_breaks_a_resolving_install_of_the_same_lock(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    """The control: the machine's own pip, installing the same lock as the Makefile did before
+    (`pip install --require-hashes -r`), is tempted past the lock and refused, as the newcomer
+    was. Were it not, the test above would prove nothing about resolving."""
+    lock = write_lock(tmp_path, wheelhouse, ["alpha", "beta", "gamma"])
+    venv = tmp_path / "venv"
+    subprocess.run([str(MACHINE_PYTHON), "-m", "venv", str(venv)], check=True, timeout=120)
+    assert installed(venv)["pip"] == BUNDLED_PIP.name.split("-")[1]
+    done = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--require-hashes", "-r", str(lock)],
+        env=newcomer_env(wheelhouse),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    refusal = "In --require-hashes mode, all requirements must have their versions pinned with =="
+    assert refusal in done.stderr
+    assert "beta[toml]>=1.0" in done.stderr
+
+
+def test_make_install_runs_the_install_step_and_installs_nothing_else_with_deps(
+    tmp_path: Path,
+) -> None:
+    """What make install would run (make -n prints the recipe, runs nothing): the install step
+    above for the dev lock, and no pip install of its own that resolves."""
+    venv = tmp_path / "venv"
+    done = subprocess.run(
+        ["make", "-n", "-B", f"{venv}/bin/.installed", f"VENV={venv}", "PYTHON=python3"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    commands = done.stdout.splitlines()
+    assert f"bash .ci/install-lock requirements-dev.lock {venv} python3" in commands
+    pip_installs = [line for line in commands if "pip install" in line]
+    assert pip_installs
+    assert all("--no-deps" in line for line in pip_installs), pip_installs

@@ -68,6 +68,10 @@ def test_every_requirement_of_a_locked_package_is_locked(
     lock_file: str, project_extras: frozenset[str]
 ) -> None:
     lock = locked(REPO_ROOT / lock_file)
+    # What is read is the dev environment's metadata: it describes this lock's packages only
+    # if they are pinned at the dev lock's versions.
+    dev = locked(REPO_ROOT / "requirements-dev.lock")
+    assert {name: dev.get(name) for name in lock} == lock
     roots = [(PROJECT, project_extras), *((name, frozenset()) for name in lock)]
     assert unlocked_requirements(lock, roots, installed_requires) == []
 
