@@ -124,10 +124,10 @@ def base_env(stand_in_port: int, broker_env: dict[str, str]) -> dict[str, str]:
         # The tests poll the API far faster than a client would; the limiter has its own tests.
         "RATE_LIMIT": "100000 per minute",
         "HANDLER_MAX_ATTEMPTS": "4",
-        # Short, so the crashing-handler test sees leases expire within its patience; not
+        # Short, so the crashing-handler test sees leases expire within its patience. Not
         # shorter: a batch of first deliveries starts no transaction past half the soft limit
-        # (the limit less 10 s), and at 10 s that left it 0.5 s, which a loaded machine (a
-        # parallel run) overran: the rest then ran alone, a second attempt each.
+        # (this limit less 10 s), and what is left then runs alone, a second attempt each; 14 s
+        # leaves a batch 2 s, which a machine loaded by the parallel suite does not overrun.
         "HANDLER_TIME_LIMIT_SECONDS": "14",
         "HANDLER_MAX_PERMANENT_ATTEMPTS": "2",
         # Short backoff, so retries happen within a test's patience.

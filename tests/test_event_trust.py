@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -214,14 +215,16 @@ def own_worker(base_env, name: str, **env: str) -> Iterator[tuple[Process, str, 
         "WORKER_METRICS_PORT": str(port),
         **env,
     }
-    proc = Process(name, celery_worker_args(f"{name}-{os.getpid()}@%h", concurrency=1), full_env)
+    node = f"{name}-{os.getpid()}@{socket.gethostname()}"
+    proc = Process(name, celery_worker_args(node, concurrency=1), full_env)
     # Started once it answers a ping on its broker: it consumes then, where its metrics port
     # opens earlier in its start, and a test's patience would pay for the rest of the start.
     producer = make_producer(load_settings(full_env))
     try:
         wait_until(
             lambda: (
-                (port_open(port) and bool(producer.control.ping(timeout=0.5))) or not proc.alive()
+                (port_open(port) and bool(producer.control.ping([node], timeout=0.5)))
+                or not proc.alive()
             ),
             60,
             f"{name} start",

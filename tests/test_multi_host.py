@@ -17,7 +17,7 @@ host's unacknowledged work is delivered again, every effect is applied once (los
 twice 0), and once the link is back the cut host consumes again with no operator action.
 
 A summary of each run (when the in-flight work of the cut host came back, and who applied it)
-is written to test-artifacts/multi-host-<broker>.json.
+is written to test-artifacts/[gw<n>/]multi-host-<broker>.json.
 """
 
 from __future__ import annotations
