@@ -65,7 +65,8 @@ test: install services lint ## lint, type-check and run the test suite on the re
 	echo; echo "The end-to-end suite again, on RabbitMQ (quorum queues, a virtual host of its own)"; \
 	cat "$$run/rabbitmq.log"; \
 	export COVERAGE_FILE="$$run/.coverage"; \
-	$(BIN)/coverage combine -q "$$run/redis" "$$run/rabbitmq" || status=$$?; \
+	$(BIN)/coverage combine -q "$$run/redis/.coverage" "$$run/redis" \
+	  "$$run/rabbitmq/.coverage" "$$run/rabbitmq" || status=$$?; \
 	$(BIN)/coverage report --skip-covered || status=$$?; \
 	echo; echo "Ledger and payment logic (shared/ledger, shared/payments): at least 95%"; \
 	$(BIN)/coverage report --include='shared/ledger/*,shared/payments/*' --fail-under=95 || status=$$?; \
