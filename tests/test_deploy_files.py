@@ -199,3 +199,23 @@ def test_the_image_installs_the_lock_with_the_projects_install_step():
         assert "COPY .ci/install-lock .ci/installer.lock .ci/" in dockerfile
         assert f"RUN bash .ci/install-lock {lock} /opt/venv" in dockerfile
         assert "--require-hashes" not in dockerfile
+
+
+def test_every_file_an_image_copies_exists():
+    """A COPY of a file that is gone fails the build, and only the build: docker compose cannot
+    run here, so the sources are checked against the tree (relative to each build's context)."""
+    builds = {
+        name: service["build"]
+        for name, service in compose()["services"].items()
+        if isinstance(service.get("build"), dict) and "dockerfile_inline" in service["build"]
+    }
+    assert {"web", "localstripe"} <= set(builds)
+    missing = []
+    for name, build in builds.items():
+        context = REPO_ROOT / build["context"]
+        for line in build["dockerfile_inline"].splitlines():
+            words = [w for w in line.split() if not w.startswith("--")]
+            if words[:1] != ["COPY"]:
+                continue
+            missing += [f"{name}: {src}" for src in words[1:-1] if not (context / src).exists()]
+    assert missing == []
