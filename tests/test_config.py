@@ -152,6 +152,23 @@ def test_env_dev_values_are_refused_when_aimed_at_real_stripe():
 
 
 @pytest.mark.parametrize(
+    ("name", "live"),
+    [
+        ("STRIPE_SECRET_KEY", "sk_live_" + "x" * 24),
+        ("STRIPE_SECRET_KEY", "rk_live_" + "x" * 24),
+        ("STRIPE_PUBLISHABLE_KEY", "pk_live_" + "x" * 24),
+    ],
+)
+def test_env_dev_values_are_refused_beside_a_live_key_whatever_the_base(name, live):
+    """A stand-in base does not make the public dev values safe once a live key is set: that
+    service is about to move real money, whatever STRIPE_API_BASE says."""
+    env = {**_dev_env(), name: live}
+    assert env["STRIPE_API_BASE"]
+    with pytest.raises(ConfigError, match="public development value"):
+        load_settings(env)
+
+
+@pytest.mark.parametrize(
     "name",
     ["STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "PAYMENTS_ENCRYPTION_KEYS", "ADMIN_TOKEN"],
 )

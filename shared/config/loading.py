@@ -52,16 +52,24 @@ Fields = dict[str, Any]
 
 
 def refuse_public_dev_values(env: Mapping[str, str]) -> None:
-    """Fail closed when a service aimed at real Stripe carries a value from `.env.dev`."""
-    if _optional(env, "STRIPE_API_BASE") is not None:
-        return  # pointed at the stand-in: the dev values are what it expects
+    """Fail closed when a service aimed at real Stripe, or holding a live key, carries a value
+    from `.env.dev`."""
+    if _optional(env, "STRIPE_API_BASE") is not None and not _holds_live_key(env):
+        return  # pointed at the stand-in with test keys: the dev values are what it expects
     for name, raw in sorted(env.items()):
         values = {raw.strip(), *(part.strip() for part in raw.split(","))}
         if values & PUBLIC_DEV_VALUES:
             raise ConfigError(
                 f"{name} holds a public development value from .env.dev; set a real one "
-                "(these are only accepted with STRIPE_API_BASE pointing at the stand-in)"
+                "(these are only accepted with test keys and STRIPE_API_BASE pointing at the "
+                "stand-in)"
             )
+
+
+def _holds_live_key(env: Mapping[str, str]) -> bool:
+    """A live key moves real money wherever STRIPE_API_BASE points, so it is never dev."""
+    keys = (_optional(env, name) or "" for name in ("STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY"))
+    return any(key.startswith(("sk_live_", "rk_live_", "pk_live_")) for key in keys)
 
 
 def prometheus_multiproc_dir(env: Mapping[str, str] | None = None) -> str | None:
