@@ -337,6 +337,44 @@ def test_unhandled_api_error_reaches_sentry(settings, database, fake_sentry):
     assert any(e.get("tags", {}).get("component") == "web" for e in new)
 
 
+def test_credentials_in_request_headers_and_cookies_never_reach_sentry(
+    settings, database, fake_sentry
+):
+    """An error while serving a request that carries every kind of credential we take: Sentry
+    gets the event, and none of their values."""
+    credentials = {
+        "Authorization": f"Bearer {API_CLIENT_KEY}",
+        "X-Checkout-Session": "cs-token-for-sentry-test-" + "t" * 24,
+        "Idempotency-Key": "idem-key-for-sentry-test-" + "i" * 16,
+        "X-Client-Secret": "pi_sentrytest_secret_" + "s" * 24,
+        "Stripe-Signature": "t=1,v1=" + "f" * 64,
+    }
+    cookie = "cookie-value-for-sentry-test-" + "c" * 16
+    before = len(fake_sentry.events())
+    init_sentry(replace(settings, sentry_dsn=fake_sentry.dsn), component="web")
+    try:
+        client = create_app(settings, gateway=Exploding()).test_client()
+        client.set_cookie("checkout_session", cookie)
+        response = client.post(
+            "/api/create-payment",
+            json={"amount": 1000, "currency": "usd"},
+            headers={**credentials, "X-Request-Id": "req-for-sentry-test"},
+        )
+        sentry_sdk.flush(5)
+    finally:
+        sentry_sdk.get_client().close()
+        sentry_sdk.init(default_integrations=False, auto_enabling_integrations=False)
+    assert response.status_code == 500
+    new = [e for e in fake_sentry.events()[before:] if "a bug in the gateway" in json.dumps(e)]
+    assert new, "the error reached Sentry"
+    sent = json.dumps(new)
+    # The request is there (its id and content type are reported), its credentials are not.
+    assert "req-for-sentry-test" in sent
+    for name, value in credentials.items():
+        assert value not in sent, name
+    assert cookie not in sent
+
+
 def test_flower_lists_the_worker_and_the_queues(base_env, worker):
     port = free_port()
     flower = Process(

@@ -43,8 +43,41 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+# Request headers whose values are sent to Sentry. Any other header may carry a credential (a
+# checkout session's token, a client secret, an idempotency key, a signature, one a later
+# change adds), so its value is withheld, whatever its name.
+_REPORTED_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-length",
+        "content-type",
+        "host",
+        "user-agent",
+        "x-forwarded-proto",
+        "x-request-id",
+    }
+)
+_WITHHELD = "[Filtered]"
+
+
+def _withhold_credentials(request: dict[str, Any]) -> None:
+    headers = request.get("headers")
+    if isinstance(headers, dict):
+        request["headers"] = {
+            name: value if name.lower() in _REPORTED_HEADERS else _WITHHELD
+            for name, value in headers.items()
+        }
+    if request.get("cookies"):
+        request["cookies"] = _WITHHELD
+
+
 def scrub_event(event: Any, hint: Any) -> Any:
-    """Sentry's before_send: mask secrets and card numbers anywhere in the event."""
+    """Sentry's before_send: withhold request headers that may carry credentials, and every
+    cookie; mask secrets and card numbers anywhere else in the event."""
+    if isinstance(event.get("request"), dict):
+        _withhold_credentials(event["request"])
     return _scrub(event)
 
 
