@@ -57,6 +57,8 @@ def checkout_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
             )
         )
         page.headers["Content-Security-Policy"] = _page_policy(settings)
+        # It sets the visitor's session cookie: no cache may hand it to the next visitor.
+        page.headers["Cache-Control"] = "no-store"
         # The page's checkout session: the caller its payments and idempotency keys belong
         # to. A reload keeps the session, so a retried order replays rather than charging again.
         if not _has_valid_session(settings):
@@ -92,5 +94,6 @@ def _page_policy(settings: Settings) -> str:
         f"connect-src 'self' {stripe_origin} https://api.stripe.com "
         f"{settings.stripe_api_base or ''}; "
         "img-src 'self' data: https://*.stripe.com; style-src 'self' 'unsafe-inline'; "
-        "frame-ancestors 'none'"
+        # No <base> re-aiming relative URLs (the API calls), no form posting elsewhere.
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     )

@@ -168,6 +168,18 @@ def test_security_headers_and_hsts_behind_tls(settings, database):
     assert tls.headers["Strict-Transport-Security"].startswith("max-age=")
 
 
+def test_the_checkout_page_is_never_cached_and_its_policy_pins_base_and_forms(settings, database):
+    """The page sets the session cookie its payments belong to: a cache must not hand one
+    visitor's page (and session) to the next. Its policy allows no <base> (which would re-aim
+    every relative URL, the API calls included) and no form posting anywhere but here."""
+    page = create_app(settings).test_client().get("/")
+    assert page.status_code == 200
+    assert page.headers["Cache-Control"] == "no-store"
+    policy = [p.strip() for p in page.headers["Content-Security-Policy"].split(";")]
+    assert "base-uri 'none'" in policy
+    assert "form-action 'self'" in policy
+
+
 @pytest.fixture
 def gunicorn_web(base_env, database, quiet_redis):
     """The web process exactly as the Procfile starts it, on a free port, publishing to the
