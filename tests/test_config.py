@@ -186,3 +186,16 @@ def test_every_secret_in_env_dev_is_known_as_public():
         if any(word in name for word in ("KEY", "SECRET", "TOKEN"))
     }
     assert secrets and set(secrets.values()) <= PUBLIC_DEV_VALUES
+
+
+def test_a_client_may_hold_several_api_keys_while_it_rotates():
+    old, new = "shop-old-token-" + "o" * 16, "shop-new-token-" + "n" * 16
+    settings = load_settings({**VALID, "API_CLIENT_KEYS": f"shop:{old}, shop:{new}"})
+    assert settings.api_clients == (("shop", old), ("shop", new))
+
+
+def test_one_api_key_for_two_clients_is_refused():
+    """Which client would it be? Its payments and idempotency keys belong to one."""
+    token = "shared-token-" + "s" * 16
+    with pytest.raises(ConfigError, match="API_CLIENT_KEYS gives each token once"):
+        load_settings({**VALID, "API_CLIENT_KEYS": f"shop:{token},other:{token}"})

@@ -157,6 +157,27 @@ def test_same_key_and_body_returns_the_same_payment_intent(client, settings):
     assert len(stand_in_intents(settings, marker)) == 1
 
 
+def test_a_rotated_api_client_key_keeps_the_clients_idempotency_keys(settings, database):
+    """A client holds two tokens while it rotates (API_CLIENT_KEYS names it twice): a retry
+    sent with the new token replays what the old one created, because both are the client."""
+    old, new = "rotating-client-old-token-" + "o" * 8, "rotating-client-new-token-" + "n" * 8
+    app = create_app(replace(settings, api_clients=(("rotating", old), ("rotating", new))))
+    key, marker = secrets.token_hex(16), secrets.token_hex(6)
+    body = {"amount": 2600, "currency": "usd", "metadata": {"marker": marker}}
+
+    first = as_api_client(app.test_client(), old).post(
+        "/api/create-payment", json=body, headers={"Idempotency-Key": key}
+    )
+    retried = as_api_client(app.test_client(), new).post(
+        "/api/create-payment", json=body, headers={"Idempotency-Key": key}
+    )
+
+    assert first.status_code == retried.status_code == 200
+    assert retried.get_json() == first.get_json()
+    assert retried.headers["Idempotent-Replayed"] == "true"
+    assert len(stand_in_intents(settings, marker)) == 1
+
+
 def test_same_key_with_another_body_is_409(client):
     key = secrets.token_hex(16)
     ok = client.post(

@@ -177,8 +177,10 @@ def _api_clients(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
                 "letters, digits, - or _ and each token at least 24 characters"
             )
         clients.append((name, token))
-    if len({name for name, _ in clients}) != len(clients):
-        raise ConfigError("API_CLIENT_KEYS names each client once")
+    # A name may come back with another token (a key being rotated: both are that client);
+    # a token may not, or which client it proves would be a guess.
+    if len({token for _, token in clients}) != len(clients):
+        raise ConfigError("API_CLIENT_KEYS gives each token once")
     return tuple(clients)
 
 
