@@ -199,3 +199,18 @@ def test_one_api_key_for_two_clients_is_refused():
     token = "shared-token-" + "s" * 16
     with pytest.raises(ConfigError, match="API_CLIENT_KEYS gives each token once"):
         load_settings({**VALID, "API_CLIENT_KEYS": f"shop:{token},other:{token}"})
+
+
+def test_stripe_js_is_fetched_over_https_outside_dev():
+    """The checkout page runs it beside the card fields: over http it could be swapped."""
+    with pytest.raises(ConfigError, match="STRIPE_JS_URL must be a URL starting with https://"):
+        load_settings({**VALID, "STRIPE_JS_URL": "http://js.example.test/v3/"})
+    served = {**VALID, "STRIPE_JS_URL": "https://js.example.test/v3/"}
+    assert load_settings(served).stripe_js_url == "https://js.example.test/v3/"
+    # The stand-in serves its double over plain http on this machine.
+    dev = {
+        **VALID,
+        "STRIPE_API_BASE": "http://127.0.0.1:8420",
+        "STRIPE_JS_URL": "http://127.0.0.1:8420/x.js",
+    }
+    assert load_settings(dev).stripe_js_url == "http://127.0.0.1:8420/x.js"

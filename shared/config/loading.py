@@ -209,8 +209,11 @@ def _observability(env: Mapping[str, str]) -> Fields:
 def _callers(env: Mapping[str, str]) -> Fields:
     """What callers meet: the checkout page's Stripe.js, the API's clients, the connected
     accounts whose events we apply, each endpoint's budget and the token for /metrics."""
+    # The page runs this script beside the card fields: fetched over http, anyone on the path
+    # could swap it. Only the stand-in (dev, STRIPE_API_BASE set) serves its double over http.
+    js_schemes = ("http", "https") if _optional(env, "STRIPE_API_BASE") else ("https",)
     return {
-        "stripe_js_url": _url(env, "STRIPE_JS_URL", ("http", "https"), required=False)
+        "stripe_js_url": _url(env, "STRIPE_JS_URL", js_schemes, required=False)
         or "https://js.stripe.com/v3/",
         "api_clients": _api_clients(env),
         "connected_accounts": _connected_accounts(env),
