@@ -93,7 +93,7 @@ def _page_policy(settings: Settings) -> str:
         f"frame-src {stripe_origin} https://*.stripe.com; "
         f"connect-src 'self' {stripe_origin} https://api.stripe.com "
         f"{settings.stripe_api_base or ''}; "
-        "img-src 'self' data: https://*.stripe.com; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data: https://*.stripe.com; style-src 'self'; "
         # No <base> re-aiming relative URLs (the API calls), no form posting elsewhere.
         "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     )

@@ -224,6 +224,31 @@ def test_three_d_secure_runs_its_challenge_then_succeeds(page, checkout):
     assert ledger_of(checkout, intent_id)["status"] == "succeeded"
 
 
+def test_the_page_and_its_challenge_are_styled_with_no_inline_style_allowed(browser, checkout):
+    """The page's policy allows styles from its own origin only: its stylesheet and the
+    challenge's DOM-set styles apply, and nothing on the way trips the policy."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.add_init_script(
+        "window.violations = [];"
+        "document.addEventListener('securitypolicyviolation',"
+        " (e) => window.violations.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
+    try:
+        page.goto(checkout)
+        background = "e => getComputedStyle(e).backgroundColor"
+        assert page.locator("#pay").evaluate(background) == "rgb(99, 91, 255)"
+        pay(page, "4000002500003155")
+        challenge = page.locator("#three-d-secure > div")
+        challenge.wait_for(timeout=30_000)
+        assert challenge.evaluate(background) == "rgb(255, 255, 255)"
+        page.get_by_test_id("3ds-complete").click()
+        expect(page.locator("#status")).to_have_attribute("data-state", "succeeded", timeout=30_000)
+        assert page.evaluate("window.violations") == []
+    finally:
+        context.close()
+
+
 def test_failed_three_d_secure_says_so_and_our_ledger_records_it(page, checkout):
     pay(page, "4000002500003155")
 

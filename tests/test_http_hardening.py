@@ -178,6 +178,9 @@ def test_the_checkout_page_is_never_cached_and_its_policy_pins_base_and_forms(se
     policy = [p.strip() for p in page.headers["Content-Security-Policy"].split(";")]
     assert "base-uri 'none'" in policy
     assert "form-action 'self'" in policy
+    # Styles come from the page's own origin only: no inline style an injection could add.
+    assert "style-src 'self'" in policy
+    assert "'unsafe-inline'" not in page.headers["Content-Security-Policy"]
 
 
 @pytest.fixture

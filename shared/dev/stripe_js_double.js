@@ -50,10 +50,11 @@
       modal.setAttribute("role", "dialog");
       modal.style.cssText = "position:fixed;inset:0;background:rgba(0,0,0,.4);display:flex;align-items:center;justify-content:center";
       modal.innerHTML =
-        '<div style="background:#fff;padding:2rem;border-radius:8px">' +
-        "<p>3-D Secure test challenge</p>" +
+        "<div><p>3-D Secure test challenge</p>" +
         '<button type="button" data-testid="3ds-complete">Complete authentication</button> ' +
         '<button type="button" data-testid="3ds-fail">Fail authentication</button></div>';
+      // Styled through the DOM, not a style attribute: the page's policy allows no inline styles.
+      modal.firstElementChild.style.cssText = "background:#fff;padding:2rem;border-radius:8px";
       document.body.appendChild(modal);
       modal.querySelector('[data-testid="3ds-complete"]').onclick = () => { modal.remove(); resolve(true); };
       modal.querySelector('[data-testid="3ds-fail"]').onclick = () => { modal.remove(); resolve(false); };
