@@ -52,7 +52,7 @@ test: install services lint ## lint, type-check and run the test suite on the re
 	@# in a data directory of each run's own: runs at once never combine or erase each other's.
 	@# The thresholds hold for the whole suite only (T=tests); they are printed even when a test
 	@# failed, and either fails the target.
-	@run="$(CURDIR)/test-artifacts/coverage/run-$$$$"; mkdir -p "$$run/redis" "$$run/rabbitmq"; \
+	@run="$(CURDIR)/test-artifacts/coverage/run-$$$$"; mkdir -p "$$run/redis" "$$run/rabbitmq" "$$run/alone"; \
 	if [ "$(T)" != tests ]; then \
 	  COVERAGE_FILE="$$run/.coverage" $(BIN)/pytest -n $(JOBS) --cov --cov-report=term:skip-covered $(T); \
 	  status=$$?; echo "coverage thresholds skipped: T is not the whole suite"; exit $$status; \
@@ -60,13 +60,17 @@ test: install services lint ## lint, type-check and run the test suite on the re
 	TEST_ARTIFACTS="$(CURDIR)/test-artifacts/rabbitmq" COVERAGE_FILE="$$run/rabbitmq/.coverage" \
 	  TEST_BROKER=rabbitmq $(BIN)/pytest -n $(RABBITMQ_JOBS) \
 	  -q --cov --cov-report= $(RABBITMQ_SUITE) >"$$run/rabbitmq.log" 2>&1 & rabbitmq=$$!; \
-	COVERAGE_FILE="$$run/redis/.coverage" $(BIN)/pytest -n $(JOBS) --cov --cov-report= --durations=10 tests; status=$$?; \
+	COVERAGE_FILE="$$run/redis/.coverage" $(BIN)/pytest -n $(JOBS) -m "not alone" --cov --cov-report= \
+	  --durations=10 tests; status=$$?; \
 	wait $$rabbitmq || status=$$?; \
 	echo; echo "The end-to-end suite again, on RabbitMQ (quorum queues, a virtual host of its own)"; \
 	cat "$$run/rabbitmq.log"; \
+	echo; echo "The tests with a latency bound, alone on the machine"; \
+	COVERAGE_FILE="$$run/alone/.coverage" $(BIN)/pytest -q -m alone --cov --cov-report= tests \
+	  || status=$$?; \
 	export COVERAGE_FILE="$$run/.coverage"; \
 	$(BIN)/coverage combine -q "$$run/redis/.coverage" "$$run/redis" \
-	  "$$run/rabbitmq/.coverage" "$$run/rabbitmq" || status=$$?; \
+	  "$$run/rabbitmq/.coverage" "$$run/rabbitmq" "$$run/alone/.coverage" "$$run/alone" || status=$$?; \
 	$(BIN)/coverage report --skip-covered || status=$$?; \
 	echo; echo "Ledger and payment logic (shared/ledger, shared/payments): at least 95%"; \
 	$(BIN)/coverage report --include='shared/ledger/*,shared/payments/*' --fail-under=95 || status=$$?; \

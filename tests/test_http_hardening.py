@@ -270,6 +270,7 @@ def test_chunked_oversized_body_is_refused(gunicorn_web, quiet_redis):
     assert quiet_redis.llen("events") == 0
 
 
+@pytest.mark.alone
 def test_slow_clients_cannot_stop_the_webhook_from_answering(gunicorn_web):
     """Slowloris: clients that open connections and send their request a byte at a time. With
     sync workers, two of them stopped every request, /webhook included."""
