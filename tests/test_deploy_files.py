@@ -12,6 +12,7 @@ import yaml
 
 from shared.config import PUBLIC_DEV_VALUES
 from shared.dev.processes import REPO_ROOT
+from tests.support import locks
 
 OPS = REPO_ROOT / "shared" / "ops"
 LONG_RUNNING = {"postgres", "redis", "web", "worker", "beat", "flower", "localstripe"}
@@ -128,20 +129,6 @@ def test_redis_requires_a_password_everywhere():
     assert services["web"]["environment"]["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
 
 
-def _locked(path: str) -> dict[str, str]:
-    """name -> version of every pin in a lock file, checking each carries hashes."""
-    text = (REPO_ROOT / path).read_text()
-    pins = {}
-    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
-        head = block.split(" ", 1)[0]
-        if "==" not in head:
-            continue
-        name, version = head.split("==")
-        assert "--hash=sha256:" in block, f"{name} has no hash in {path}"
-        pins[re.sub(r"[-_.]+", "-", name).lower()] = version
-    return pins
-
-
 def _declared(extra: str | None) -> set[str]:
     import tomllib
 
@@ -153,7 +140,7 @@ def _declared(extra: str | None) -> set[str]:
 
 
 def test_every_dependency_is_locked_with_hashes():
-    runtime, dev = _locked("requirements.lock"), _locked("requirements-dev.lock")
+    runtime, dev = locks.locked("requirements.lock"), locks.locked("requirements-dev.lock")
     assert _declared(None) <= set(runtime)
     assert _declared(None) | _declared("dev") <= set(dev)
     # The image's runtime set is the dev set's subset, at the same versions.
@@ -170,7 +157,7 @@ def test_the_build_backend_is_locked_for_builds_without_isolation():
 
     requires = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
     for path in ("requirements.lock", "requirements-dev.lock"):
-        locked = _locked(path)
+        locked = locks.locked(path)
         for requirement in map(Requirement, requires):
             version = locked.get(requirement.name.lower())
             assert version, f"{requirement.name} is not in {path}"
@@ -181,7 +168,7 @@ def test_the_installed_environment_is_the_locked_one():
     from importlib.metadata import PackageNotFoundError, version
 
     mismatched = {}
-    for name, locked in _locked("requirements-dev.lock").items():
+    for name, locked in locks.locked("requirements-dev.lock").items():
         try:
             installed = version(name)
         except PackageNotFoundError:

@@ -8,26 +8,19 @@ goes to the index for the missing package and takes whatever is newest there tha
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from importlib.metadata import PackageNotFoundError, distribution
-from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.locks import locked
+
 PROJECT = "stripe-payments-service"
 
 Requires = Callable[[str], list[str]]
-
-
-def locked(path: Path) -> dict[str, str]:
-    """Name (canonical) to version, for each `name==version` line of a pip-compile lock."""
-    pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\]+)", path.read_text(), re.M)
-    return {canonicalize_name(name): version for name, version in pins}
 
 
 def installed_requires(name: str) -> list[str]:
@@ -67,10 +60,10 @@ def unlocked_requirements(
 def test_every_requirement_of_a_locked_package_is_locked(
     lock_file: str, project_extras: frozenset[str]
 ) -> None:
-    lock = locked(REPO_ROOT / lock_file)
+    lock = locked(lock_file)
     # What is read is the dev environment's metadata: it describes this lock's packages only
     # if they are pinned at the dev lock's versions.
-    dev = locked(REPO_ROOT / "requirements-dev.lock")
+    dev = locked("requirements-dev.lock")
     assert {name: dev.get(name) for name in lock} == lock
     roots = [(PROJECT, project_extras), *((name, frozenset()) for name in lock)]
     assert unlocked_requirements(lock, roots, installed_requires) == []
@@ -78,7 +71,7 @@ def test_every_requirement_of_a_locked_package_is_locked(
 
 def test_the_metadata_read_is_the_locked_versions() -> None:
     """What the closure is checked against is what the lock pins, not some other release."""
-    lock = locked(REPO_ROOT / "requirements-dev.lock")
+    lock = locked("requirements-dev.lock")
     for name, version in lock.items():
         try:
             assert distribution(name).version == version, name
@@ -110,6 +103,4 @@ def test_a_requirement_through_an_extra_outside_the_lock_is_found() -> None:
 def test_the_installer_is_the_dev_locks_own_pip() -> None:
     """.ci/install-lock installs .ci/installer.lock's pip first; the dev lock pins one too
     (pip-tools needs it): the two agree, or every make install would swap pip twice."""
-    assert locked(REPO_ROOT / ".ci" / "installer.lock") == {
-        "pip": locked(REPO_ROOT / "requirements-dev.lock")["pip"]
-    }
+    assert locked(".ci/installer.lock") == {"pip": locked("requirements-dev.lock")["pip"]}
