@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -314,22 +315,30 @@ class Exploding:
         raise RuntimeError("a bug in the gateway")
 
 
-def test_unhandled_api_error_reaches_sentry(settings, database, fake_sentry):
-    before = len(fake_sentry.events())
+@contextmanager
+def web_sentry(settings, fake_sentry) -> Iterator[None]:
+    """Sentry on, as the web process starts it, reporting to the local sink for the block;
+    everything it captured is sent before the block ends."""
     init_sentry(replace(settings, sentry_dsn=fake_sentry.dsn), component="web")
     try:
-        client = create_app(settings, gateway=Exploding()).test_client()
-        response = client.post(
-            "/api/create-payment",
-            json={"amount": 1000, "currency": "usd"},
-            headers={"Authorization": f"Bearer {API_CLIENT_KEY}"},
-        )
+        yield
         sentry_sdk.flush(5)
     finally:
         sentry_sdk.get_client().close()
         # Off again for the rest of the session, its Celery integration too: left enabled, it
         # adds tracing headers to every task the later tests publish.
         sentry_sdk.init(default_integrations=False, auto_enabling_integrations=False)
+
+
+def test_unhandled_api_error_reaches_sentry(settings, database, fake_sentry):
+    before = len(fake_sentry.events())
+    with web_sentry(settings, fake_sentry):
+        client = create_app(settings, gateway=Exploding()).test_client()
+        response = client.post(
+            "/api/create-payment",
+            json={"amount": 1000, "currency": "usd"},
+            headers={"Authorization": f"Bearer {API_CLIENT_KEY}"},
+        )
     assert response.status_code == 500
     assert response.get_json()["error"]["code"] == "internal_error"
     new = fake_sentry.events()[before:]
@@ -351,8 +360,7 @@ def test_credentials_in_request_headers_and_cookies_never_reach_sentry(
     }
     cookie = "cookie-value-for-sentry-test-" + "c" * 16
     before = len(fake_sentry.events())
-    init_sentry(replace(settings, sentry_dsn=fake_sentry.dsn), component="web")
-    try:
+    with web_sentry(settings, fake_sentry):
         client = create_app(settings, gateway=Exploding()).test_client()
         client.set_cookie("checkout_session", cookie)
         response = client.post(
@@ -360,10 +368,6 @@ def test_credentials_in_request_headers_and_cookies_never_reach_sentry(
             json={"amount": 1000, "currency": "usd"},
             headers={**credentials, "X-Request-Id": "req-for-sentry-test"},
         )
-        sentry_sdk.flush(5)
-    finally:
-        sentry_sdk.get_client().close()
-        sentry_sdk.init(default_integrations=False, auto_enabling_integrations=False)
     assert response.status_code == 500
     new = [e for e in fake_sentry.events()[before:] if "a bug in the gateway" in json.dumps(e)]
     assert new, "the error reached Sentry"
