@@ -26,6 +26,7 @@ from shared.infra.runtime import build_runtime
 from shared.infra.stripe_gateway import PaymentGateway
 from shared.observability.logs import install_redaction
 from shared.payments import PaymentService
+from shared.payments.checkout_sessions import CheckoutSessions
 
 __all__ = ["create_app", "error_response", "read_capped_body", "stripe_error_response"]
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
             statements=runtime.statements,
             lease_seconds=settings.create_lease_seconds,
         ),
+        checkout_sessions=CheckoutSessions(runtime.sessions, settings.encryption_keys),
         producer=producer,
         events=EventPublisher(producer),
     )

@@ -14,12 +14,14 @@ from shared.config import Settings
 from shared.infra.broker import EventPublisher
 from shared.infra.runtime import Runtime
 from shared.payments import PaymentService
+from shared.payments.checkout_sessions import CheckoutSessions
 
 
 @dataclass(frozen=True)
 class ApiContext:
     runtime: Runtime
     payments: PaymentService
+    checkout_sessions: CheckoutSessions
     producer: Celery
     events: EventPublisher
 

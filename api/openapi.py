@@ -7,14 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.openapi_payments import ADMIN_PAYMENT_PATHS, CAPTURE_METHOD, PAYMENT
+from api.openapi_checkout import ORDER_PROPERTIES, checkout_session_paths
+from api.openapi_payments import ADMIN_PAYMENT_PATHS, PAYMENT
 from shared.validation import (
-    MAX_AMOUNT,
     MAX_IDEMPOTENCY_KEY_LENGTH,
-    MAX_METADATA_KEY_LENGTH,
-    MAX_METADATA_KEYS,
-    MAX_METADATA_VALUE_LENGTH,
-    SUPPORTED_CURRENCIES,
 )
 
 _ERROR = {
@@ -53,9 +49,8 @@ def openapi_document() -> dict[str, Any]:
             "securitySchemes": {
                 # A merchant's back end, with a key from API_CLIENT_KEYS.
                 "apiClient": {"type": "http", "scheme": "bearer"},
-                # A browser's checkout session, from GET / (cookie) or POST /api/checkout-sessions.
+                # A browser paying a checkout session: the token POST /api/checkout-sessions gave.
                 "checkoutSession": {"type": "apiKey", "in": "header", "name": "X-Checkout-Session"},
-                "checkoutCookie": {"type": "apiKey", "in": "cookie", "name": "checkout_session"},
                 # The operators, with ADMIN_TOKEN.
                 "adminToken": {"type": "http", "scheme": "bearer"},
             },
@@ -65,37 +60,15 @@ def openapi_document() -> dict[str, Any]:
             },
         },
         "paths": {
-            "/api/checkout-sessions": {
-                "post": {
-                    "summary": "A checkout session: the caller a browser creates payments as",
-                    "responses": {
-                        "201": {
-                            "description": "a new session (also set as a cookie)",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["checkoutSession"],
-                                        "properties": {
-                                            "checkoutSession": {"type": "string"},
-                                            "header": {"type": "string"},
-                                        },
-                                    }
-                                }
-                            },
-                        },
-                        **_errors(429),
-                    },
-                }
-            },
+            **checkout_session_paths(_errors),
             "/api/create-payment": {
                 "post": {
                     "summary": "Create a PaymentIntent; idempotency keys are scoped to the caller",
-                    "security": [
-                        {"apiClient": []},
-                        {"checkoutSession": []},
-                        {"checkoutCookie": []},
-                    ],
+                    "description": "An API client sends the order (amount and currency "
+                    "required). A checkout session's browser sends nothing, or values equal to "
+                    "the session's (409 checkout_session_mismatch otherwise); the session is the "
+                    "key, so it has one PaymentIntent. An ended session is 410.",
+                    "security": [{"apiClient": []}, {"checkoutSession": []}],
                     "parameters": [
                         {
                             "name": "Idempotency-Key",
@@ -118,34 +91,7 @@ def openapi_document() -> dict[str, Any]:
                                     "type": "object",
                                     "additionalProperties": False,
                                     "required": ["amount", "currency"],
-                                    "properties": {
-                                        "amount": {
-                                            "type": "integer",
-                                            "minimum": 1,
-                                            "maximum": MAX_AMOUNT,
-                                        },
-                                        "currency": {
-                                            "type": "string",
-                                            "enum": sorted(SUPPORTED_CURRENCIES),
-                                        },
-                                        "metadata": {
-                                            "type": "object",
-                                            # null is read as no metadata.
-                                            "nullable": True,
-                                            "maxProperties": MAX_METADATA_KEYS,
-                                            "propertyNames": {
-                                                "minLength": 1,
-                                                "maxLength": MAX_METADATA_KEY_LENGTH,
-                                                "pattern": "^[^\\[\\]\\x00]+$",
-                                            },
-                                            "additionalProperties": {
-                                                "type": "string",
-                                                "maxLength": MAX_METADATA_VALUE_LENGTH,
-                                                "pattern": "^[^\\x00]*$",
-                                            },
-                                        },
-                                        "captureMethod": CAPTURE_METHOD,
-                                    },
+                                    "properties": ORDER_PROPERTIES,
                                 }
                             }
                         },
@@ -167,7 +113,7 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(400, 401, 402, 409, 413, 415, 429, 502, 503),
+                        **_errors(400, 401, 402, 409, 410, 413, 415, 429, 502, 503),
                     },
                 }
             },

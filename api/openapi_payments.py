@@ -65,6 +65,7 @@ PAYMENT = {
         "captureMethod",
         "refunds",
         "dispute",
+        "checkoutSession",
     ],
     "properties": {
         "paymentIntentId": {"type": "string"},
@@ -72,6 +73,8 @@ PAYMENT = {
         "currency": {"type": "string"},
         "status": {"type": "string"},
         "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+        # The checkout session whose browser created it; null for a back end's payment.
+        "checkoutSession": _NULLABLE_STRING,
         "lastError": {
             "type": "object",
             "nullable": True,

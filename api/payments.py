@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import stripe
@@ -16,9 +17,28 @@ from shared.models import Dispute, Refund
 from shared.observability.logs import bind
 from shared.observability.metrics import PAYMENT_ATTEMPTS
 from shared.payments import IdempotencyConflict, IdempotencyKeyInUse, PaymentCreated
-from shared.payments.callers import SESSION_HEADER, Caller, CallerRejected, secret_matches
+from shared.payments.callers import (
+    SESSION_HEADER,
+    SESSION_SCOPE_PREFIX,
+    Caller,
+    CallerRejected,
+    SessionTokenExpired,
+    secret_matches,
+)
+from shared.payments.checkout_sessions import (
+    SESSION_ID_PREFIX,
+    CheckoutSessionGone,
+    CheckoutSessionMismatch,
+    CheckoutSessionNotFound,
+)
 from shared.payments.details import PaymentDetails, find_payment_details
-from shared.validation import ValidationError, validate_idempotency_key, validate_payment_request
+from shared.validation import (
+    CALLER_METADATA_KEY,
+    PaymentRequest,
+    ValidationError,
+    validate_idempotency_key,
+    validate_payment_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +54,12 @@ def payments_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
         caller_or_error = _caller(api)
         if not isinstance(caller_or_error, Caller):
             return caller_or_error
-        if not request.is_json:
-            return error_response(
-                415, "unsupported_media_type", "Send the body as application/json."
-            )
+        caller = caller_or_error
+        asked = _payment_request(api, caller)
+        if not isinstance(asked, _Asked):
+            return asked
         try:
-            body = read_json_body(MAX_API_BODY_BYTES)
-        except InvalidJson:
-            return error_response(400, "invalid_json", "The body is not valid JSON.")
-        try:
-            payment_request = validate_payment_request(body)
-            key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
-        except ValidationError as exc:
-            return error_response(400, "invalid_request", exc.message, field=exc.field)
-        try:
-            created = api.payments.create(payment_request, key, caller_or_error)
+            created = api.payments.create(asked.request, asked.key, caller)
         except (IdempotencyKeyInUse, IdempotencyConflict) as exc:
             return _key_refused(exc)
         except stripe.StripeError as exc:
@@ -78,6 +89,8 @@ def payments_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
 def _caller(api: ApiContext) -> Caller | Answer:
     try:
         caller = current_caller(api.settings)
+    except SessionTokenExpired as exc:
+        return error_response(410, "checkout_session_expired", f"This {exc}.")
     except CallerRejected as exc:
         return error_response(401, "invalid_caller", str(exc))
     if caller is None:
@@ -85,9 +98,52 @@ def _caller(api: ApiContext) -> Caller | Answer:
             401,
             "caller_required",
             "Send an API client key (Authorization: Bearer ...) or a checkout session "
-            f"({SESSION_HEADER}, from POST /api/checkout-sessions).",
+            f"({SESSION_HEADER}: the token of a session from POST /api/checkout-sessions).",
         )
     return caller
+
+
+@dataclass(frozen=True)
+class _Asked:
+    request: PaymentRequest
+    key: str | None
+
+
+def _payment_request(api: ApiContext, caller: Caller) -> _Asked | Answer:
+    """What to create and under which key: a checkout session's own order (the session is its
+    key: one PaymentIntent per session), or an API client's body and Idempotency-Key."""
+    session_id = caller.checkout_session_id
+    if session_id is not None and not request.content_length:
+        body: Any = {}  # a session's browser need name nothing: the session says it all
+    elif not request.is_json:
+        return error_response(415, "unsupported_media_type", "Send the body as application/json.")
+    else:
+        try:
+            body = read_json_body(MAX_API_BODY_BYTES)
+        except InvalidJson:
+            return error_response(400, "invalid_json", "The body is not valid JSON.")
+    try:
+        if session_id is None:
+            key = validate_idempotency_key(request.headers.get("Idempotency-Key"))
+            return _Asked(validate_payment_request(body), key)
+        bind(checkout_session=session_id)
+        if not isinstance(body, dict):
+            raise ValidationError("body", "must be a JSON object")
+        return _Asked(api.checkout_sessions.payment_request(session_id, body), session_id)
+    except ValidationError as exc:
+        return error_response(400, "invalid_request", exc.message, field=exc.field)
+    except CheckoutSessionNotFound:
+        return error_response(410, "checkout_session_expired", "This checkout session has ended.")
+    except CheckoutSessionGone as exc:
+        return error_response(410, exc.code, exc.message)
+    except CheckoutSessionMismatch as exc:
+        return error_response(
+            409,
+            "checkout_session_mismatch",
+            f"{exc.field} is set by the checkout session and cannot be changed here; "
+            "send it as the session has it, or leave it out.",
+            field=exc.field,
+        )
 
 
 def _key_refused(exc: IdempotencyKeyInUse | IdempotencyConflict) -> Answer:
@@ -153,10 +209,20 @@ def payment_view(details: PaymentDetails) -> dict[str, Any]:
         "amountRefunded": details.amount_refunded,
         "refunds": [_refund_view(refund) for refund in details.refunds],
         "dispute": None if details.dispute is None else _dispute_view(details.dispute),
-        "metadata": payment.metadata_,
+        # What the payment's creator asked for; who that was is checkoutSession's business.
+        "metadata": {k: v for k, v in payment.metadata_.items() if k != CALLER_METADATA_KEY},
+        "checkoutSession": _checkout_session_of(payment.caller),
         "lastError": last_error,
         "updatedAt": payment.updated_at.isoformat(),
     }
+
+
+def _checkout_session_of(caller: str | None) -> str | None:
+    if caller is None or not caller.startswith(SESSION_SCOPE_PREFIX):
+        return None
+    session_id = caller.removeprefix(SESSION_SCOPE_PREFIX)
+    # Sessions of before checkout sessions were priced by the back end had no id to show.
+    return session_id if session_id.startswith(SESSION_ID_PREFIX) else None
 
 
 def _refund_view(refund: Refund) -> dict[str, Any]:

@@ -97,6 +97,33 @@ class Payment(Base):
     )
 
 
+class CheckoutSession(Base):
+    """An order the merchant's back end priced (``POST /api/checkout-sessions``), which the
+    browser holding its token may pay, with one PaymentIntent, until it expires."""
+
+    __tablename__ = "checkout_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The caller that made it ("client:<name>", or "demo" on the dev stand-in's page).
+    created_by: Mapped[str] = mapped_column(String(80), nullable=False)
+    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, nullable=False, server_default="{}"
+    )
+    capture_method: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = _now_column()
+    # Indexed: retention prunes by it.
+    expires_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, index=True
+    )
+    # Set when it ended before expires_at (its creator expired it), with why.
+    expired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    expired_reason: Mapped[str | None] = mapped_column(String(32))
+
+    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+
+
 class _AfterPayment:
     """What a refund and a dispute share: Stripe's object, keyed by its id, tied to its
     PaymentIntent by id only (its events may come before the payment's own)."""

@@ -13,10 +13,17 @@ from shared.observability.redaction import contains_card_number
 
 # Stripe's largest amount for a PaymentIntent, in minor units (eight digits).
 MAX_AMOUNT = 99_999_999
-MAX_METADATA_KEYS = 50
+# Stripe allows 50 keys; the one we add to every PaymentIntent (CALLER_METADATA_KEY) is the 50th.
+MAX_METADATA_KEYS = 49
 MAX_METADATA_KEY_LENGTH = 40
 MAX_METADATA_VALUE_LENGTH = 500
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# Who made a PaymentIntent, in its Stripe metadata: "client:<name>" or "session:<id>". Ours only.
+CALLER_METADATA_KEY = "payments_caller"
+# How long a checkout session may be paid: a day unless its creator says, at most a week.
+DEFAULT_CHECKOUT_SESSION_SECONDS = 24 * 3600
+MAX_CHECKOUT_SESSION_SECONDS = 7 * 24 * 3600
+MIN_CHECKOUT_SESSION_SECONDS = 60
 
 # Currencies Stripe can charge in (presentment currencies for card payments).
 SUPPORTED_CURRENCIES = frozenset(
@@ -39,6 +46,7 @@ MINIMUM_AMOUNTS = {
 }  # fmt: skip
 
 ALLOWED_FIELDS = frozenset({"amount", "currency", "metadata", "captureMethod"})
+CHECKOUT_SESSION_FIELDS = ALLOWED_FIELDS | {"expiresInSeconds"}
 CAPTURE_METHODS = ("automatic", "manual")
 # The reasons Stripe accepts from a caller (Stripe sets others itself).
 REFUND_REASONS = ("requested_by_customer", "duplicate", "fraudulent")
@@ -85,6 +93,35 @@ def validate_payment_request(body: Any) -> PaymentRequest:
         metadata=_metadata(body.get("metadata")),
         capture_method=_choice(body, "captureMethod", CAPTURE_METHODS),
     )
+
+
+@dataclass(frozen=True)
+class CheckoutOrder:
+    """What the merchant's back end asks a checkout session to charge."""
+
+    payment: PaymentRequest
+    expires_in_seconds: int
+
+
+def validate_checkout_session_request(body: Any) -> CheckoutOrder:
+    if not isinstance(body, dict):
+        raise ValidationError("body", "must be a JSON object")
+    fields = dict(body)
+    lifetime = fields.pop("expiresInSeconds", None)
+    return CheckoutOrder(validate_payment_request(fields), _lifetime(lifetime))
+
+
+def _lifetime(value: Any) -> int:
+    if value is None:
+        return DEFAULT_CHECKOUT_SESSION_SECONDS
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("expiresInSeconds", "must be an integer number of seconds")
+    if not MIN_CHECKOUT_SESSION_SECONDS <= value <= MAX_CHECKOUT_SESSION_SECONDS:
+        raise ValidationError(
+            "expiresInSeconds",
+            f"must be between {MIN_CHECKOUT_SESSION_SECONDS} and {MAX_CHECKOUT_SESSION_SECONDS}",
+        )
+    return value
 
 
 def _choice(body: dict[str, Any], field: str, choices: tuple[str, ...]) -> str | None:
@@ -136,6 +173,8 @@ def _metadata(value: Any) -> dict[str, str]:
             raise ValidationError(
                 field, f"keys must be 1 to {MAX_METADATA_KEY_LENGTH} characters without brackets"
             )
+        if key == CALLER_METADATA_KEY:
+            raise ValidationError(field, "is set by this service: it says who made the payment")
         # Stripe stores metadata as strings; numbers are accepted and stored as their text.
         if isinstance(item, bool) or not isinstance(item, str | int):
             raise ValidationError(field, "must be a string")

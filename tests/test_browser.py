@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 import shared.dev
 from api import create_app
 from shared.dev.processes import ARTIFACTS, ServedApp, free_port, wait_until
-from tests.conftest import ADMIN_TOKEN, REDIS_HOST
+from tests.conftest import ADMIN_TOKEN, API_CLIENT_KEY, REDIS_HOST
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOUBLE = Path(shared.dev.__file__).parent / "stripe_js_double.js"
@@ -70,7 +70,9 @@ def stripe_js_double(settings) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def checkout(settings, stripe_js_double, stand_in, live_api) -> Iterator[str]:
-    served = ServedApp(create_app(replace(settings, stripe_js_url=stripe_js_double)))
+    # The demo page (the dev stand-in's): most tests type the amount in, as a developer does.
+    demo = replace(settings, stripe_js_url=stripe_js_double, checkout_demo=True)
+    served = ServedApp(create_app(demo))
     stand_in.register_webhook(f"{served.url}/webhook")
     try:
         yield served.url
@@ -143,6 +145,72 @@ def test_card_4242_succeeds_with_the_status_the_webhook_set(page, checkout):
     expect(page.locator("#pay")).to_be_disabled()
     page.click("#new-payment")
     expect(page.locator("#pay")).to_be_enabled()
+
+
+def priced_by_the_back_end(checkout: str, amount: int) -> dict[str, Any]:
+    response = requests.post(
+        f"{checkout}/api/checkout-sessions",
+        json={"amount": amount, "currency": "usd", "metadata": {"orderId": "ord-42"}},
+        headers={"Authorization": f"Bearer {API_CLIENT_KEY}"},
+        timeout=10,
+    )
+    assert response.status_code == 201
+    session: dict[str, Any] = response.json()
+    return session
+
+
+def test_a_session_the_back_end_priced_is_paid_at_its_price(browser, checkout):
+    session = priced_by_the_back_end(checkout, 7777)
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(checkout + session["url"])
+
+    expect(page.locator("#order-amount")).to_have_text("77.77 USD")
+    assert page.locator("#amount").count() == 0
+    # The token left the address bar (and history) once the page had it.
+    assert "#" not in page.url
+    page.get_by_test_id("card-number").fill("4242 4242 4242 4242")
+    page.click("#pay")
+    status = page.locator("#status")
+    expect(status).to_have_attribute("data-state", "succeeded", timeout=30_000)
+    shot(page, "session-succeeded")
+    intent_id = status.get_attribute("data-payment-intent-id")
+    assert intent_id
+    # A reload of the paid session says so, and offers nothing to pay.
+    page.reload()
+    expect(status).to_contain_text("already paid")
+    assert page.locator("#pay").count() == 0
+    context.close()
+    view = ledger_of(checkout, intent_id)
+    assert (view["amount"], view["status"]) == (7777, "succeeded")
+    assert view["checkoutSession"] == session["id"]
+    assert view["metadata"] == {"orderId": "ord-42"}
+
+
+def test_a_page_that_asks_another_amount_of_a_session_is_refused(browser, checkout):
+    session = priced_by_the_back_end(checkout, 8888)
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(checkout + session["url"])
+
+    status, body = page.evaluate(
+        """async (token) => {
+          const response = await fetch("/api/create-payment", {
+            method: "POST",
+            headers: { "Content-Type": "application/json", "X-Checkout-Session": token },
+            body: JSON.stringify({ amount: 50, currency: "usd" }),
+          });
+          return [response.status, await response.json()];
+        }""",
+        session["token"],
+    )
+    context.close()
+
+    assert status == 409
+    assert (body["error"]["code"], body["error"]["field"]) == (
+        "checkout_session_mismatch",
+        "amount",
+    )
 
 
 def ledger_of(checkout: str, intent_id: str) -> dict[str, Any]:
@@ -315,6 +383,7 @@ def stalled_checkout(settings, stripe_js_double, stand_in, live_api) -> Iterator
     stalled = replace(
         settings,
         stripe_js_url=stripe_js_double,
+        checkout_demo=True,
         redis_url=f"{REDIS_HOST}/11",
         checkout_status_timeout_seconds=2,
     )

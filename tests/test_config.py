@@ -214,3 +214,18 @@ def test_stripe_js_is_fetched_over_https_outside_dev():
         "STRIPE_JS_URL": "http://127.0.0.1:8420/x.js",
     }
     assert load_settings(dev).stripe_js_url == "http://127.0.0.1:8420/x.js"
+
+
+def test_the_demo_page_is_refused_anywhere_but_the_stand_in():
+    """On the demo page the browser chooses the amount: never where real money moves."""
+    assert load_settings(_dev_env()).checkout_demo is True
+    assert load_settings(VALID).checkout_demo is False
+    stand_in = {**VALID, "STRIPE_API_BASE": "http://127.0.0.1:8420", "CHECKOUT_DEMO": "true"}
+    assert load_settings(stand_in).checkout_demo is True
+    aimed_at_stripe = {**VALID, "CHECKOUT_DEMO": "true"}
+    beside_a_live_key = {**stand_in, "STRIPE_SECRET_KEY": "sk_live_" + "x" * 24}
+    for env in (aimed_at_stripe, beside_a_live_key):
+        with pytest.raises(ConfigError, match="CHECKOUT_DEMO"):
+            load_settings(env)
+    with pytest.raises(ConfigError, match="CHECKOUT_DEMO must be true or false"):
+        load_settings({**stand_in, "CHECKOUT_DEMO": "yes"})

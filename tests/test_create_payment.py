@@ -81,8 +81,10 @@ def test_creates_a_payment_intent_and_records_it(client, settings, sessions):
     assert set(view) == {
         "paymentIntentId", "amount", "currency", "status", "metadata", "lastError", "updatedAt",
         "captureMethod", "amountReceived", "amountCapturable", "amountRefunded", "refunds",
-        "dispute",
+        "dispute", "checkoutSession",
     }  # fmt: skip
+    # A back end's payment, not a checkout session's.
+    assert view["checkoutSession"] is None
     # Nothing captured, refunded or disputed yet.
     assert (view["amountReceived"], view["amountRefunded"], view["refunds"]) == (0, 0, [])
     assert view["dispute"] is None

@@ -169,10 +169,17 @@ def test_security_headers_and_hsts_behind_tls(settings, database):
 
 
 def test_the_checkout_page_is_never_cached_and_its_policy_pins_base_and_forms(settings, database):
-    """The page sets the session cookie its payments belong to: a cache must not hand one
-    visitor's page (and session) to the next. Its policy allows no <base> (which would re-aim
-    every relative URL, the API calls included) and no form posting anywhere but here."""
-    page = create_app(settings).test_client().get("/")
+    """The page is one checkout session's: a cache must not hand one visitor's page to the
+    next. Its policy allows no <base> (which would re-aim every relative URL, the API calls
+    included) and no form posting anywhere but here."""
+    app = create_app(settings)
+    client = app.test_client()
+    created = client.post(
+        "/api/checkout-sessions",
+        json={"amount": 1000, "currency": "usd"},
+        headers={"Authorization": f"Bearer {API_CLIENT_KEY}"},
+    ).get_json()
+    page = client.get(f"/checkout/{created['id']}")
     assert page.status_code == 200
     assert page.headers["Cache-Control"] == "no-store"
     policy = [p.strip() for p in page.headers["Content-Security-Policy"].split(";")]

@@ -86,31 +86,22 @@ def test_another_callers_key_with_another_body_is_not_a_409(app):
     assert other.status_code == 200
 
 
-def test_a_checkout_session_is_a_caller_of_its_own(app):
-    browser = app.test_client()
-    page = browser.get("/")
-    cookie = browser.get_cookie("checkout_session")
-    assert cookie is not None and cookie.http_only and cookie.same_site == "Strict"
+def test_each_checkout_session_is_a_caller_of_its_own(app):
+    def session_token() -> str:
+        return client_of(app).post("/api/checkout-sessions", json=BODY).get_json()["token"]
+
+    mine, theirs = session_token(), session_token()
     key = secrets.token_hex(16)
 
-    first = create(browser, key)
-    again = create(browser, key)
-    stranger = app.test_client()
-    stranger.get("/")
-    theirs = create(stranger, key)
+    def create_as(token: str):
+        headers = {"Idempotency-Key": key, "X-Checkout-Session": token}
+        return app.test_client().post("/api/create-payment", json=BODY, headers=headers)
 
-    assert page.status_code == 200
-    assert first.status_code == again.status_code == theirs.status_code == 200
+    first, again, other = create_as(mine), create_as(mine), create_as(theirs)
+
+    assert first.status_code == again.status_code == other.status_code == 200
     assert again.get_json() == first.get_json()
-    assert theirs.get_json()["paymentIntentId"] != first.get_json()["paymentIntentId"]
-
-
-def test_a_session_can_be_obtained_without_the_page(app):
-    issued = app.test_client().post("/api/checkout-sessions")
-    token = issued.get_json()["checkoutSession"]
-    response = create(app.test_client(), secrets.token_hex(8), **{"X-Checkout-Session": token})
-    assert issued.status_code == 201
-    assert response.status_code == 200
+    assert other.get_json()["paymentIntentId"] != first.get_json()["paymentIntentId"]
 
 
 def test_status_needs_the_client_secret_or_the_admin_token(app):

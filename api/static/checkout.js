@@ -1,4 +1,4 @@
-import { createPaymentClient } from "./payment.js";
+import { PaymentError, createPaymentClient } from "./payment.js";
 
 const root = document.getElementById("checkout");
 const stripe = Stripe(root.dataset.publishableKey);
@@ -24,18 +24,14 @@ const LABELS = {
   succeeded: "Payment succeeded. Thank you!",
 };
 
-// One checkout = one order = one idempotency key, kept in this tab across retries and reloads.
-// A second attempt at the same order can then only replay its PaymentIntent, never make a new
-// one; once Stripe has accepted the payment the order is marked paid and Pay stays off.
-const ORDER_KEY = "checkout-order";
-
-function orderOf() {
-  return {
-    amount: Math.round(Number(form.amount.value) * 100),
-    currency: form.currency.value,
-    metadata: { source: "checkout-page" },
-  };
-}
+// A checkout session the shop's back end priced (/checkout/<id>#<token>), or, on the demo page,
+// one this page asks for with the amount typed in (the stand-in's dev setup only).
+const sessionId = root.dataset.sessionId || null;
+const demo = sessionId === null;
+// One checkout = one session = one PaymentIntent, kept in this tab across retries and reloads:
+// a second attempt can only replay it, never make another. Once Stripe has accepted the
+// payment the order is marked paid and Pay stays off.
+const ORDER_KEY = demo ? "checkout-demo-order" : `checkout-order:${sessionId}`;
 
 function savedOrder() {
   try {
@@ -49,11 +45,49 @@ function saveOrder(order) {
   sessionStorage.setItem(ORDER_KEY, JSON.stringify(order));
 }
 
-// The same order (amount and currency) keeps its key; another order gets a fresh one.
-function orderFor(details) {
+// The session's token comes in the URL's fragment, which no server sees; it is kept for this
+// tab and taken out of the address bar (and so out of history and screenshots).
+function sessionOrder() {
+  const fromUrl = decodeURIComponent(location.hash.slice(1));
+  const saved = savedOrder();
+  if (fromUrl && !(saved && saved.token === fromUrl)) saveOrder({ token: fromUrl, paid: false });
+  if (fromUrl) history.replaceState(null, "", location.pathname + location.search);
+  return savedOrder();
+}
+
+async function demoSession(details) {
+  let response;
+  let body = null;
+  try {
+    response = await fetch("/api/checkout-sessions", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ ...details, metadata: { source: "demo-page" } }),
+    });
+    body = await response.json();
+  } catch {
+    throw new PaymentError("We could not reach the payment service. Check your connection and try again.");
+  }
+  if (!response.ok) {
+    const error = (body && body.error) || {};
+    throw new PaymentError(error.message || "The payment could not be started.", {
+      code: error.code,
+      field: error.field,
+    });
+  }
+  return body.token;
+}
+
+// The demo's same amount and currency keep their session; another order gets a new one.
+async function demoOrder() {
+  const details = {
+    amount: Math.round(Number(form.amount.value) * 100),
+    currency: form.currency.value,
+  };
   const saved = savedOrder();
   if (saved && saved.amount === details.amount && saved.currency === details.currency) return saved;
-  const order = { ...details, idempotencyKey: crypto.randomUUID(), paid: false };
+  const order = { ...details, token: await demoSession(details), paid: false };
   saveOrder(order);
   return order;
 }
@@ -62,20 +96,18 @@ function render(state, detail = {}) {
   const locked = client.busy || client.paid || (savedOrder() || {}).paid === true;
   button.disabled = locked;
   button.setAttribute("aria-busy", String(client.busy));
-  form.amount.disabled = form.currency.disabled = locked;
+  if (demo) form.amount.disabled = form.currency.disabled = locked;
   status.dataset.state = state;
   status.textContent = state === "failed" ? detail.error.message : LABELS[state];
   if (detail.payment) status.dataset.paymentStatus = detail.payment.status;
   if (detail.backingOffMs !== undefined) status.dataset.backingOff = "true";
-  newPayment.hidden = !(state === "succeeded" || state === "delayed");
+  newPayment.hidden = !demo || !(state === "succeeded" || state === "delayed");
 }
 
 client.onChange(render);
 
 async function follow(order, { confirmWith = null } = {}) {
-  const { paymentIntentId, clientSecret } = await client.createPayment(order, {
-    idempotencyKey: order.idempotencyKey,
-  });
+  const { paymentIntentId, clientSecret } = await client.createPayment({}, { checkoutSession: order.token });
   status.dataset.paymentIntentId = paymentIntentId;
   if (confirmWith) {
     const intent = await client.confirm(clientSecret, card, confirmWith);
@@ -94,8 +126,19 @@ form.addEventListener("submit", async (event) => {
     status.dataset.refusedResubmits = String(Number(status.dataset.refusedResubmits || 0) + 1);
     return;
   }
+  let order;
   try {
-    await follow(orderFor(orderOf()), { confirmWith: { name: form.name.value || undefined } });
+    order = demo ? await demoOrder() : saved;
+  } catch (error) {
+    render("failed", { error });
+    return;
+  }
+  if (!order || !order.token) {
+    render("failed", { error: new PaymentError("This checkout link is incomplete. Open it again from the shop.") });
+    return;
+  }
+  try {
+    await follow(order, { confirmWith: { name: form.name.value || undefined } });
   } catch {
     // The client already moved to "failed" with a message for the customer.
   }
@@ -107,11 +150,16 @@ newPayment.addEventListener("click", () => {
 });
 
 // A reload of a paid order resumes following it instead of offering to pay again.
-const resumed = savedOrder();
+const resumed = demo ? savedOrder() : sessionOrder();
 if (resumed && resumed.paid) {
-  form.amount.value = (resumed.amount / 100).toFixed(2);
-  form.currency.value = resumed.currency;
-  follow(resumed).catch(() => {});
+  if (demo) {
+    form.amount.value = (resumed.amount / 100).toFixed(2);
+    form.currency.value = resumed.currency;
+  }
+  follow(resumed).catch((error) => {
+    // The session's payment succeeded while the page was away: nothing left to follow.
+    if (error.code === "checkout_session_completed") render("succeeded");
+  });
 } else {
   render("idle");
 }

@@ -3,7 +3,7 @@
 //   import { createPaymentClient } from "/static/payment.js";
 //   const client = createPaymentClient({ stripe: Stripe(publishableKey) });
 //   client.onChange((state, detail) => render(state, detail));
-//   const { paymentIntentId, clientSecret } = await client.createPayment(order, { idempotencyKey });
+//   const { paymentIntentId, clientSecret } = await client.createPayment({}, { checkoutSession: token });
 //   await client.confirm(clientSecret, cardElement, { name: "Jenny Rosen" });
 //   const payment = await client.waitForStatus(paymentIntentId, clientSecret);
 //
@@ -135,13 +135,13 @@ export function createPaymentClient({
   }
 
   // A create that the server is still working on (409 idempotency_key_in_use) is retried
-  // with the same key, as Retry-After says: it answers with the same PaymentIntent.
-  async function createWithKey(order, idempotencyKey) {
+  // with the same session or key, as Retry-After says: it answers with the same PaymentIntent.
+  async function createWithKey(order, headers) {
     for (let attempt = 0; ; attempt++) {
       try {
         return await api("/api/create-payment", {
           method: "POST",
-          headers: { "Idempotency-Key": idempotencyKey },
+          headers,
           body: JSON.stringify(order),
         });
       } catch (error) {
@@ -177,14 +177,21 @@ export function createPaymentClient({
       set("idle");
     },
 
-    // `idempotencyKey` must be the same for every attempt at one order (retries, reloads):
-    // then a second attempt can only ever replay the first PaymentIntent, never make another.
-    async createPayment({ amount, currency, metadata = {} }, { idempotencyKey } = {}) {
-      if (!idempotencyKey) throw new Error("createPayment needs the order's idempotencyKey");
+    // A checkout session's browser sends its token: the session (which the shop's back end
+    // priced) is the order and the key, so a second attempt can only replay its PaymentIntent.
+    // A back end may instead send the order with an `idempotencyKey`, the same for every
+    // attempt at one order (retries, reloads).
+    async createPayment(order = {}, { checkoutSession = null, idempotencyKey = null } = {}) {
+      if (!checkoutSession && !idempotencyKey) {
+        throw new Error("createPayment needs a checkoutSession token or the order's idempotencyKey");
+      }
       confirmedAs = null;
       set("creating");
       try {
-        const body = await createWithKey({ amount, currency, metadata }, idempotencyKey);
+        const body = await createWithKey(checkoutSession ? {} : order, {
+          ...(checkoutSession ? { "X-Checkout-Session": checkoutSession } : {}),
+          ...(idempotencyKey ? { "Idempotency-Key": idempotencyKey } : {}),
+        });
         return { paymentIntentId: body.paymentIntentId, clientSecret: body.clientSecret };
       } catch (error) {
         return fail(error);

@@ -13,6 +13,7 @@ from shared.config.readers import (
     _connected_accounts,
     _database_url,
     _encryption_keys,
+    _flag,
     _limit,
     _log_format,
     _log_level,
@@ -64,6 +65,17 @@ def refuse_public_dev_values(env: Mapping[str, str]) -> None:
                 "(these are only accepted with test keys and STRIPE_API_BASE pointing at the "
                 "stand-in)"
             )
+
+
+def _checkout_demo(env: Mapping[str, str]) -> bool:
+    """The demo page lets a browser choose what it pays: only ever against the stand-in."""
+    demo = _flag(env, "CHECKOUT_DEMO")
+    if demo and (_optional(env, "STRIPE_API_BASE") is None or _holds_live_key(env)):
+        raise ConfigError(
+            "CHECKOUT_DEMO lets any browser choose the amount it pays; it is only accepted with "
+            "test keys and STRIPE_API_BASE pointing at the stand-in"
+        )
+    return demo
 
 
 def _holds_live_key(env: Mapping[str, str]) -> bool:
@@ -216,6 +228,7 @@ def _callers(env: Mapping[str, str]) -> Fields:
         "stripe_js_url": _url(env, "STRIPE_JS_URL", js_schemes, required=False)
         or "https://js.stripe.com/v3/",
         "api_clients": _api_clients(env),
+        "checkout_demo": _checkout_demo(env),
         "connected_accounts": _connected_accounts(env),
         "status_rate_limit": _limit(env, "STATUS_RATE_LIMIT", "300 per minute"),
         "admin_rate_limit": _limit(env, "ADMIN_RATE_LIMIT", "60 per minute"),

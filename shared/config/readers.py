@@ -107,6 +107,13 @@ def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = (_optional(env, name) or "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ConfigError(f"{name} must be true or false")
+    return value in ("true", "1")
+
+
 def _log_level(env: Mapping[str, str]) -> str:
     value = (env.get("LOG_LEVEL", "") or "INFO").strip().upper()
     if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:

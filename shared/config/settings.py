@@ -99,6 +99,9 @@ class Settings:
     # Port for the worker's own /metrics; None serves none. Loopback unless told otherwise.
     worker_metrics_port: int | None = None
     worker_metrics_host: str = "127.0.0.1"
+    # The demo checkout page at / (dev only): it lets the browser choose the amount, creating
+    # its checkout session without an API client key. Refused at start anywhere but the stand-in.
+    checkout_demo: bool = False
     # Where the checkout page loads Stripe.js from (tests point it at a test double).
     stripe_js_url: str = "https://js.stripe.com/v3/"
     # "json" (one object a line, for production) or "text" (for people).

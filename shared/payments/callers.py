@@ -4,14 +4,15 @@ Stripe scopes idempotency keys to an account; we scope ours to a caller, so the 
 two callers names two payments, and no caller can replay (and read the client secret of) a
 payment it did not create. A caller is either
 
-- an API client, by the bearer token configured for it in ``API_CLIENT_KEYS``: a merchant's
-  back end; or
-- a checkout session: a browser that loaded the checkout page (or asked
-  ``POST /api/checkout-sessions``) holds a token we signed. Its scope is a hash of the token,
-  so only the browser holding the token is that caller.
+- an API client, by one of the bearer tokens configured for it in ``API_CLIENT_KEYS``: a
+  merchant's back end, which prices orders; or
+- a checkout session (``shared.payments.checkout_sessions``): an order an API client priced,
+  paid by the browser holding the session's token. Its scope is the session's id.
 
-Session tokens are signed with a key derived from ``PAYMENTS_ENCRYPTION_KEYS`` (no secret of
-their own to configure); every configured key verifies, the first one signs.
+Session tokens are "<session id>.<issued at>.<signature>", signed with a key derived from
+``PAYMENTS_ENCRYPTION_KEYS`` (no secret of their own to configure); every configured key
+verifies, the first one signs. The signature refuses a forged token without a database read;
+the session's row says whether it may still pay.
 """
 
 from __future__ import annotations
@@ -19,15 +20,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import secrets
 from dataclasses import dataclass
 
-SESSION_COOKIE = "checkout_session"
 SESSION_HEADER = "X-Checkout-Session"
-# A session lives as long as a customer might keep a checkout tab open and come back to it.
-SESSION_MAX_AGE_SECONDS = 7 * 24 * 3600
+SESSION_SCOPE_PREFIX = "session:"
 
-_NONCE_BYTES = 24
 _SIGNATURE_BYTES = 16
 
 
@@ -35,10 +32,21 @@ class CallerRejected(Exception):
     """A credential was offered and is not valid: answer 401, never fall back to another."""
 
 
+class SessionTokenExpired(CallerRejected):
+    """A genuine session token older than any session lives: its session is over (410)."""
+
+
 @dataclass(frozen=True)
 class Caller:
-    # Stored with each payment: "client:<name>" or "session:<hash of the token>".
+    # Stored with each payment and sent to Stripe in its metadata (payments_caller):
+    # "client:<name>" or "session:<checkout session id>".
     scope: str
+
+    @property
+    def checkout_session_id(self) -> str | None:
+        if self.scope.startswith(SESSION_SCOPE_PREFIX):
+            return self.scope.removeprefix(SESSION_SCOPE_PREFIX)
+        return None
 
     def stripe_idempotency_key(self, key: str) -> str:
         """The key sent to Stripe: namespaced by caller, so two callers' equal keys stay two
@@ -63,25 +71,45 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def new_session_token(encryption_keys: tuple[str, ...]) -> str:
-    nonce = secrets.token_bytes(_NONCE_BYTES)
-    signature = hmac.new(_signing_keys(encryption_keys)[0], nonce, hashlib.sha256).digest()
-    return f"{_b64(nonce)}.{_b64(signature[:_SIGNATURE_BYTES])}"
+def _token_signature(key: bytes, session_id: str, issued_at: int) -> bytes:
+    return hmac.new(key, f"{session_id}.{issued_at}".encode(), hashlib.sha256).digest()[
+        :_SIGNATURE_BYTES
+    ]
 
 
-def session_caller(token: str, encryption_keys: tuple[str, ...]) -> Caller:
-    nonce_text, _, signature_text = token.partition(".")
+def new_session_token(session_id: str, issued_at: int, encryption_keys: tuple[str, ...]) -> str:
+    """The token of checkout session ``session_id``, made at ``issued_at`` (unix seconds)."""
+    signature = _token_signature(_signing_keys(encryption_keys)[0], session_id, issued_at)
+    return f"{session_id}.{issued_at}.{_b64(signature)}"
+
+
+def session_caller(
+    token: str, encryption_keys: tuple[str, ...], *, now: int, max_age_seconds: int
+) -> Caller:
+    """The checkout session a token is for, if we signed it; SessionTokenExpired if it was
+    issued longer ago than any session lives."""
+    session_id, issued_text, signature_text = _token_parts(token)
+    issued_at = int(issued_text)
+    for key in _signing_keys(encryption_keys):
+        expected = _token_signature(key, session_id, issued_at)
+        if hmac.compare_digest(expected, signature_text):
+            if now - issued_at > max_age_seconds:
+                raise SessionTokenExpired("checkout session has expired")
+            return Caller(SESSION_SCOPE_PREFIX + session_id)
+    raise CallerRejected("checkout session is not one we issued")
+
+
+def _token_parts(token: str) -> tuple[str, str, bytes]:
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0].isascii() or not parts[1].isdigit():
+        raise CallerRejected("checkout session is malformed")
     try:
-        nonce, signature = _unb64(nonce_text), _unb64(signature_text)
+        signature = _unb64(parts[2])
     except (ValueError, TypeError):
         raise CallerRejected("checkout session is malformed") from None
-    if len(nonce) != _NONCE_BYTES or len(signature) != _SIGNATURE_BYTES:
+    if len(signature) != _SIGNATURE_BYTES or not 0 < len(parts[0]) <= 64 or len(parts[1]) > 12:
         raise CallerRejected("checkout session is malformed")
-    for key in _signing_keys(encryption_keys):
-        expected = hmac.new(key, nonce, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
-        if hmac.compare_digest(expected, signature):
-            return Caller("session:" + hashlib.sha256(nonce).hexdigest()[:64])
-    raise CallerRejected("checkout session is not one we issued")
+    return parts[0], parts[1], signature
 
 
 def api_client_caller(token: str, api_clients: tuple[tuple[str, str], ...]) -> Caller:
@@ -101,6 +129,8 @@ def identify_caller(
     *,
     api_clients: tuple[tuple[str, str], ...],
     encryption_keys: tuple[str, ...],
+    now: int,
+    session_max_age_seconds: int,
 ) -> Caller | None:
     """The caller a request proves it is, None when it offers nothing, or CallerRejected."""
     if authorization:
@@ -109,7 +139,12 @@ def identify_caller(
             raise CallerRejected("Authorization must be 'Bearer <API client key>'")
         return api_client_caller(token.strip(), api_clients)
     if session_token:
-        return session_caller(session_token.strip(), encryption_keys)
+        return session_caller(
+            session_token.strip(),
+            encryption_keys,
+            now=now,
+            max_age_seconds=session_max_age_seconds,
+        )
     return None
 
 

@@ -29,6 +29,8 @@ from shared.payments.details import PaymentDetails, find_payment_details
 from shared.payments.ordering import TERMINAL_STATUSES, apply_payment_intent
 from shared.validation import CancelRequest, CaptureRequest, RefundRequest
 
+_NOT_TO_CANCEL = frozenset({"succeeded", "processing", "requires_capture", "canceled"})
+
 
 class PaymentNotFound(Exception):
     """No payment with this PaymentIntent id in our ledger."""
@@ -100,6 +102,16 @@ class PaymentOperations:
             idempotency_key=stripe_operation_key("cancel", payment_intent_id, key),
         )
         return self._recorded(intent)
+
+    def cancel_unless_paid(
+        self, payment_intent_id: str, key: str, reason: str = "abandoned"
+    ) -> OperationResult | None:
+        """Cancel, unless Stripe says the payment is paid, on its way to it, authorized (the
+        operators capture or cancel those), or canceled already: None then."""
+        current = self._gateway.current_payment_intent(payment_intent_id)
+        if current is None or current["status"] in _NOT_TO_CANCEL:
+            return None
+        return self.cancel(payment_intent_id, CancelRequest(reason=reason), key)
 
     def _recorded(self, intent: dict[str, Any]) -> OperationResult:
         # A PaymentIntent carries no time of its last change. A final status (captured,

@@ -21,7 +21,7 @@ from shared.infra.stripe_gateway import CreatedIntent, PaymentGateway
 from shared.infra.timeutil import utc_from_timestamp
 from shared.models import Payment
 from shared.payments.callers import Caller, secret_digest
-from shared.validation import PaymentRequest
+from shared.validation import CALLER_METADATA_KEY, PaymentRequest
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,12 @@ class PaymentCreated:
 def request_fingerprint(request: PaymentRequest) -> str:
     canonical = json.dumps(request.canonical(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def stamped_metadata(request: PaymentRequest, caller: Caller) -> dict[str, str]:
+    """The metadata a PaymentIntent is made with: the caller's, and who the caller is, so a
+    handler (and Stripe's dashboard) can tell a session's payment from a back end's."""
+    return {**request.metadata, CALLER_METADATA_KEY: caller.scope}
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,7 @@ class PaymentService:
             intent = self._gateway.create_payment_intent(
                 amount=request.amount,
                 currency=request.currency,
-                metadata=request.metadata,
+                metadata=stamped_metadata(request, caller),
                 idempotency_key=caller.stripe_idempotency_key(key),
                 capture_method=request.capture_method,
             )
@@ -124,7 +130,7 @@ class PaymentService:
             "request_fingerprint": fingerprint,
             "amount": request.amount,
             "currency": request.currency,
-            "metadata": request.metadata,
+            "metadata": stamped_metadata(request, caller),
             # As asked; Stripe's own default (when not asked) comes with its events.
             "capture_method": request.capture_method,
             "create_lease_until": now + self._lease,

@@ -4,6 +4,7 @@ taken over while Stripe was still answering, every case of the ordering rule, an
 from __future__ import annotations
 
 import datetime as dt
+from functools import partial
 from typing import Any
 
 import pytest
@@ -173,15 +174,21 @@ def test_outcomes_are_counted_once_per_change(db):
 def test_a_credential_must_be_a_bearer_key_or_a_session_we_signed():
     clients = (("shop", "s" * 30),)
     keys = (FAST_KEY,)
+    identify = partial(
+        identify_caller,
+        api_clients=clients,
+        encryption_keys=keys,
+        now=1_800_000_000,
+        session_max_age_seconds=3600,
+    )
     for malformed in ("Basic c2hvcA==", "Bearer ", "Token " + "s" * 30):
         with pytest.raises(CallerRejected):
-            identify_caller(malformed, None, api_clients=clients, encryption_keys=keys)
-    assert identify_caller(
-        "bearer " + "s" * 30, None, api_clients=clients, encryption_keys=keys
-    ) == Caller("client:shop")
-    token = new_session_token(keys)
-    session = identify_caller(None, f" {token} ", api_clients=clients, encryption_keys=keys)
-    assert session is not None and session.scope.startswith("session:")
+            identify(malformed, None)
+    assert identify("bearer " + "s" * 30, None) == Caller("client:shop")
+    token = new_session_token("cs_abc", 1_800_000_000, keys)
+    session = identify(None, f" {token} ")
+    assert session == Caller("session:cs_abc")
+    assert session.checkout_session_id == "cs_abc"
 
 
 def test_a_status_read_needs_the_exact_client_secret():

@@ -6,12 +6,14 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from shared.infra.stripe_gateway import CreatedIntent
+from shared.ledger.handlers.registry import EventView
 from shared.models import Payment
 from shared.payments import (
     IdempotencyConflict,
@@ -22,6 +24,7 @@ from shared.payments import (
 from shared.payments.callers import (
     Caller,
     CallerRejected,
+    SessionTokenExpired,
     api_client_caller,
     identify_caller,
     new_session_token,
@@ -229,18 +232,43 @@ def test_a_tie_without_stripe_goes_to_the_later_lifecycle_step(db):
     assert status_of(db, "pi_o4") == "processing"
 
 
-def test_checkout_sessions_are_signed_and_survive_a_key_rotation():
-    old_key, new_key = FAST_KEY, "bmV3LWtleS1mb3ItdGVzdHMtb25seS0zMmJ5dGVzISE="
-    token = new_session_token((old_key,))
-    caller = session_caller(token, (old_key,))
+ISSUED = 1_800_000_000
+WEEK = 7 * 24 * 3600
 
-    assert session_caller(token, (new_key, old_key)) == caller
-    assert session_caller(new_session_token((old_key,)), (old_key,)) != caller
-    for forged in (token[:-2] + "AA", "x.y", token.split(".")[0] + "."):
+
+def verify(token: str, keys: tuple[str, ...], now: int = ISSUED + 60) -> Caller:
+    return session_caller(token, keys, now=now, max_age_seconds=WEEK)
+
+
+def test_checkout_session_tokens_are_signed_and_survive_a_key_rotation():
+    old_key, new_key = FAST_KEY, "bmV3LWtleS1mb3ItdGVzdHMtb25seS0zMmJ5dGVzISE="
+    token = new_session_token("cs_one", ISSUED, (old_key,))
+    caller = verify(token, (old_key,))
+
+    assert caller == Caller("session:cs_one")
+    assert verify(token, (new_key, old_key)) == caller
+    assert verify(new_session_token("cs_two", ISSUED, (old_key,)), (old_key,)) != caller
+    session_id, issued, signature = token.split(".")
+    forgeries = (
+        token[:-2] + "AA",
+        "x.y",
+        f"{session_id}.{issued}.",
+        # Another session's id, or another issue time, under this token's signature.
+        f"cs_two.{issued}.{signature}",
+        f"{session_id}.{ISSUED + WEEK}.{signature}",
+    )
+    for forged in forgeries:
         with pytest.raises(CallerRejected):
-            session_caller(forged, (old_key,))
+            verify(forged, (old_key,))
     with pytest.raises(CallerRejected):
-        session_caller(token, (new_key,))
+        verify(token, (new_key,))
+
+
+def test_a_session_token_older_than_any_session_lives_is_refused_without_a_lookup():
+    token = new_session_token("cs_old", ISSUED, (FAST_KEY,))
+    assert verify(token, (FAST_KEY,), now=ISSUED + WEEK) == Caller("session:cs_old")
+    with pytest.raises(SessionTokenExpired):
+        verify(token, (FAST_KEY,), now=ISSUED + WEEK + 1)
 
 
 def test_api_clients_and_the_order_of_credentials():
@@ -249,10 +277,17 @@ def test_api_clients_and_the_order_of_credentials():
     with pytest.raises(CallerRejected):
         api_client_caller("x" * 30, clients)
     # An offered but wrong credential never falls back to another one.
-    token = new_session_token((FAST_KEY,))
+    token = new_session_token("cs_any", ISSUED, (FAST_KEY,))
+    identify = partial(
+        identify_caller,
+        api_clients=clients,
+        encryption_keys=(FAST_KEY,),
+        now=ISSUED,
+        session_max_age_seconds=WEEK,
+    )
     with pytest.raises(CallerRejected):
-        identify_caller("Bearer wrong", token, api_clients=clients, encryption_keys=(FAST_KEY,))
-    assert identify_caller(None, None, api_clients=clients, encryption_keys=(FAST_KEY,)) is None
+        identify("Bearer wrong", token)
+    assert identify(None, None) is None
     assert Caller("client:shop").stripe_idempotency_key("k") != Caller(
         "client:other"
     ).stripe_idempotency_key("k")
@@ -279,3 +314,28 @@ def test_a_key_whose_row_moved_before_it_was_locked_is_looked_up_again(
     assert looks == ["k-moved", "k-moved"]
     assert (again.payment_intent_id, again.replayed) == (first.payment_intent_id, True)
     assert len(stripe.by_key) == 1
+
+
+def test_every_payment_intent_says_at_stripe_who_made_it(service, stripe, db):
+    created = service.create(ORDER, "k-caller", SHOP)
+    by_session = service.create(ORDER, "cs_abc", Caller("session:cs_abc"))
+
+    sent = {intent.id: intent.metadata for intent in stripe.by_key.values()}
+    assert sent[created.payment_intent_id] == {"orderId": "7", "payments_caller": "client:shop"}
+    assert sent[by_session.payment_intent_id] == {
+        "orderId": "7",
+        "payments_caller": "session:cs_abc",
+    }
+    # The row keeps what Stripe holds, as the payment's own events will say it.
+    assert row(db, created.payment_intent_id).metadata_["payments_caller"] == "client:shop"
+
+
+def test_a_handler_reads_who_made_the_payment_from_its_event():
+    def view(metadata: Any) -> EventView:
+        payload = {"data": {"object": {"id": "pi_1", "metadata": metadata}}}
+        return EventView("evt_1", "payment_intent.succeeded", None, payload)
+
+    assert view({"payments_caller": "session:cs_abc"}).payments_caller == "session:cs_abc"
+    assert view({"orderId": "7"}).payments_caller is None
+    assert view(None).payments_caller is None
+    assert view({"payments_caller": 7}).payments_caller is None

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from shared.infra.stripe_gateway import PaymentIntentReader
+from shared.validation import CALLER_METADATA_KEY
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,16 @@ class EventView:
     def object(self) -> dict[str, Any]:
         obj: dict[str, Any] = self.payload["data"]["object"]
         return obj
+
+    @property
+    def payments_caller(self) -> str | None:
+        """Who made the PaymentIntent this event is about, when this service made it:
+        "client:<name>" (a back end's API key) or "session:<id>" (a browser paying a checkout
+        session the back end priced). Read from Stripe's metadata, where the service puts it
+        and no create-payment caller can."""
+        metadata = self.object.get("metadata")
+        value = metadata.get(CALLER_METADATA_KEY) if isinstance(metadata, dict) else None
+        return value if isinstance(value, str) else None
 
 
 Handler = Callable[[Session, EventView], None]
