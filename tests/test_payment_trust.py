@@ -139,6 +139,27 @@ def test_only_a_hash_of_the_client_secret_is_stored(app, sessions):
     )
 
 
+def own_database_ports() -> list[int]:
+    """The local ports of this process's TCP connections to PostgreSQL (5432), read from
+    /proc: what pg_stat_activity calls their client_port."""
+    sockets = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed since the listing
+        if target.startswith("socket:["):
+            sockets.add(target[len("socket:[") : -1])
+    ports = []
+    with open("/proc/self/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if inode in sockets and remote.endswith(":1538"):  # 5432 in hex
+                ports.append(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
 class WatchingGateway:
     """The real gateway, looking at PostgreSQL while Stripe is being called."""
 
@@ -152,14 +173,20 @@ class WatchingGateway:
         self.inside = threading.Event()
 
     def create_payment_intent(self, **kwargs):
+        ports = own_database_ports()
+        # At least the connection this check itself runs on: /proc was read right.
+        assert ports, "no connection of this process to PostgreSQL found in /proc/self/net/tcp"
         with self._sessions() as session:
+            # This process's connections only: the session's worker, in a process of its own,
+            # may be between two statements of an ingest at this moment.
             self.open_transactions.append(
                 session.execute(
                     text(
                         "SELECT count(*) FROM pg_stat_activity WHERE datname = :db "
-                        "AND application_name = 'payments' AND state LIKE 'idle in transaction%'"
+                        "AND application_name = 'payments' AND state LIKE 'idle in transaction%' "
+                        "AND client_port = ANY(:ports)"
                     ),
-                    {"db": self._database},
+                    {"db": self._database, "ports": ports},
                 ).scalar_one()
             )
             # Our own idempotency row: nobody may be holding a lock on it now.
