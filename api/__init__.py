@@ -50,7 +50,11 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
             statements=runtime.statements,
             lease_seconds=settings.create_lease_seconds,
         ),
-        checkout_sessions=CheckoutSessions(runtime.sessions, settings.encryption_keys),
+        checkout_sessions=CheckoutSessions(
+            runtime.sessions,
+            settings.encryption_keys,
+            max_failed_attempts=settings.checkout_max_failed_attempts,
+        ),
         producer=producer,
         events=EventPublisher(producer),
     )

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -117,11 +118,22 @@ class CheckoutSession(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, index=True
     )
-    # Set when it ended before expires_at (its creator expired it), with why.
+    # Set when it ended before expires_at (its creator expired it, or card testing), with why.
     expired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     expired_reason: Mapped[str | None] = mapped_column(String(32))
+    # Declines and failed authentications of its PaymentIntent (payment_intent.payment_failed,
+    # each event counted once), and how many end it: card testing runs through confirmations,
+    # which go from the browser straight to Stripe.
+    failed_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    max_failed_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="5")
+    # Ended for its failures, and its PaymentIntent not canceled at Stripe yet: the sweeper's
+    # to do (an outbox, so the cancel survives any crash between the two).
+    cancel_pending: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
 
-    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        Index("ix_checkout_sessions_cancel_pending", "id", postgresql_where=text("cancel_pending")),
+    )
 
 
 class _AfterPayment:

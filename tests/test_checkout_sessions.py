@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import pytest
@@ -14,9 +15,11 @@ from sqlalchemy import text
 
 from api import create_app
 from shared.config import Settings
+from shared.dev.processes import wait_until
+from shared.infra.broker import SWEEP_TASK, make_producer
 from tests.conftest import API_CLIENT_KEY, OTHER_API_CLIENT_KEY
 
-ORDER = {"amount": 4321, "currency": "usd", "metadata": {"orderId": "ord-500"}}
+ORDER: dict[str, Any] = {"amount": 4321, "currency": "usd", "metadata": {"orderId": "ord-500"}}
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +247,46 @@ def test_the_demo_page_is_served_only_in_demo_mode(app, settings, database):
     assert closed.get_json()["error"]["code"] == "not_found"
     assert page.status_code == 200 and 'id="amount"' in page.get_data(as_text=True)
     assert anonymous.status_code == 201
+
+
+def test_a_session_declined_five_times_is_ended_and_its_payment_canceled(
+    live_api, stand_in, settle, settings, database
+):
+    """Card testing: confirmations go from the browser straight to Stripe, so the service counts
+    the session's payment_failed events and, at the limit (5 by default), ends the session and
+    has the sweeper cancel its PaymentIntent."""
+    auth = {"Authorization": f"Bearer {API_CLIENT_KEY}"}
+    session = requests.post(
+        f"{live_api.url}/api/checkout-sessions", json=ORDER, headers=auth, timeout=10
+    ).json()
+    token = {"X-Checkout-Session": session["token"]}
+    created = requests.post(f"{live_api.url}/api/create-payment", headers=token, timeout=10)
+    intent_id = created.json()["paymentIntentId"]
+    producer = make_producer(settings)
+
+    def failures_counted() -> int:
+        with database.connect() as connection:
+            return int(
+                connection.execute(
+                    text("SELECT failed_attempts FROM checkout_sessions WHERE id = :id"),
+                    {"id": session["id"]},
+                ).scalar_one()
+            )
+
+    def counted(attempts: int) -> bool:
+        return failures_counted() == attempts
+
+    for attempt in range(1, 6):
+        stand_in.pay(intent_id, "4000000000000002")
+        # The stand-in posts the decline's event after answering: wait for it to be applied.
+        wait_until(partial(counted, attempt), 30, f"decline {attempt} counted")
+        producer.send_task(SWEEP_TASK)
+        settle()
+        status = at_stripe(settings, intent_id)["status"]
+        # Four declines are a customer trying cards; the fifth ends it.
+        assert status == ("canceled" if attempt == 5 else "requires_payment_method"), attempt
+    producer.close()
+
+    again = requests.post(f"{live_api.url}/api/create-payment", headers=token, timeout=10)
+    assert again.status_code == 410
+    assert again.json()["error"]["code"] == "checkout_session_expired"

@@ -45,6 +45,8 @@ from shared.observability.metrics import (
     SWEPT,
 )
 from shared.observability.sentry import report_ingest_failure
+from shared.payments.card_testing import cancel_pending_payments
+from shared.payments.operations import PaymentOperations
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -250,6 +252,7 @@ def sweep_pending_runs() -> int:
     if runs:
         SWEPT.inc(len(runs))
         log.warning("sweeper re-sent %d pending run(s)", len(runs))
+    cancel_pending_payments(rt.sessions, PaymentOperations(rt.sessions, rt.gateway))
     return len(runs)
 
 
@@ -261,12 +264,15 @@ def prune_old_events() -> int:
         dt.timedelta(days=rt.settings.event_retention_days),
         rt.settings.reconcile_lookback_seconds,
     )
-    if result.events or result.canaries:
+    if result.events or result.canaries or result.abandoned_claims or result.checkout_sessions:
         log.info(
-            "pruned %d event(s) received before %s, and %d canary row(s)",
+            "pruned %d event(s) received before %s, %d canary row(s), %d abandoned claim(s) "
+            "and %d checkout session(s)",
             result.events,
             result.horizon.isoformat(),
             result.canaries,
+            result.abandoned_claims,
+            result.checkout_sessions,
         )
     return result.events
 

@@ -152,6 +152,7 @@ def events_prune(days: int, dry_run: bool) -> None:
         return
     result = prune(rt.sessions, older_than, lookback)
     click.echo(
-        f"pruned {result.events} event(s) received before {result.horizon:%Y-%m-%d %H:%M:%S} "
-        f"and {result.canaries} worker-check canary row(s)"
+        f"pruned {result.events} event(s) received before {result.horizon:%Y-%m-%d %H:%M:%S}, "
+        f"{result.canaries} worker-check canary row(s), {result.abandoned_claims} abandoned "
+        f"create-payment claim(s) and {result.checkout_sessions} ended checkout session(s)"
     )

@@ -238,7 +238,8 @@ def _callers(env: Mapping[str, str]) -> Fields:
 
 
 def _waits(env: Mapping[str, str]) -> Fields:
-    """How long an event no key decrypts is retried, and how long the checkout page waits."""
+    """How long an event no key decrypts is retried, how long the checkout page waits, and how
+    many failed attempts a checkout session is allowed."""
     return {
         "undecryptable_retry_seconds": _positive_int(
             env, "UNDECRYPTABLE_RETRY_SECONDS", DEFAULT_UNDECRYPTABLE_RETRY_SECONDS
@@ -246,6 +247,7 @@ def _waits(env: Mapping[str, str]) -> Fields:
         "checkout_status_timeout_seconds": _positive_int(
             env, "CHECKOUT_STATUS_TIMEOUT_SECONDS", 60
         ),
+        "checkout_max_failed_attempts": _positive_int(env, "CHECKOUT_MAX_FAILED_ATTEMPTS", 5),
     }
 
 

@@ -124,6 +124,9 @@ class Settings:
     # How long the checkout page waits for the outcome before it tells the customer the
     # payment is still processing (it keeps checking, and never offers to pay again).
     checkout_status_timeout_seconds: int = 60
+    # Failed attempts (declines, failed 3-D Secure) that end a checkout session and cancel its
+    # PaymentIntent: past them it is a card tester's, not a customer's.
+    checkout_max_failed_attempts: int = 5
 
     @property
     def broker(self) -> str:

@@ -9,6 +9,12 @@ Stripe can still send it (webhook retries for three days, ``GET /v1/events`` for
 reconciler and ``--since`` read), it would be taken for new and applied again. So nothing younger
 than Stripe's thirty days plus a day, or than the reconciler's own lookback, is ever pruned.
 
+Two more tables are trimmed, and nothing else: a payment is the ledger and is kept for ever.
+A create-payment claim that never got a PaymentIntent (Stripe refused it, or its request died)
+goes once its lease is over and Stripe's 24-hour idempotency window has passed: after that a
+retry with its key could not replay anything at Stripe either. A checkout session goes once it
+expired before the events' horizon; its payments keep its id.
+
 Deleted in batches, each its own short transaction, skipping rows another transaction holds:
 pruning never blocks ingest or the sweeper for long, and can stop and resume anywhere.
 """
@@ -19,11 +25,29 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Result, and_, delete, exists, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Result,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
-from shared.models import HandlerRun, RunStatus, StripeEvent, WorkerCanary
+from shared.models import (
+    CheckoutSession,
+    HandlerRun,
+    Payment,
+    RunStatus,
+    StripeEvent,
+    WorkerCanary,
+)
 
 # Stripe lists events for 30 days; one more day covers clocks and a delivery in flight.
 STRIPE_EVENT_DAYS = 30
@@ -31,6 +55,8 @@ MIN_RETENTION = dt.timedelta(days=STRIPE_EVENT_DAYS + 1)
 DEFAULT_BATCH = 5000
 # A canary row only matters while `payments worker-check` waits for it.
 CANARY_RETENTION = dt.timedelta(days=1)
+# Stripe keeps an idempotency key at least 24 hours; an hour more covers a request in flight.
+ABANDONED_CLAIM_AGE = dt.timedelta(hours=25)
 
 
 class RetentionTooShort(ValueError):
@@ -42,6 +68,8 @@ class PruneResult:
     horizon: dt.datetime
     events: int
     canaries: int
+    abandoned_claims: int = 0
+    checkout_sessions: int = 0
 
 
 def minimum_retention(reconcile_lookback_seconds: int) -> dt.timedelta:
@@ -101,7 +129,49 @@ def prune(
         result = session.execute(
             delete(WorkerCanary).where(WorkerCanary.created_at < horizon_for(CANARY_RETENTION, now))
         )
-    return PruneResult(horizon, events, _rowcount(result))
+    return PruneResult(
+        horizon,
+        events,
+        _rowcount(result),
+        abandoned_claims=_prune_in_batches(sessions, _abandoned_claims(now), batch),
+        checkout_sessions=_prune_in_batches(sessions, _ended_sessions(horizon), batch),
+    )
+
+
+def _abandoned_claims(now: dt.datetime | None) -> Delete:
+    """Claims with no PaymentIntent, their lease over, older than Stripe's key window."""
+    cutoff = horizon_for(ABANDONED_CLAIM_AGE, now)
+    claims = (
+        select(Payment.id)
+        .where(
+            Payment.payment_intent_id.is_(None),
+            Payment.created_at < cutoff,
+            or_(Payment.create_lease_until.is_(None), Payment.create_lease_until < cutoff),
+        )
+        .with_for_update(skip_locked=True)
+    )
+    return delete(Payment).where(Payment.id.in_(claims.limit(bindparam("batch")).scalar_subquery()))
+
+
+def _ended_sessions(horizon: dt.datetime) -> Delete:
+    ended = (
+        select(CheckoutSession.id)
+        .where(CheckoutSession.expires_at < horizon, ~CheckoutSession.cancel_pending)
+        .with_for_update(skip_locked=True)
+    )
+    return delete(CheckoutSession).where(
+        CheckoutSession.id.in_(ended.limit(bindparam("batch")).scalar_subquery())
+    )
+
+
+def _prune_in_batches(sessions: sessionmaker[Session], statement: Delete, batch: int) -> int:
+    total = 0
+    while True:
+        with transaction(sessions) as session:
+            deleted = _rowcount(session.execute(statement, {"batch": batch}))
+        total += deleted
+        if deleted < batch:
+            return total
 
 
 def prune_batch(session: Session, horizon: dt.datetime, batch: int) -> int:

@@ -52,6 +52,10 @@ DISPUTES = Counter(
     "with an evidence deadline).",
     ["status"],
 )
+CHECKOUT_CARD_TESTING = Counter(
+    "checkout_sessions_card_testing_total",
+    "Checkout sessions ended for too many failed attempts, their PaymentIntent canceled.",
+)
 WEBHOOK_LATENCY = Histogram(
     "webhook_latency_seconds",
     "POST /webhook from request in to response out.",

@@ -87,10 +87,12 @@ class CheckoutSessions:
         session_factory: sessionmaker[Session],
         encryption_keys: tuple[str, ...],
         *,
+        max_failed_attempts: int = 5,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._sessions = session_factory
         self._keys = encryption_keys
+        self._max_failed_attempts = max_failed_attempts
         self._now = clock
 
     def create(self, order: CheckoutOrder, created_by: str) -> IssuedSession:
@@ -108,6 +110,7 @@ class CheckoutSessions:
                     capture_method=order.payment.capture_method,
                     created_at=now,
                     expires_at=expires_at,
+                    max_failed_attempts=self._max_failed_attempts,
                 )
             )
         token = new_session_token(session_id, int(now.timestamp()), self._keys)

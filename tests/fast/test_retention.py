@@ -19,7 +19,7 @@ from shared.ledger.retention import (
     horizon_for,
     prune,
 )
-from shared.models import HandlerRun, RunStatus, StripeEvent, WorkerCanary
+from shared.models import CheckoutSession, HandlerRun, Payment, RunStatus, StripeEvent, WorkerCanary
 from tests.fast.ledger_kit import ago
 
 LOOKBACK = 3 * 24 * 3600
@@ -122,3 +122,69 @@ def test_beat_prunes_on_schedule_unless_retention_is_off():
 
     with pytest.raises(ConfigError, match="EVENT_RETENTION_DAYS"):
         load_settings({**ENV, "EVENT_RETENTION_DAYS": "30"})
+
+
+def _claim(db, *, hours_ago: float, intent: str | None = None, lease_in_hours=None) -> int:
+    now = dt.datetime.now(dt.UTC)
+    lease = None if lease_in_hours is None else now + dt.timedelta(hours=lease_in_hours)
+    with db.begin() as session:
+        payment = Payment(
+            payment_intent_id=intent,
+            amount=1000,
+            currency="usd",
+            status="creating" if intent is None else "succeeded",
+            caller="client:shop",
+            idempotency_key=f"key-{next(_ids)}",
+            create_lease_until=lease,
+            created_at=now - dt.timedelta(hours=hours_ago),
+        )
+        session.add(payment)
+        session.flush()
+        return payment.id
+
+
+def test_claims_that_never_got_a_payment_intent_go_after_stripes_key_window(db):
+    gone = _claim(db, hours_ago=26)
+    recent = _claim(db, hours_ago=20)
+    paid = _claim(db, hours_ago=24 * 400, intent=f"pi_kept_{next(_ids)}")
+    leased = _claim(db, hours_ago=26, lease_in_hours=1)
+
+    result = prune(db, KEEP, LOOKBACK)
+
+    with db() as session:
+        left = set(session.execute(select(Payment.id)).scalars())
+    assert gone not in left
+    assert {recent, paid, leased} <= left
+    assert result.abandoned_claims == 1
+
+
+def test_checkout_sessions_go_once_expired_before_the_horizon(db):
+    now = dt.datetime.now(dt.UTC)
+
+    def checkout_session(expired_days_ago: int, cancel_pending: bool = False) -> str:
+        session_id = f"cs_retention_{next(_ids)}"
+        with db.begin() as session:
+            session.add(
+                CheckoutSession(
+                    id=session_id,
+                    created_by="client:shop",
+                    amount=1000,
+                    currency="usd",
+                    metadata_={},
+                    created_at=now - dt.timedelta(days=expired_days_ago + 1),
+                    expires_at=now - dt.timedelta(days=expired_days_ago),
+                    cancel_pending=cancel_pending,
+                )
+            )
+        return session_id
+
+    old, recent = checkout_session(120), checkout_session(10)
+    owes_stripe = checkout_session(120, cancel_pending=True)
+
+    result = prune(db, KEEP, LOOKBACK)
+
+    with db() as session:
+        left = set(session.execute(select(CheckoutSession.id)).scalars())
+    assert old not in left
+    assert {recent, owes_stripe} <= left
+    assert result.checkout_sessions == 1

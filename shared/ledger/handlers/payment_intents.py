@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy.orm import Session
 
 from shared.ledger.handlers.registry import EventView, registry
 from shared.observability.logs import bind
 from shared.payments import apply_payment_intent
+from shared.payments.card_testing import checkout_session_of, record_failed_attempt
+
+log = logging.getLogger(__name__)
 
 PAYMENT_INTENT_EVENTS = (
     "payment_intent.created",
@@ -29,3 +34,11 @@ def sync_payment_intent(session: Session, event: EventView) -> None:
     bind(payment_intent_id=event.object.get("id"))
     current = None if event.stripe is None else event.stripe.current_payment_intent
     apply_payment_intent(session, event.object, as_of=event.created, fetch_current=current)
+
+
+@registry.handles("payment_intent.payment_failed", name="payments.checkout_failed_attempts")
+def count_checkout_failed_attempt(session: Session, event: EventView) -> None:
+    # Only a checkout session's PaymentIntent: a back end's own payments are its business.
+    checkout_session = checkout_session_of(event.payments_caller)
+    if checkout_session is not None and record_failed_attempt(session, checkout_session):
+        log.warning("checkout session %s ended: too many failed attempts", checkout_session)

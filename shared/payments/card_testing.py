@@ -1,0 +1,106 @@
+"""Card testing on checkout sessions: a session whose PaymentIntent fails too often is ended,
+and its PaymentIntent canceled at Stripe.
+
+No stranger can create PaymentIntents (the back end prices every session), but a browser holding
+a session's client secret can confirm its PaymentIntent with card after card, straight at
+Stripe. Each ``payment_intent.payment_failed`` of a session's PaymentIntent is counted once (its
+handler runs once per event); at the session's ``max_failed_attempts`` the session ends
+(``too_many_failures``) and owes Stripe a cancel (``cancel_pending``). The sweeper pays that
+debt, outside any transaction: a cancel is a Stripe call, and a crash between the two leaves
+the flag set for the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import stripe
+from sqlalchemy import case, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db import transaction
+from shared.models import CheckoutSession, Payment
+from shared.observability.metrics import CHECKOUT_CARD_TESTING
+from shared.payments.callers import SESSION_SCOPE_PREFIX
+from shared.payments.operations import PaymentOperations
+
+log = logging.getLogger(__name__)
+
+ENDED_FOR_FAILURES = "too_many_failures"
+# Sessions whose cancels one sweeper pass makes at most: the rest wait for the next.
+CANCELS_PER_PASS = 100
+
+
+def checkout_session_of(payments_caller: str | None) -> str | None:
+    if payments_caller is None or not payments_caller.startswith(SESSION_SCOPE_PREFIX):
+        return None
+    return payments_caller.removeprefix(SESSION_SCOPE_PREFIX)
+
+
+def record_failed_attempt(session: Session, session_id: str) -> bool:
+    """Count one failed attempt on the session; True when it is the one that ends it."""
+    table = CheckoutSession
+    reaches_limit = (table.expired_at.is_(None)) & (
+        table.failed_attempts + 1 >= table.max_failed_attempts
+    )
+    ended = session.execute(
+        update(table)
+        .where(table.id == session_id)
+        .values(
+            failed_attempts=table.failed_attempts + 1,
+            expired_at=case((reaches_limit, func.now()), else_=table.expired_at),
+            expired_reason=case((reaches_limit, ENDED_FOR_FAILURES), else_=table.expired_reason),
+            cancel_pending=table.cancel_pending | reaches_limit,
+        )
+        # The values RETURNING sees are the new ones: a session ended just now is one that
+        # owes a cancel and carries this attempt's reason at exactly its limit.
+        .returning(
+            (table.expired_reason == ENDED_FOR_FAILURES)
+            & (table.failed_attempts == table.max_failed_attempts)
+        )
+    ).scalar_one_or_none()
+    return bool(ended)
+
+
+def cancel_pending_payments(sessions: sessionmaker[Session], operations: PaymentOperations) -> int:
+    """Cancel the PaymentIntents that sessions ended for card testing still owe; answers how
+    many sessions were settled. A Stripe that does not answer leaves the rest for the next
+    pass."""
+    with sessions() as session:
+        owed = session.execute(
+            select(CheckoutSession.id, Payment.payment_intent_id)
+            .outerjoin(Payment, Payment.caller == SESSION_SCOPE_PREFIX + CheckoutSession.id)
+            .where(CheckoutSession.cancel_pending)
+            .limit(CANCELS_PER_PASS)
+        ).all()
+    settled = 0
+    for session_id, payment_intent_id in owed:
+        if payment_intent_id is not None:
+            try:
+                _cancel(operations, session_id, payment_intent_id)
+            except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError):
+                # Stripe is not answering: the rest wait for the next pass, not a timeout each.
+                log.warning("cancel of %s for card testing failed; next pass", payment_intent_id)
+                break
+        with transaction(sessions) as session:
+            session.execute(
+                update(CheckoutSession)
+                .where(CheckoutSession.id == session_id)
+                .values(cancel_pending=False)
+            )
+        CHECKOUT_CARD_TESTING.inc()
+        settled += 1
+    return settled
+
+
+def _cancel(operations: PaymentOperations, session_id: str, payment_intent_id: str) -> None:
+    try:
+        # One key per session: a second pass after a crash gets Stripe's first answer.
+        operations.cancel_unless_paid(
+            payment_intent_id, f"card-testing-{session_id}", reason="fraudulent"
+        )
+    except stripe.InvalidRequestError:
+        # Stripe refuses for good (it was paid meanwhile, say): nothing left to cancel.
+        log.warning("Stripe refused to cancel %s", payment_intent_id, exc_info=True)
+        return
+    log.warning("card testing: session %s ended, %s canceled", session_id, payment_intent_id)
