@@ -15,7 +15,9 @@ from shared.dev.processes import REPO_ROOT
 from tests.support import locks
 
 OPS = REPO_ROOT / "shared" / "ops"
-LONG_RUNNING = {"postgres", "redis", "web", "worker", "beat", "flower", "localstripe"}
+LONG_RUNNING = {
+    "postgres", "redis", "ratelimit", "web", "worker", "beat", "flower", "localstripe",
+}  # fmt: skip
 
 
 def promtool() -> str:
@@ -58,6 +60,18 @@ def test_redis_persists_and_never_evicts():
     assert "--appendonly yes" in command
     assert "--appendfsync everysec" in command
     assert "--maxmemory-policy noeviction" in command
+
+
+def test_rate_limit_counters_live_in_a_redis_of_their_own_that_evicts():
+    """A flood of distinct client addresses is one counter each: kept in the broker's Redis
+    (noeviction) it would fill it, and queued events would be refused."""
+    services = compose()["services"]
+    web = services["web"]["environment"]["RATE_LIMIT_STORAGE_URL"]
+    command = services["ratelimit"]["command"]
+    assert web.endswith("@ratelimit:6379/0")
+    assert "--maxmemory" in command and command[command.index("--maxmemory") + 1] == "64mb"
+    assert command[command.index("--maxmemory-policy") + 1] == "volatile-lru"
+    assert services["web"]["depends_on"]["ratelimit"]["condition"] == "service_healthy"
 
 
 def test_migrations_run_once_before_web_and_workers():
