@@ -12,7 +12,11 @@ from shared.ledger.webhooks import storable_event
 
 def test_payment_intent_events_have_the_sync_handler():
     for event_type in PAYMENT_INTENT_EVENTS:
-        assert registry.handlers_for(event_type) == ["payments.sync_payment_intent"]
+        handlers = registry.handlers_for(event_type)
+        assert handlers[0] == "payments.sync_payment_intent"
+        # A failure is also a checkout session's failed attempt (card testing), and only that.
+        failure = ["payments.checkout_failed_attempts"]
+        assert handlers[1:] == (failure if event_type == "payment_intent.payment_failed" else [])
 
 
 def test_unknown_event_type_has_no_handlers():

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+import stripe
 from sqlalchemy import select
 
 from shared.ledger.handlers.payment_intents import count_checkout_failed_attempt
 from shared.ledger.handlers.registry import EventView, registry
-from shared.models import CheckoutSession
-from shared.payments.card_testing import record_failed_attempt
+from shared.models import CheckoutSession, Payment
+from shared.payments.card_testing import cancel_pending_payments, record_failed_attempt
 
 
 def _session(db, session_id: str, limit: int = 3) -> None:
@@ -80,3 +81,60 @@ def test_only_a_checkout_sessions_payment_failures_are_counted(db):
     assert "payments.checkout_failed_attempts" in registry.handlers_for(
         "payment_intent.payment_failed"
     )
+
+
+class Operations:
+    """What the sweeper asks of PaymentOperations, answering as told."""
+
+    def __init__(self, *answers: Exception | None) -> None:
+        self.answers = list(answers)
+        self.asked: list[tuple[str, str]] = []
+
+    def cancel_unless_paid(self, payment_intent_id: str, key: str, reason: str = "") -> None:
+        self.asked.append((payment_intent_id, key))
+        answer = self.answers.pop(0)
+        if answer is not None:
+            raise answer
+
+
+def _owing(db, session_id: str, intent: str | None) -> None:
+    _session(db, session_id, limit=1)
+    with db.begin() as session:
+        assert record_failed_attempt(session, session_id)
+        if intent is not None:
+            session.add(
+                Payment(
+                    payment_intent_id=intent,
+                    amount=1000,
+                    currency="usd",
+                    status="requires_payment_method",
+                    caller=f"session:{session_id}",
+                    idempotency_key=session_id,
+                )
+            )
+
+
+def _owes(db, session_id: str) -> bool:
+    return _row(db, session_id).cancel_pending
+
+
+def test_the_sweeper_cancels_once_and_stops_when_stripe_does_not_answer(db):
+    _owing(db, "cs_sw1", "pi_sw1")
+    unreachable = Operations(stripe.APIConnectionError("down"))
+    assert cancel_pending_payments(db, unreachable) == 0  # type: ignore[arg-type]
+    assert _owes(db, "cs_sw1")
+
+    answering = Operations(None)
+    assert cancel_pending_payments(db, answering) == 1  # type: ignore[arg-type]
+    assert answering.asked == [("pi_sw1", "card-testing-cs_sw1")]
+    assert not _owes(db, "cs_sw1")
+    assert cancel_pending_payments(db, Operations()) == 0  # type: ignore[arg-type]
+
+
+def test_a_cancel_stripe_refuses_for_good_or_no_payment_settles_the_debt(db):
+    _owing(db, "cs_sw2", "pi_sw2")
+    _owing(db, "cs_sw3", None)
+    refusing = Operations(stripe.InvalidRequestError("already succeeded", param=None))
+
+    assert cancel_pending_payments(db, refusing) == 2  # type: ignore[arg-type]
+    assert not _owes(db, "cs_sw2") and not _owes(db, "cs_sw3")
