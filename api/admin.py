@@ -1,6 +1,9 @@
-"""The operator API under /admin/: the dead-letter list and replays, behind a bearer token.
+"""The operator API under /admin/: the dead-letter list and replays, behind operator tokens.
 
-With no ``ADMIN_TOKEN`` configured the whole prefix answers 404, as if it did not exist.
+Every route needs a scope (read, replay or refund) that the operator's token carries
+(``ADMIN_TOKENS``); every POST is written to the audit trail (``shared.operators``) with the
+operator's name, before it runs and once it has ended. With no operator configured the whole
+prefix answers 404, as if it did not exist.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from collections.abc import Callable
 from functools import partial, update_wrapper
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from api.context import ApiContext, Limits
 from api.errors import error_response
@@ -20,6 +23,8 @@ from shared.ledger.events import EventNotFound
 from shared.ledger.handlers import UnknownHandler
 from shared.ledger.reconcile import StripeEventSource
 from shared.ledger.webhooks import EventRefused
+from shared.observability.logs import bind
+from shared.operators import OK, AuditEntry, AuditTrail, operator_for
 
 MAX_LIST = 1000
 
@@ -79,33 +84,84 @@ def make_admin_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
     admin = Blueprint("admin", __name__, url_prefix="/admin")
     # Counted before the token is checked: guessing the token costs the same budget.
     limits.admin(admin)
-    admin.before_request(partial(require_admin_token, api))
-    admin.register_error_handler(AdminInputError, _bad_input)
-    routes: dict[tuple[str, str], Callable[..., Any]] = {
-        ("/dlq", "GET"): _dlq_list,
-        ("/dlq/replay", "POST"): _dlq_replay,
-        ("/events/<event_id>/replay", "POST"): _event_replay,
+    routes: dict[tuple[str, str], tuple[Callable[..., Any], str]] = {
+        ("/dlq", "GET"): (_dlq_list, "read"),
+        ("/dlq/replay", "POST"): (_dlq_replay, "replay"),
+        ("/events/<event_id>/replay", "POST"): (_event_replay, "replay"),
     }
-    for (rule, method), view in routes.items():
+    scopes = {}
+    for (rule, method), (view, scope) in routes.items():
+        endpoint = view.__name__.lstrip("_")
+        scopes[f"admin.{endpoint}"] = scope
         admin.add_url_rule(
             rule,
-            endpoint=view.__name__.lstrip("_"),
+            endpoint=endpoint,
             view_func=update_wrapper(partial(view, api), view),
             methods=[method],
         )
+    guard_operators(admin, api, scopes)
+    admin.register_error_handler(AdminInputError, _bad_input)
     return admin
 
 
-def require_admin_token(api: ApiContext) -> tuple[Response, int] | None:
-    """Every /admin/ blueprint's gate: 404 without an ADMIN_TOKEN configured, else 401 without
-    the bearer token."""
-    if not api.settings.admin_token:
+def guard_operators(blueprint: Blueprint, api: ApiContext, scopes: dict[str, str]) -> None:
+    """Gate every route of ``blueprint`` on an operator token with the route's scope, and
+    audit every POST."""
+    audit = AuditTrail(api.runtime.sessions)
+    blueprint.before_request(partial(_admit_operator, api, scopes, audit))
+    blueprint.after_request(partial(_audit_outcome, audit))
+
+
+def _admit_operator(
+    api: ApiContext, scopes: dict[str, str], audit: AuditTrail
+) -> tuple[Response, int] | None:
+    if not api.settings.operators:
         return error_response(404, "not_found", "The requested URL was not found on the server.")
-    if not api.has_bearer(api.settings.admin_token):
+    operator = operator_for(request.headers.get("Authorization"), api.settings.operators)
+    if operator is None:
         response, status = error_response(401, "unauthorized", "A valid bearer token is required.")
         response.headers["WWW-Authenticate"] = 'Bearer realm="admin"'
         return response, status
+    scope = scopes[str(request.endpoint)]
+    bind(operator=operator.name)
+    if request.method == "POST":
+        # Before the scope check: an attempt refused for its scope is audited too.
+        g.audit_id = audit.begin(
+            AuditEntry(
+                operator=operator.name,
+                scope=scope,
+                action=str(request.endpoint).split(".", 1)[1],
+                target=_target(),
+                idempotency_key=request.headers.get("Idempotency-Key"),
+            )
+        )
+    if scope not in operator.scopes:
+        return error_response(
+            403, "insufficient_scope", f"This operator's token does not carry the {scope} scope."
+        )
     return None
+
+
+def _target() -> str:
+    args = request.view_args or {}
+    return str(args.get("payment_intent_id") or args.get("event_id") or request.path)
+
+
+def _audit_outcome(audit: AuditTrail, response: Response) -> Response:
+    entry_id = g.pop("audit_id", None)
+    if entry_id is not None:
+        body = response.get_json(silent=True) if response.is_json else None
+        error = body.get("error") if isinstance(body, dict) else None
+        outcome = str(error.get("code")) if isinstance(error, dict) else OK
+        if response.status_code >= 400 and outcome == OK:
+            outcome = f"http_{response.status_code}"
+        audit.finish(
+            entry_id,
+            outcome,
+            status=response.status_code,
+            stripe_request_id=g.pop("stripe_request_id", None),
+        )
+    return response
 
 
 def _bad_input(exc: AdminInputError) -> tuple[Response, int]:

@@ -1,7 +1,8 @@
-"""The operators' payment operations under /admin/payments/: refund, capture, cancel.
+"""The operators' payments under /admin/payments/: read one, refund, capture, cancel.
 
-Behind the admin token like the rest of /admin/ (404 for the whole prefix without one), on the
-same rate-limit budget, and each with a required Idempotency-Key: a retry with the same key
+Behind the operator tokens like the rest of /admin/ (read for GET, refund for the three calls
+that move money; each audited), on the same rate-limit budget, and each call with a required
+Idempotency-Key: a retry with the same key
 gets Stripe's first answer again, never a second refund or capture. Each answers the payment
 as GET /api/payments/<id> shows it. The logic is ``shared.payments.operations``.
 """
@@ -15,14 +16,15 @@ from functools import partial
 from typing import Any
 
 import stripe
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
-from api.admin import require_admin_token
+from api.admin import guard_operators
 from api.bodies import MAX_API_BODY_BYTES, read_capped_body
 from api.context import ApiContext, Limits
 from api.errors import error_response, log_stripe_error, stripe_error_response
 from api.payments import payment_view
 from shared.observability.logs import bind
+from shared.payments.details import find_payment_details
 from shared.payments.operations import OperationResult, PaymentNotFound, PaymentOperations
 from shared.validation import (
     ValidationError,
@@ -42,8 +44,14 @@ Operate = Callable[[str, Any, str], OperationResult]
 def admin_payments_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
     blueprint = Blueprint("admin_payments", __name__, url_prefix="/admin/payments")
     limits.admin(blueprint)
-    blueprint.before_request(partial(require_admin_token, api))
     operations = PaymentOperations(api.runtime.sessions, api.runtime.gateway)
+    blueprint.add_url_rule(
+        "/<payment_intent_id>",
+        endpoint="payment",
+        view_func=partial(_payment, api),
+        methods=["GET"],
+    )
+    scopes = {"admin_payments.payment": "read"}
     routes: dict[str, tuple[Callable[[Any], Any], Operate]] = {
         "refunds": (validate_refund_request, operations.refund),
         "capture": (validate_capture_request, operations.capture),
@@ -56,7 +64,18 @@ def admin_payments_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
             view_func=_view(name, validate, operate),
             methods=["POST"],
         )
+        scopes[f"admin_payments.{name}"] = "refund"
+    guard_operators(blueprint, api, scopes)
     return blueprint
+
+
+def _payment(api: ApiContext, payment_intent_id: str) -> Answer:
+    """Any payment, as GET /api/payments/<id> shows it, without its client secret."""
+    bind(payment_intent_id=payment_intent_id)
+    details = find_payment_details(api.runtime.sessions, payment_intent_id)
+    if details is None:
+        return error_response(404, "not_found", "No payment with that PaymentIntent id.")
+    return jsonify(payment_view(details)), 200
 
 
 def _view(name: str, validate: Callable[[Any], Any], operate: Operate) -> Callable[[str], Answer]:
@@ -82,7 +101,9 @@ def _operate(
     except PaymentNotFound:
         return error_response(404, "not_found", "No payment with that PaymentIntent id.")
     except stripe.StripeError as exc:
+        g.stripe_request_id = exc.request_id
         return _stripe_refused(exc)
+    g.stripe_request_id = result.stripe_request_id
     log.info(
         "admin %s on %s: Stripe answered %s %s",
         name,

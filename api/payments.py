@@ -71,13 +71,10 @@ def payments_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
     def get_payment(payment_intent_id: str) -> Answer:
         bind(payment_intent_id=payment_intent_id)
         details = find_payment_details(api.runtime.sessions, payment_intent_id)
-        # The id names a payment; the client secret (or the operators' token) is the right to
-        # read it. Without that proof the answer is the same as for an id that does not exist.
-        allowed = details is not None and (
-            secret_matches(
-                request.headers.get("X-Client-Secret"), details.payment.client_secret_sha256
-            )
-            or api.has_bearer(api.settings.admin_token)
+        # The id names a payment; the client secret is the right to read it (operators read
+        # any payment under /admin/). Without it the answer is that of an unknown id.
+        allowed = details is not None and secret_matches(
+            request.headers.get("X-Client-Secret"), details.payment.client_secret_sha256
         )
         if details is None or not allowed:
             return error_response(404, "not_found", "No payment with that PaymentIntent id.")

@@ -243,6 +243,33 @@ class ReconcileCheckpoint(Base):
     updated_at: Mapped[dt.datetime] = _now_column()
 
 
+class AdminAction(Base):
+    """What an operator did under /admin/ (or the CLI): written before the action starts and
+    completed with its outcome, so a crash in between still leaves a row ("pending") that says
+    the action may have happened. Names the operator, never the token."""
+
+    __tablename__ = "admin_actions"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # Indexed: the audit is read newest first.
+    started_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), index=True
+    )
+    operator: Mapped[str] = mapped_column(String(64), nullable=False)
+    scope: Mapped[str] = mapped_column(String(16), nullable=False)
+    # "refund", "capture", "cancel", "dlq.replay", "event.replay", ...
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    # The PaymentIntent, the event or the dead-letter selection acted on.
+    target: Mapped[str] = mapped_column(String(255), nullable=False)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # "pending" until it ends; then "ok" or the error's code.
+    outcome: Mapped[str] = mapped_column(String(64), nullable=False, server_default="pending")
+    # The HTTP status answered (None for the CLI), and Stripe's request id when Stripe was asked.
+    status: Mapped[int | None] = mapped_column(Integer)
+    stripe_request_id: Mapped[str | None] = mapped_column(String(255))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class WorkerCanary(Base):
     """A canary task's trace: `payments worker-check` sends one per queue and waits for it."""
 

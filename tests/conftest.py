@@ -62,6 +62,11 @@ ADMIN_TOKEN = "admin-token-for-tests-" + "z" * 16
 API_CLIENT_KEY = "api-client-key-for-tests-" + "k" * 16
 OTHER_API_CLIENT_KEY = "api-client-key-for-tests-" + "o" * 16
 METRICS_TOKEN = "metrics-token-for-tests-" + "m" * 16
+# Named operators (ADMIN_TOKENS): one who may only read, one who may move money with either of
+# two tokens (the second one being rotated in).
+READER_TOKEN = "reader-token-for-tests-" + "r" * 16
+TREASURER_TOKEN = "treasurer-token-for-tests-" + "t" * 16
+TREASURER_NEXT_TOKEN = "treasurer-next-token-for-tests-" + "n" * 16
 # base64 of "test-only-key-one-not-secret-32b" and "...-two-...": valid Fernet keys, no secret.
 ENCRYPTION_KEY = "dGVzdC1vbmx5LWtleS1vbmUtbm90LXNlY3JldC0zMmI="
 NEXT_ENCRYPTION_KEY = "dGVzdC1vbmx5LWtleS10d28tbm90LXNlY3JldC0zMmI="
@@ -134,6 +139,10 @@ def base_env(stand_in_port: int, broker_env: dict[str, str]) -> dict[str, str]:
         "RETRY_BASE_SECONDS": "1",
         "HANDLER_MODULES": "tests.support.test_handlers",
         "ADMIN_TOKEN": ADMIN_TOKEN,
+        "ADMIN_TOKENS": (
+            f"reader:read:{READER_TOKEN},treasurer:read+refund:{TREASURER_TOKEN},"
+            f"treasurer:read+refund:{TREASURER_NEXT_TOKEN}"
+        ),
         "API_CLIENT_KEYS": f"tests:{API_CLIENT_KEY},other:{OTHER_API_CLIENT_KEY}",
         "METRICS_TOKEN": METRICS_TOKEN,
         "STATUS_RATE_LIMIT": "100000 per minute",
@@ -306,9 +315,9 @@ class ApiClient:
         )
 
     def payment(self, payment_intent_id: str) -> requests.Response:
-        """The payment as the operators see it (the admin token may read any payment)."""
+        """The payment as the operators see it (an operator may read any payment)."""
         return requests.get(
-            f"{self.base}/api/payments/{payment_intent_id}",
+            f"{self.base}/admin/payments/{payment_intent_id}",
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
             timeout=10,
         )

@@ -135,7 +135,7 @@ def test_card_4242_succeeds_with_the_status_the_webhook_set(page, checkout):
     # The page's final status is our ledger's, which only the webhook pipeline sets.
     assert (
         requests.get(
-            f"{checkout}/api/payments/{intent_id}",
+            f"{checkout}/admin/payments/{intent_id}",
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
             timeout=10,
         ).json()["status"]
@@ -216,7 +216,7 @@ def test_a_page_that_asks_another_amount_of_a_session_is_refused(browser, checko
 def ledger_of(checkout: str, intent_id: str) -> dict[str, Any]:
     """The payment as our ledger has it (only the webhook pipeline moves it past creation)."""
     response = requests.get(
-        f"{checkout}/api/payments/{intent_id}",
+        f"{checkout}/admin/payments/{intent_id}",
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
         timeout=10,
     )

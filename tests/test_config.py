@@ -229,3 +229,36 @@ def test_the_demo_page_is_refused_anywhere_but_the_stand_in():
             load_settings(env)
     with pytest.raises(ConfigError, match="CHECKOUT_DEMO must be true or false"):
         load_settings({**stand_in, "CHECKOUT_DEMO": "yes"})
+
+
+def test_named_operator_tokens_with_scopes():
+    reader, old, new = ("r" * 24, "o" * 24, "n" * 24)
+    env = {
+        **VALID,
+        "ADMIN_TOKENS": f"ann:read:{reader}, bob:read+refund:{old}, bob:read+refund:{new}",
+    }
+    operators = {(op.name, op.token): op.scopes for op in load_settings(env).operators}
+    assert operators == {
+        ("ann", reader): {"read"},
+        ("bob", old): {"read", "refund"},
+        ("bob", new): {"read", "refund"},
+    }
+    # ADMIN_TOKEN is the operator "admin" with every scope.
+    legacy = load_settings({**VALID, "ADMIN_TOKEN": "l" * 24}).operators
+    assert [(op.name, op.scopes) for op in legacy] == [("admin", {"read", "replay", "refund"})]
+    assert "o" * 24 not in repr(load_settings(env))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "ann:read:short",
+        "ann:write:" + "t" * 24,
+        "ann" + "t" * 24,
+        "a n:read:" + "t" * 24,
+        f"ann:read:{'t' * 24},bob:refund:{'t' * 24}",
+    ],
+)
+def test_a_malformed_operator_token_stops_start_up(value):
+    with pytest.raises(ConfigError, match="ADMIN_TOKENS"):
+        load_settings({**VALID, "ADMIN_TOKENS": value})

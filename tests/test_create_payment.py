@@ -72,7 +72,7 @@ def test_creates_a_payment_intent_and_records_it(client, settings, sessions):
     assert body["clientSecret"].startswith(body["paymentIntentId"] + "_secret_")
     assert [pi["id"] for pi in stand_in_intents(settings, marker)] == [body["paymentIntentId"]]
 
-    view = client.get(f"/api/payments/{body['paymentIntentId']}", headers=ADMIN).get_json()
+    view = client.get(f"/admin/payments/{body['paymentIntentId']}", headers=ADMIN).get_json()
     assert view["amount"] == 1000
     assert view["currency"] == "usd"
     assert view["status"] == "requires_payment_method"
@@ -102,7 +102,7 @@ def test_client_secret_is_never_stored(client, sessions):
 
 
 def test_unknown_payment_is_404_json(client):
-    response = client.get("/api/payments/pi_doesnotexist", headers=ADMIN)
+    response = client.get("/api/payments/pi_doesnotexist")
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
 
@@ -388,7 +388,7 @@ def test_database_unreachable_is_503_json(settings):
     )
     client = as_api_client(create_app(offline).test_client())
 
-    read = client.get("/api/payments/pi_anything", headers=ADMIN)
+    read = client.get("/admin/payments/pi_anything", headers=ADMIN)
     create = client.post(
         "/api/create-payment",
         json={"amount": 1000, "currency": "usd"},
@@ -408,7 +408,7 @@ def test_numeric_metadata_keys_survive_the_round_trip(client):
 
     assert response.status_code == 200, response.get_json()
     view = client.get(
-        f"/api/payments/{response.get_json()['paymentIntentId']}", headers=ADMIN
+        f"/admin/payments/{response.get_json()['paymentIntentId']}", headers=ADMIN
     ).get_json()
     assert view["metadata"] == {"8": "eight", "orderId": "9"}
 

@@ -360,7 +360,7 @@ def test_admin_api_is_off_without_a_token(settings, database):
 
     from api import create_app
 
-    client = create_app(replace(settings, admin_token=None)).test_client()
+    client = create_app(replace(settings, operators=())).test_client()
     response = client.get("/admin/dlq", headers={"Authorization": "Bearer anything"})
     assert response.status_code == 404
 

@@ -16,7 +16,7 @@ from tests.support import locks
 
 OPS = REPO_ROOT / "shared" / "ops"
 LONG_RUNNING = {
-    "postgres", "redis", "ratelimit", "web", "worker", "beat", "flower", "localstripe",
+    "postgres", "redis", "ratelimit", "proxy", "web", "worker", "beat", "flower", "localstripe",
 }  # fmt: skip
 
 
@@ -72,6 +72,23 @@ def test_rate_limit_counters_live_in_a_redis_of_their_own_that_evicts():
     assert "--maxmemory" in command and command[command.index("--maxmemory") + 1] == "64mb"
     assert command[command.index("--maxmemory-policy") + 1] == "volatile-lru"
     assert services["web"]["depends_on"]["ratelimit"]["condition"] == "service_healthy"
+
+
+def test_the_proxy_is_the_only_way_in_and_web_trusts_exactly_it():
+    services = compose()["services"]
+    proxy = services["proxy"]
+    assert "ports" not in services["web"]
+    assert services["web"]["environment"]["TRUSTED_PROXY_HOPS"] == "1"
+    assert "./shared/ops/nginx/nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
+    assert proxy["depends_on"]["web"]["condition"] == "service_healthy"
+
+
+def test_only_web_holds_the_operators_tokens():
+    services = compose()["services"]
+    for name, service in services.items():
+        environment = service.get("environment") or {}
+        holds = {"ADMIN_TOKEN", "ADMIN_TOKENS"} & set(environment)
+        assert holds == ({"ADMIN_TOKEN", "ADMIN_TOKENS"} if name == "web" else set()), name
 
 
 def test_migrations_run_once_before_web_and_workers():

@@ -221,7 +221,7 @@ def test_operations_need_the_admin_token(live_api, api, operation):
 
 
 def test_without_an_admin_token_configured_the_operations_do_not_exist(settings, database):
-    client = create_app(replace(settings, admin_token=None)).test_client()
+    client = create_app(replace(settings, operators=())).test_client()
     for operation in ("refunds", "capture", "cancel"):
         response = client.post(
             f"/admin/payments/pi_x/{operation}",

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from shared.cli.admin import admin
 from shared.cli.db import db
 from shared.cli.dev import dev
 from shared.cli.dlq import dlq
@@ -32,6 +33,7 @@ for command in (
     doctor_command,
     keys,
     payments,
+    admin,
     dev,
 ):
     main.add_command(command)

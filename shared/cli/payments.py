@@ -18,6 +18,7 @@ import stripe
 
 from shared.cli.common import operator_runtime
 from shared.observability.redaction import redact
+from shared.operators import OK, AuditEntry, AuditTrail, cli_operator
 from shared.payments.operations import OperationResult, PaymentNotFound, PaymentOperations
 from shared.validation import (
     CANCELLATION_REASONS,
@@ -40,16 +41,27 @@ def _key_option(func: Any) -> Any:
     return click.option("--idempotency-key", "key", required=True, help=KEY_HELP)(func)
 
 
-def _run(operate: Callable[[PaymentOperations], OperationResult]) -> OperationResult:
+def _run(action: str, payment_intent_id: str, request: Any, key: str) -> OperationResult:
+    """Run the operation ``action`` (refund, capture, cancel), written to the audit trail as
+    the CLI's operator (cli:<login>)."""
     rt, _ = operator_runtime()
+    audit = AuditTrail(rt.sessions)
+    entry = audit.begin(AuditEntry(cli_operator(), "refund", action, payment_intent_id, key))
     try:
-        return operate(PaymentOperations(rt.sessions, rt.gateway))
+        operate: Callable[[str, Any, str], OperationResult] = getattr(
+            PaymentOperations(rt.sessions, rt.gateway), action
+        )
+        result = operate(payment_intent_id, request, key)
     except PaymentNotFound as exc:
+        audit.finish(entry, "not_found")
         raise click.ClickException(f"no payment {exc} in the ledger") from None
     except stripe.StripeError as exc:
+        audit.finish(entry, exc.code or "stripe_error", stripe_request_id=exc.request_id)
         # Stripe's message is written for the operator; masked all the same.
         detail = redact(exc.user_message or type(exc).__name__)
         raise click.ClickException(f"Stripe refused: {exc.code or 'error'}: {detail}") from None
+    audit.finish(entry, OK, stripe_request_id=result.stripe_request_id)
+    return result
 
 
 def _checked_key(key: str) -> str:
@@ -78,7 +90,7 @@ def refund(payment_intent_id: str, amount: int | None, reason: str | None, key: 
     """Refund PAYMENT_INTENT_ID in full or in part (several times, up to the amount received)."""
     request = RefundRequest(amount=amount, reason=reason)
     checked = _checked_key(key)
-    result = _run(lambda ops: ops.refund(payment_intent_id, request, checked))
+    result = _run("refund", payment_intent_id, request, checked)
     answer = result.stripe_object
     click.echo(
         f"refund {answer['id']}: {answer['status']}, {answer['amount']} {answer['currency']}"
@@ -94,7 +106,7 @@ def capture(payment_intent_id: str, amount: int | None, key: str) -> None:
     """Capture a manual-capture PAYMENT_INTENT_ID in full or in part (the rest is released)."""
     request = CaptureRequest(amount=amount)
     checked = _checked_key(key)
-    result = _run(lambda ops: ops.capture(payment_intent_id, request, checked))
+    result = _run("capture", payment_intent_id, request, checked)
     answer = result.stripe_object
     received = answer.get("amount_received")
     click.echo(f"captured: Stripe says {answer['status']}, amount received {received}")
@@ -109,6 +121,6 @@ def cancel(payment_intent_id: str, reason: str | None, key: str) -> None:
     """Cancel PAYMENT_INTENT_ID if it is not final yet (a held authorisation is released)."""
     request = CancelRequest(reason=reason)
     checked = _checked_key(key)
-    result = _run(lambda ops: ops.cancel(payment_intent_id, request, checked))
+    result = _run("cancel", payment_intent_id, request, checked)
     click.echo(f"canceled: Stripe says {result.stripe_object['status']}")
     click.echo(_payment_line(result))

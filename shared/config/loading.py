@@ -8,7 +8,6 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from shared.config.readers import (
-    _admin_token,
     _api_clients,
     _connected_accounts,
     _database_url,
@@ -19,6 +18,7 @@ from shared.config.readers import (
     _log_level,
     _lookback,
     _non_negative_int,
+    _operators,
     _optional,
     _positive_int,
     _publishable_key,
@@ -200,7 +200,7 @@ def _protection(env: Mapping[str, str]) -> Fields:
     """The operator's token, the keys of stored payloads, the API's rate limit and its
     storage, and how many proxies' forwarded headers we believe."""
     return {
-        "admin_token": _admin_token(env),
+        "operators": _operators(env),
         "encryption_keys": _encryption_keys(env),
         "rate_limit": _rate_limit(env),
         "rate_limit_storage_url": _rate_limit_storage(env),

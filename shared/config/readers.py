@@ -8,8 +8,10 @@ from urllib.parse import urlsplit
 
 from shared.config.settings import (
     DEFAULT_RECONCILE_LOOKBACK_SECONDS,
+    OPERATOR_SCOPES,
     STRIPE_EVENTS_RETENTION_SECONDS,
     ConfigError,
+    Operator,
 )
 
 
@@ -161,8 +163,37 @@ def _encryption_keys(env: Mapping[str, str]) -> tuple[str, ...]:
     return keys
 
 
-def _admin_token(env: Mapping[str, str]) -> str | None:
-    return _token(env, "ADMIN_TOKEN")
+def _operators(env: Mapping[str, str]) -> tuple[Operator, ...]:
+    """ADMIN_TOKENS (name:scope+scope:token, ...), and ADMIN_TOKEN as the operator "admin"
+    with every scope: one token that does everything, as before names and scopes existed."""
+    operators = [_operator(part.strip()) for part in env.get("ADMIN_TOKENS", "").split(",")]
+    legacy = _token(env, "ADMIN_TOKEN")
+    if legacy is not None:
+        operators.append(Operator("admin", OPERATOR_SCOPES, legacy))
+    found = tuple(operator for operator in operators if operator is not None)
+    # A name may come back with another token (one being rotated); a token may not.
+    if len({operator.token for operator in found}) != len(found):
+        raise ConfigError("ADMIN_TOKENS (with ADMIN_TOKEN) gives each token once")
+    return found
+
+
+def _operator(part: str) -> Operator | None:
+    if not part:
+        return None
+    name, _, rest = part.partition(":")
+    scopes_text, _, token = rest.partition(":")
+    scopes = frozenset(scopes_text.split("+"))
+    if (
+        not name.replace("-", "").replace("_", "").replace(".", "").isalnum()
+        or not scopes <= OPERATOR_SCOPES
+        or len(token) < 24
+    ):
+        raise ConfigError(
+            "ADMIN_TOKENS must be name:scope+scope:token entries separated by commas: each name "
+            "letters, digits, -, _ or ., scopes among " + "+".join(sorted(OPERATOR_SCOPES)) + ", "
+            "each token at least 24 characters"
+        )
+    return Operator(name, scopes, token)
 
 
 def _token(env: Mapping[str, str], name: str) -> str | None:

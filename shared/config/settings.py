@@ -50,6 +50,21 @@ PUBLIC_DEV_VALUES = frozenset(
 )
 
 
+# What an operator's token may do under /admin/: read (the dead letters, a payment), replay
+# (dead runs, events) and refund (refunds, captures and cancels: the calls that move money).
+OPERATOR_SCOPES = frozenset({"read", "replay", "refund"})
+
+
+@dataclass(frozen=True)
+class Operator:
+    """One operator's token (ADMIN_TOKENS): several tokens may share a name while one is
+    rotated, and the audit table names the operator, never the token."""
+
+    name: str
+    scopes: frozenset[str]
+    token: str = field(repr=False)
+
+
 @dataclass(frozen=True)
 class Settings:
     stripe_secret_key: str = field(repr=False)
@@ -85,8 +100,9 @@ class Settings:
     event_retention_days: int = DEFAULT_EVENT_RETENTION_DAYS
     reconcile_overlap_seconds: int = DEFAULT_RECONCILE_OVERLAP_SECONDS
     reconcile_lookback_seconds: int = DEFAULT_RECONCILE_LOOKBACK_SECONDS
-    # Bearer token for /admin/; None turns the admin API off.
-    admin_token: str | None = field(default=None, repr=False)
+    # The operators' tokens for /admin/ (ADMIN_TOKENS, and ADMIN_TOKEN as "admin" with every
+    # scope); none turns the admin API off.
+    operators: tuple[Operator, ...] = ()
     # Extra modules whose handlers the workers load (our own are always loaded).
     handler_modules: tuple[str, ...] = ()
     # Per client address on /api/*, in flask-limiter's notation ("60 per minute").

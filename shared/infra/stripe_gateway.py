@@ -140,26 +140,23 @@ class StripeGateway:
     ) -> dict[str, Any]:
         params: Any = _given(payment_intent=payment_intent_id, amount=amount, reason=reason)
         refund = self._client.v1.refunds.create(params, {"idempotency_key": idempotency_key})
-        answer: dict[str, Any] = refund.to_dict()
-        return answer
+        return _with_request_id(refund, refund.to_dict())
 
     def capture_payment_intent(
         self, payment_intent_id: str, *, amount: int | None, idempotency_key: str
     ) -> dict[str, Any]:
         params: Any = _given(amount_to_capture=amount)
         options: Any = {"idempotency_key": idempotency_key}
-        return _without_secret(
-            self._client.v1.payment_intents.capture(payment_intent_id, params, options)
-        )
+        intent = self._client.v1.payment_intents.capture(payment_intent_id, params, options)
+        return _with_request_id(intent, _without_secret(intent))
 
     def cancel_payment_intent(
         self, payment_intent_id: str, *, reason: str | None, idempotency_key: str
     ) -> dict[str, Any]:
         params: Any = _given(cancellation_reason=reason)
         options: Any = {"idempotency_key": idempotency_key}
-        return _without_secret(
-            self._client.v1.payment_intents.cancel(payment_intent_id, params, options)
-        )
+        intent = self._client.v1.payment_intents.cancel(payment_intent_id, params, options)
+        return _with_request_id(intent, _without_secret(intent))
 
     def current_payment_intent(self, payment_intent_id: str) -> dict[str, Any] | None:
         return _unless_unknown(lambda: self._client.v1.payment_intents.retrieve(payment_intent_id))
@@ -179,6 +176,17 @@ def _unless_unknown(retrieve: Callable[[], Any]) -> dict[str, Any] | None:
             return None
         raise
     return _without_secret(resource)
+
+
+# Where an operation's answer carries Stripe's id of the request that made it (Request-Id), for
+# the operators' audit; ``shared.payments.operations`` takes it out before anything stores it.
+STRIPE_REQUEST_ID = "_stripe_request_id"
+
+
+def _with_request_id(resource: Any, answer: dict[str, Any]) -> dict[str, Any]:
+    response = getattr(resource, "last_response", None)
+    answer[STRIPE_REQUEST_ID] = getattr(response, "request_id", None)
+    return answer
 
 
 def _given(**params: Any) -> dict[str, Any]:

@@ -21,7 +21,9 @@ from typing import Any
 
 from shared.observability.redaction import redact
 
-CONTEXT_FIELDS = ("request_id", "task_id", "event_id", "payment_intent_id", "checkout_session")
+CONTEXT_FIELDS = (
+    "request_id", "task_id", "event_id", "payment_intent_id", "checkout_session", "operator",
+)  # fmt: skip
 _context: dict[str, contextvars.ContextVar[str | None]] = {
     name: contextvars.ContextVar(name, default=None) for name in CONTEXT_FIELDS
 }

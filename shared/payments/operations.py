@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
-from shared.infra.stripe_gateway import OperationsGateway
+from shared.infra.stripe_gateway import STRIPE_REQUEST_ID, OperationsGateway
 from shared.infra.timeutil import utc_from_timestamp
 from shared.models import Payment
 from shared.payments.after_payment import apply_refund
@@ -30,6 +30,11 @@ from shared.payments.ordering import TERMINAL_STATUSES, apply_payment_intent
 from shared.validation import CancelRequest, CaptureRequest, RefundRequest
 
 _NOT_TO_CANCEL = frozenset({"succeeded", "processing", "requires_capture", "canceled"})
+
+
+def _request_id(answer: dict[str, Any]) -> str | None:
+    value = answer.pop(STRIPE_REQUEST_ID, None)
+    return value if isinstance(value, str) else None
 
 
 class PaymentNotFound(Exception):
@@ -42,6 +47,8 @@ class OperationResult:
     stripe_object: dict[str, Any]
     # Our ledger's payment once the answer is recorded, with its refunds and dispute.
     details: PaymentDetails
+    # Stripe's id of the request that answered (its Request-Id), for the audit trail.
+    stripe_request_id: str | None = None
 
     @property
     def payment(self) -> Payment:
@@ -76,12 +83,13 @@ class PaymentOperations:
             reason=request.reason,
             idempotency_key=stripe_operation_key("refund", payment_intent_id, key),
         )
+        request_id = _request_id(refund)
         # Recorded at once, under the rule its events follow too (refund.created, ...).
         with transaction(self._sessions) as session:
             apply_refund(
                 session, refund, utc_from_timestamp(refund["created"]), self._gateway.current_refund
             )
-        return self._result(refund, payment_intent_id)
+        return self._result(refund, payment_intent_id, request_id)
 
     def capture(self, payment_intent_id: str, request: CaptureRequest, key: str) -> OperationResult:
         """Capture the amount asked (all that is capturable by default), the rest released."""
@@ -114,6 +122,7 @@ class PaymentOperations:
         return self.cancel(payment_intent_id, CancelRequest(reason=reason), key)
 
     def _recorded(self, intent: dict[str, Any]) -> OperationResult:
+        request_id = _request_id(intent)
         # A PaymentIntent carries no time of its last change. A final status (captured,
         # canceled) is final under the ordering rule whenever it is applied, so it is recorded
         # as of now; any other (a capture still processing) is left to its events, which carry
@@ -123,13 +132,15 @@ class PaymentOperations:
                 apply_payment_intent(
                     session, intent, self._now(), self._gateway.current_payment_intent
                 )
-        return self._result(intent, intent["id"])
+        return self._result(intent, intent["id"], request_id)
 
-    def _result(self, stripe_object: dict[str, Any], payment_intent_id: str) -> OperationResult:
+    def _result(
+        self, stripe_object: dict[str, Any], payment_intent_id: str, request_id: str | None
+    ) -> OperationResult:
         details = find_payment_details(self._sessions, payment_intent_id)
         if details is None:
             raise PaymentNotFound(payment_intent_id)
-        return OperationResult(stripe_object, details)
+        return OperationResult(stripe_object, details, request_id)
 
     def _known(self, payment_intent_id: str) -> Payment:
         with self._sessions() as session:
