@@ -20,6 +20,7 @@ from api.bodies import MAX_API_BODY_BYTES, InvalidJson, read_json_body
 from api.context import ApiContext, Limits
 from api.errors import error_response, stripe_error_response
 from shared.config import Settings
+from shared.currencies import major_units
 from shared.observability.logs import bind
 from shared.payments.callers import (
     SESSION_HEADER,
@@ -33,7 +34,6 @@ from shared.payments.checkout_sessions import (
     IssuedSession,
     OpenSession,
 )
-from shared.payments.currencies import major_units
 from shared.payments.operations import PaymentOperations
 from shared.validation import (
     MAX_CHECKOUT_SESSION_SECONDS,
