@@ -6,6 +6,9 @@ from __future__ import annotations
 ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
 # Stripe's three-decimal currencies: an amount is in thousandths.
 THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
+# Currencies Stripe counts in hundredths but charges in whole units only: an amount must be a
+# multiple of this (ISK since 2023: "invalid_charge_amount_no_decimal_compatible").
+WHOLE_UNITS_ONLY = {"isk": 100}
 
 
 def decimals(currency: str) -> int:
@@ -14,6 +17,16 @@ def decimals(currency: str) -> int:
     if currency in THREE_DECIMAL:
         return 3
     return 2
+
+
+def smallest_unit(currency: str) -> str:
+    """What an amount in ``currency`` counts, said for an error message."""
+    places = decimals(currency)
+    if places == 0:
+        return f"whole units of {currency} (1000 is 1000 {currency.upper()})"
+    if places == 3:
+        return f"thousandths of {currency} (1000 is 1.000 {currency.upper()})"
+    return f"hundredths of {currency}, like cents (1000 is 10.00 {currency.upper()})"
 
 
 def major_units(amount: int, currency: str) -> str:

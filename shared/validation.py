@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from shared.currencies import WHOLE_UNITS_ONLY, smallest_unit
 from shared.observability.redaction import contains_card_number
 
 # Stripe's largest amount for a PaymentIntent, in minor units (eight digits).
@@ -146,16 +147,27 @@ def _currency(value: Any) -> str:
 def _amount(value: Any, currency: Any) -> int:
     if value is None:
         raise ValidationError("amount", "is required")
+    known = currency if isinstance(currency, str) and currency in SUPPORTED_CURRENCIES else None
     # bool is an int in Python; JSON true is not an amount.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError("amount", "must be an integer in the currency's minor unit (cents)")
+        unit = smallest_unit(known) if known else "the currency's smallest unit"
+        raise ValidationError("amount", f"must be an integer in {unit}")
     if value <= 0:
         raise ValidationError("amount", "must be positive")
     if value > MAX_AMOUNT:
         raise ValidationError("amount", f"must be at most {MAX_AMOUNT}")
-    minimum = MINIMUM_AMOUNTS.get(currency) if isinstance(currency, str) else None
+    if known is None:
+        return value
+    minimum = MINIMUM_AMOUNTS.get(known)
     if minimum is not None and value < minimum:
-        raise ValidationError("amount", f"must be at least {minimum} for {currency}")
+        raise ValidationError("amount", f"must be at least {minimum} for {known}")
+    multiple = WHOLE_UNITS_ONLY.get(known)
+    if multiple is not None and value % multiple:
+        raise ValidationError(
+            "amount",
+            f"must be a multiple of {multiple} for {known}: Stripe charges whole units only "
+            f"({multiple} is 1 {known.upper()})",
+        )
     return value
 
 

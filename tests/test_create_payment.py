@@ -17,7 +17,7 @@ from api import create_app, stripe_error_response
 from shared.config import Settings
 from shared.dev.processes import free_port
 from shared.models import Payment
-from shared.observability.logs import configure_logging
+from shared.observability.logs import configure_logging, install_redaction
 from tests.conftest import ADMIN_TOKEN, API_CLIENT_KEY
 
 
@@ -117,6 +117,8 @@ def test_unknown_payment_is_404_json(client):
         ({"amount": -5, "currency": "usd"}, "amount"),
         ({"amount": 100_000_000, "currency": "usd"}, "amount"),
         ({"amount": 10, "currency": "usd"}, "amount"),
+        # Stripe charges ISK in whole krónur: 12345 (123.45 ISK) is refused before any row.
+        ({"amount": 12345, "currency": "isk"}, "amount"),
         ({"amount": 1000}, "currency"),
         ({"amount": 1000, "currency": "USD"}, "currency"),
         ({"amount": 1000, "currency": "xyz"}, "currency"),
@@ -136,8 +138,18 @@ def test_unknown_payment_is_404_json(client):
         ),
     ],
 )
-def test_invalid_input_is_400_naming_the_field(client, body, field):
+def test_invalid_input_is_400_naming_the_field(client, body, field, sessions):
+    def rows_like_it() -> int:
+        like_it = select(func.count()).select_from(Payment)
+        like_it = like_it.where(Payment.amount == body.get("amount"))
+        with sessions() as session:
+            return int(session.execute(like_it).scalar_one())
+
+    counted = type(body.get("amount")) is int
+    before = rows_like_it() if counted else 0
     response = client.post("/api/create-payment", json=body)
+    if counted:
+        assert rows_like_it() == before  # refused before any row is written
     assert response.status_code == 400
     error = response.get_json()["error"]
     assert response.get_json()["success"] is False
@@ -426,3 +438,21 @@ def test_the_sdks_own_line_per_call_is_kept_for_debug(level, sdk_lines):
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]
         logging.getLogger("stripe").setLevel(saved[2])
+
+
+def test_the_sdks_debug_lines_never_carry_a_body(settings, caplog):
+    """At LOG_LEVEL=DEBUG the SDK logs every request and response body: a customer's email and
+    address among them. The lines stay; their bodies are withheld."""
+    from shared.infra.stripe_gateway import make_stripe_client
+
+    install_redaction()
+    caplog.set_level(logging.DEBUG, logger="stripe")
+    email = f"jenny.rosen.{secrets.token_hex(4)}@example.com"
+    client = make_stripe_client(settings)
+
+    customer = client.v1.customers.create({"email": email, "name": "Jenny Rosen"})
+    client.v1.customers.retrieve(customer.id)
+
+    bodies = [r.getMessage() for r in caplog.records if "body" in r.getMessage()]
+    assert bodies and all("withheld" in line for line in bodies)
+    assert email not in caplog.text

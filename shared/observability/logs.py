@@ -55,11 +55,28 @@ def bound(**ids: str | None) -> Iterator[None]:
             _context[name].reset(token)
 
 
+# The Stripe SDK's DEBUG lines that carry a whole request or response body: a PaymentIntent's
+# billing details, receipt email and shipping address are customers' personal data, which no
+# pattern masks reliably. The line stays (it says a call was made), its body does not.
+_SDK_BODY_LINES = ("message='API response body'", "message='Post details'")
+
+
+class WithoutSdkBodies(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        for line in _SDK_BODY_LINES:
+            if line in text:
+                record.msg, record.args = f"{line} body=(withheld: may hold personal data)", None
+        return True
+
+
 def install_redaction() -> None:
-    """Make every LogRecord carry only redacted text and the context ids. Idempotent."""
+    """Make every LogRecord carry only redacted text and the context ids, and the Stripe SDK's
+    lines no request or response body. Idempotent."""
     global _installed
     if _installed:
         return
+    logging.getLogger("stripe").addFilter(WithoutSdkBodies())
     make_record = logging.getLogRecordFactory()
 
     def redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
