@@ -183,13 +183,20 @@ def _page(settings: Settings, *, session: OpenSession | None, ended: str | None 
     return page
 
 
+# The hosts Stripe's security guide lists for Stripe.js: its scripts (js.stripe.com and its
+# subdomains), its frames (card fields, 3-D Secure at hooks.stripe.com) and its API.
+STRIPE_SCRIPT_HOSTS = "https://js.stripe.com https://*.js.stripe.com"
+STRIPE_FRAME_HOSTS = "https://js.stripe.com https://*.js.stripe.com https://hooks.stripe.com"
+
+
 def _page_policy(settings: Settings) -> str:
-    # Stripe.js needs its own scripts, frames (card fields, 3-D Secure) and API calls.
+    # Stripe.js needs its own scripts, frames (card fields, 3-D Secure) and API calls; the
+    # origin STRIPE_JS_URL names too (the stand-in's double in dev).
     parts = urlsplit(settings.stripe_js_url)
     stripe_origin = f"{parts.scheme}://{parts.netloc}"
     return (
-        f"default-src 'self'; script-src 'self' {stripe_origin}; "
-        f"frame-src {stripe_origin} https://*.stripe.com; "
+        f"default-src 'self'; script-src 'self' {stripe_origin} {STRIPE_SCRIPT_HOSTS}; "
+        f"frame-src {stripe_origin} {STRIPE_FRAME_HOSTS} https://*.stripe.com; "
         f"connect-src 'self' {stripe_origin} https://api.stripe.com "
         f"{settings.stripe_api_base or ''}; "
         "img-src 'self' data: https://*.stripe.com; style-src 'self'; "

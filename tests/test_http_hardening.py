@@ -185,6 +185,11 @@ def test_the_checkout_page_is_never_cached_and_its_policy_pins_base_and_forms(se
     policy = [p.strip() for p in page.headers["Content-Security-Policy"].split(";")]
     assert "base-uri 'none'" in policy
     assert "form-action 'self'" in policy
+    # The hosts Stripe's security guide lists for Stripe.js.
+    directives = {part.split()[0]: part.split()[1:] for part in policy if part}
+    assert {"https://js.stripe.com", "https://*.js.stripe.com"} <= set(directives["script-src"])
+    assert {"https://js.stripe.com", "https://hooks.stripe.com"} <= set(directives["frame-src"])
+    assert "https://api.stripe.com" in directives["connect-src"]
     # Styles come from the page's own origin only: no inline style an injection could add.
     assert "style-src 'self'" in policy
     assert "'unsafe-inline'" not in page.headers["Content-Security-Policy"]
