@@ -156,6 +156,25 @@ def parse_event_body(body: str) -> dict[str, Any]:
     return check_event(event)
 
 
+# The object each family of event types carries, for the families our own handlers read. A
+# signed event whose object is of another kind is refused, not handed to a handler that would
+# misread it (a refund's amount taken for a payment's). Longest prefix first.
+_EVENT_OBJECTS = (
+    ("charge.dispute.", "dispute"),
+    ("charge.refund.", "refund"),
+    ("charge.", "charge"),
+    ("payment_intent.", "payment_intent"),
+    ("refund.", "refund"),
+)
+
+
+def expected_object(event_type: str) -> str | None:
+    for prefix, object_type in _EVENT_OBJECTS:
+        if event_type.startswith(prefix):
+            return object_type
+    return None
+
+
 def check_event(event: Any) -> dict[str, Any]:
     """Check that a decoded body is a Stripe event we can record."""
     if not isinstance(event, dict) or event.get("object") not in (None, "event"):
@@ -171,6 +190,11 @@ def check_event(event: Any) -> dict[str, Any]:
         raise WebhookRejected("invalid_event", "event created is missing")
     if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
         raise WebhookRejected("invalid_event", "event data.object is missing")
+    expected = expected_object(event_type)
+    if expected is not None and data["object"].get("object") != expected:
+        raise WebhookRejected(
+            "invalid_event", f"a {event_type} event must carry a {expected} object"
+        )
     return event
 
 

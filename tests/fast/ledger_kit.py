@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.ledger import batch, dlq, events, runs
 from shared.ledger.handlers import HandlerRegistry
 from shared.ledger.retry import RetryPolicy
-from shared.ledger.webhooks import EventScope
+from shared.ledger.webhooks import EventScope, expected_object
 from shared.models import HandlerRun
 
 SCOPE = EventScope(livemode=False, connected_accounts=("acct_served",))
@@ -42,6 +42,10 @@ def use_local_registry(monkeypatch: pytest.MonkeyPatch) -> HandlerRegistry:
 
 
 def make_event(event_type: str, *, created: int = CREATED, **obj: Any) -> dict[str, Any]:
+    # Stripe-shaped: the object says what it is, as every Stripe object does.
+    kind = expected_object(event_type)
+    if kind is not None:
+        obj = {"object": kind, **obj}
     return {
         "id": f"evt_kit_{next(_ids)}",
         "object": "event",

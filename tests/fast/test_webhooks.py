@@ -176,3 +176,27 @@ def test_an_event_without_secrets_or_nul_is_stored_as_it_came():
     event = make_event("fast.plain", note="nothing to hide")
     assert storable_event(event) == event
     assert storable_event({**event, "data": None})["data"] == {}
+
+
+@pytest.mark.parametrize(
+    ("event_type", "carried", "refused"),
+    [
+        ("payment_intent.succeeded", "payment_intent", False),
+        ("payment_intent.succeeded", "charge", True),
+        ("payment_intent.succeeded", None, True),
+        ("charge.refunded", "charge", False),
+        ("charge.refund.updated", "refund", False),
+        ("charge.dispute.created", "charge", True),
+        ("charge.dispute.funds_withdrawn", "dispute", False),
+        ("refund.created", "payment_intent", True),
+        # Families no handler of ours reads are the handler author's to check.
+        ("invoice.paid", "charge", False),
+    ],
+)
+def test_an_event_whose_object_is_not_its_types_is_refused(event_type, carried, refused):
+    event = make_event(event_type)
+    event["data"]["object"]["object"] = carried
+    if refused:
+        assert code_of(lambda: check_event(event)) == "invalid_event"
+    else:
+        assert check_event(event) is event
