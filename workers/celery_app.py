@@ -3,7 +3,6 @@
 import os
 from typing import Any
 
-from celery import Celery
 from celery.signals import (
     beat_init,
     setup_logging,
@@ -18,6 +17,7 @@ from celery.signals import (
 from shared.config import load_settings
 from shared.db import make_engine, make_session_factory
 from shared.infra.redis_transport import guard_closed_connections
+from shared.infra.task_auth import AuthenticatedTask, SigningCelery
 from shared.infra.topology import declare_dead_letters
 from shared.ledger.handlers import load_handler_modules
 from shared.observability.logs import bind, clear_context, configure_logging, install_redaction
@@ -30,7 +30,8 @@ install_redaction()
 # A Redis restart under a busy worker must not end it (see shared.infra.redis_transport).
 guard_closed_connections()
 
-app = Celery("payments")
+# Every task body from the broker is checked before it runs (shared.infra.task_auth).
+app = SigningCelery("payments", task_cls=AuthenticatedTask)
 app.config_from_object("celeryconfig")
 app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
 
@@ -56,6 +57,7 @@ def _unbind_task(**_: Any) -> None:
 @worker_init.connect
 def _prepare_worker(**_: Any) -> None:
     settings = load_settings()
+    app.use_keys(settings.encryption_keys)
     init_sentry(settings, component="worker")
     # Fail at start, not on the first task, when a configured handler module does not import.
     load_handler_modules(settings.handler_modules)
@@ -95,6 +97,8 @@ def _prepare_beat(sender: Any = None, **_: Any) -> None:
     schedule = getattr(sender, "schedule", None)
     if isinstance(schedule, str) and os.path.dirname(schedule):
         os.makedirs(os.path.dirname(schedule), exist_ok=True)
+    # Beat's tasks are signed as everything else this service queues.
+    app.use_keys(load_settings().encryption_keys)
 
 
 @worker_process_shutdown.connect

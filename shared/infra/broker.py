@@ -15,6 +15,7 @@ from kombu.exceptions import OperationalError
 from shared.config import Settings, pin_broker
 from shared.infra.crypto import PayloadCipher
 from shared.infra.redis_publish import BrokerUnavailable, RedisTaskPublisher, can_publish_directly
+from shared.infra.task_auth import SigningCelery
 from shared.infra.task_batches import prefetch_multiplier
 from shared.infra.topology import (
     CONFIRM_TIMEOUT_SECONDS,
@@ -188,8 +189,10 @@ def _time_limit_settings(policy: RetryPolicy) -> dict[str, Any]:
 
 
 def make_producer(settings: Settings) -> Celery:
-    app = Celery("payments-producer", set_as_current=False)
+    app = SigningCelery("payments-producer", set_as_current=False)
     app.conf.update(celery_settings(settings))
+    # The tasks it sends are signed with these (shared.infra.task_auth).
+    app.use_keys(settings.encryption_keys)
     return app
 
 

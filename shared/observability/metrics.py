@@ -52,6 +52,11 @@ DISPUTES = Counter(
     "with an evidence deadline).",
     ["status"],
 )
+TASKS_REFUSED = Counter(
+    "tasks_refused_total",
+    "Task bodies from the broker without a valid signature, acknowledged and not run.",
+    ["task"],
+)
 CHECKOUT_CARD_TESTING = Counter(
     "checkout_sessions_card_testing_total",
     "Checkout sessions ended for too many failed attempts, their PaymentIntent canceled.",
