@@ -262,3 +262,14 @@ def test_named_operator_tokens_with_scopes():
 def test_a_malformed_operator_token_stops_start_up(value):
     with pytest.raises(ConfigError, match="ADMIN_TOKENS"):
         load_settings({**VALID, "ADMIN_TOKENS": value})
+
+
+def test_worker_metrics_off_loopback_need_the_metrics_token():
+    every_interface = "0.0.0.0"  # noqa: S104 (the value under test, never bound here)
+    exposed = {**VALID, "WORKER_METRICS_PORT": "9808", "WORKER_METRICS_HOST": every_interface}
+    with pytest.raises(ConfigError, match="METRICS_TOKEN"):
+        load_settings(exposed)
+    token = {**exposed, "METRICS_TOKEN": "m" * 24}
+    assert load_settings(token).worker_metrics_host == every_interface
+    # On loopback (the default) only this host can reach them.
+    assert load_settings({**VALID, "WORKER_METRICS_PORT": "9808"}).worker_metrics_port == 9808

@@ -91,6 +91,30 @@ def test_only_web_holds_the_operators_tokens():
         assert holds == ({"ADMIN_TOKEN", "ADMIN_TOKENS"} if name == "web" else set()), name
 
 
+def test_flower_needs_a_login_and_worker_metrics_a_token():
+    services = compose()["services"]
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith(
+        "${FLOWER_BASIC_AUTH:?"
+    )
+    assert "FLOWER_UNAUTHENTICATED_API" not in text
+    worker = services["worker"]["environment"]
+    assert worker["WORKER_METRICS_HOST"] == "0.0.0.0"  # noqa: S104 (the file's value)
+    # Off loopback the worker's metrics need the token, and compose cannot start without it.
+    assert worker["METRICS_TOKEN"].startswith("${METRICS_TOKEN:?")
+
+
+def test_the_app_connects_as_its_own_role_and_only_migrate_as_the_owner():
+    services = compose()["services"]
+    for name in ("web", "worker", "beat", "flower"):
+        assert services[name]["environment"]["DATABASE_URL"].startswith(
+            "postgresql://payments_app:"
+        ), name
+    assert services["migrate"]["environment"]["DATABASE_URL"].startswith("postgresql://payments:")
+    init = "./shared/ops/postgres/app-role.sh:/docker-entrypoint-initdb.d/10-app-role.sh:ro"
+    assert init in services["postgres"]["volumes"]
+
+
 def test_migrations_run_once_before_web_and_workers():
     services = compose()["services"]
     assert services["migrate"]["command"] == ["payments", "db", "upgrade"]
@@ -129,6 +153,9 @@ SECRETS = (
     "PAYMENTS_ENCRYPTION_KEYS",
     "REDIS_PASSWORD",
     "POSTGRES_PASSWORD",
+    "APP_DB_PASSWORD",
+    "METRICS_TOKEN",
+    "FLOWER_BASIC_AUTH",
 )
 
 

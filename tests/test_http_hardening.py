@@ -316,3 +316,28 @@ def test_slow_clients_cannot_stop_the_webhook_from_answering(gunicorn_web):
     assert [status for status, _ in answered] == [200] * 20
     # A liveness bound, not a benchmark (bench/slow_clients.py measures the p99).
     assert max(seconds for _, seconds in answered) < 2
+
+
+def test_worker_metrics_off_loopback_answer_only_with_the_token(settings, database):
+    from shared.observability.sentry import start_worker_metrics
+
+    port = free_port()
+    exposed = replace(
+        settings,
+        worker_metrics_host="0.0.0.0",  # noqa: S104 (what compose sets, to be scraped)
+        worker_metrics_port=port,
+    )
+    server = start_worker_metrics(exposed)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        anonymous = requests.get(url, timeout=10)
+        wrong = requests.get(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
+        scraped = requests.get(
+            url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert anonymous.status_code == wrong.status_code == 401
+    assert scraped.status_code == 200
+    assert "dead_letters" in scraped.text

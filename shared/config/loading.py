@@ -44,6 +44,7 @@ from shared.config.settings import (
     DEFAULT_UNDECRYPTABLE_RETRY_SECONDS,
     DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
     DEFAULT_WEBHOOK_TOLERANCE_SECONDS,
+    LOOPBACK_HOSTS,
     PUBLIC_DEV_VALUES,
     ConfigError,
     Settings,
@@ -209,11 +210,18 @@ def _protection(env: Mapping[str, str]) -> Fields:
 
 
 def _observability(env: Mapping[str, str]) -> Fields:
+    host = _optional(env, "WORKER_METRICS_HOST") or "127.0.0.1"
+    port = _non_negative_int(env, "WORKER_METRICS_PORT", 0) or None
+    if port and host not in LOOPBACK_HOSTS and not _token(env, "METRICS_TOKEN"):
+        raise ConfigError(
+            "WORKER_METRICS_HOST other than loopback serves the worker's metrics to other "
+            "hosts: set METRICS_TOKEN, which they then require"
+        )
     return {
         "sentry_dsn": _optional(env, "SENTRY_DSN"),
         "prometheus_multiproc_dir": _optional(env, "PROMETHEUS_MULTIPROC_DIR"),
-        "worker_metrics_port": _non_negative_int(env, "WORKER_METRICS_PORT", 0) or None,
-        "worker_metrics_host": _optional(env, "WORKER_METRICS_HOST") or "127.0.0.1",
+        "worker_metrics_port": port,
+        "worker_metrics_host": host,
         "log_format": _log_format(env),
     }
 

@@ -50,6 +50,9 @@ PUBLIC_DEV_VALUES = frozenset(
 )
 
 
+# Addresses only this host reaches: a metrics endpoint bound elsewhere needs a token.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
 # What an operator's token may do under /admin/: read (the dead letters, a payment), replay
 # (dead runs, events) and refund (refunds, captures and cancels: the calls that move money).
 OPERATOR_SCOPES = frozenset({"read", "replay", "refund"})

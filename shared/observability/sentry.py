@@ -6,8 +6,9 @@ from typing import Any
 
 import sentry_sdk
 
-from shared.config import Settings
+from shared.config import LOOPBACK_HOSTS, Settings
 from shared.observability.metrics import DEAD_LETTERED
+from shared.observability.metrics_http import WSGIServer, bearer_only, serve_in_thread
 from shared.observability.redaction import redact
 
 
@@ -104,9 +105,11 @@ def report_ingest_failure(error: BaseException) -> None:
         sentry_sdk.capture_exception(error)
 
 
-def start_worker_metrics(settings: Settings) -> None:
-    """Serve the worker's /metrics: every prefork child's samples plus the ledger gauges."""
-    from prometheus_client import start_http_server
+def start_worker_metrics(settings: Settings) -> WSGIServer:
+    """Serve the worker's /metrics: every prefork child's samples plus the ledger gauges. Off
+    loopback, only to ``Authorization: Bearer $METRICS_TOKEN`` (the settings refuse such a
+    host without one)."""
+    from prometheus_client import make_wsgi_app
 
     from shared.db import make_engine, make_session_factory
     from shared.infra.broker import make_producer, queue_depths
@@ -125,6 +128,7 @@ def start_worker_metrics(settings: Settings) -> None:
             lambda: dead_letter_depth(producer),
         ),
     )
-    start_http_server(
-        settings.worker_metrics_port or 0, addr=settings.worker_metrics_host, registry=registry
-    )
+    app = make_wsgi_app(registry)
+    if settings.worker_metrics_host not in LOOPBACK_HOSTS:
+        app = bearer_only(app, settings.metrics_token or "")
+    return serve_in_thread(app, settings.worker_metrics_host, settings.worker_metrics_port or 0)
