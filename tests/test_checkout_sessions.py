@@ -290,3 +290,35 @@ def test_a_session_declined_five_times_is_ended_and_its_payment_canceled(
     again = requests.post(f"{live_api.url}/api/create-payment", headers=token, timeout=10)
     assert again.status_code == 410
     assert again.json()["error"]["code"] == "checkout_session_expired"
+
+
+def test_a_session_whose_time_is_up_has_its_unpaid_payment_canceled(
+    live_api, settle, settings, database
+):
+    """The browser keeps the client secret after the session's time: the sweeper ends the
+    session and cancels its PaymentIntent, as an explicit expire does."""
+    auth = {"Authorization": f"Bearer {API_CLIENT_KEY}"}
+    session = requests.post(
+        f"{live_api.url}/api/checkout-sessions", json=ORDER, headers=auth, timeout=10
+    ).json()
+    token = {"X-Checkout-Session": session["token"]}
+    created = requests.post(f"{live_api.url}/api/create-payment", headers=token, timeout=10)
+    intent_id = created.json()["paymentIntentId"]
+    with database.begin() as connection:
+        connection.execute(
+            text("UPDATE checkout_sessions SET expires_at = now() - interval '1 s' WHERE id = :id"),
+            {"id": session["id"]},
+        )
+
+    producer = make_producer(settings)
+    producer.send_task(SWEEP_TASK)
+    settle()
+    producer.close()
+
+    assert at_stripe(settings, intent_id)["status"] == "canceled"
+    with database.connect() as connection:
+        reason = connection.execute(
+            text("SELECT expired_reason FROM checkout_sessions WHERE id = :id"),
+            {"id": session["id"]},
+        ).scalar_one()
+    assert reason == "expired"

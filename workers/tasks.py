@@ -46,6 +46,7 @@ from shared.observability.metrics import (
 )
 from shared.observability.sentry import report_ingest_failure
 from shared.payments.card_testing import cancel_pending_payments
+from shared.payments.checkout_sessions import CheckoutSessions
 from shared.payments.operations import PaymentOperations
 from workers.celery_app import app
 
@@ -252,6 +253,8 @@ def sweep_pending_runs() -> int:
     if runs:
         SWEPT.inc(len(runs))
         log.warning("sweeper re-sent %d pending run(s)", len(runs))
+    # Checkout sessions whose time is up, then the cancels ended sessions owe Stripe.
+    CheckoutSessions(rt.sessions, rt.settings.encryption_keys).end_expired()
     cancel_pending_payments(rt.sessions, PaymentOperations(rt.sessions, rt.gateway))
     return len(runs)
 

@@ -103,6 +103,12 @@ class CheckoutSession(Base):
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         Index("ix_checkout_sessions_cancel_pending", "id", postgresql_where=text("cancel_pending")),
+        # The sweeper's look for sessions whose time is up and not yet ended.
+        Index(
+            "ix_checkout_sessions_open_expiry",
+            "expires_at",
+            postgresql_where=text("expired_at IS NULL"),
+        ),
     )
 
 

@@ -1,5 +1,5 @@
 """Card testing on checkout sessions: a session whose PaymentIntent fails too often is ended,
-and its PaymentIntent canceled at Stripe.
+and its PaymentIntent canceled at Stripe; and the cancels every ended session owes.
 
 No stranger can create PaymentIntents (the back end prices every session), but a browser holding
 a session's client secret can confirm its PaymentIntent with card after card, straight at
@@ -7,7 +7,8 @@ Stripe. Each ``payment_intent.payment_failed`` of a session's PaymentIntent is c
 handler runs once per event); at the session's ``max_failed_attempts`` the session ends
 (``too_many_failures``) and owes Stripe a cancel (``cancel_pending``). The sweeper pays that
 debt, outside any transaction: a cancel is a Stripe call, and a crash between the two leaves
-the flag set for the next pass.
+the flag set for the next pass. A session that simply ran out of time owes the same cancel
+(``CheckoutSessions.end_expired``): its browser still holds the client secret.
 """
 
 from __future__ import annotations
@@ -63,24 +64,25 @@ def record_failed_attempt(session: Session, session_id: str) -> bool:
 
 
 def cancel_pending_payments(sessions: sessionmaker[Session], operations: PaymentOperations) -> int:
-    """Cancel the PaymentIntents that sessions ended for card testing still owe; answers how
-    many sessions were settled. A Stripe that does not answer leaves the rest for the next
+    """Cancel the PaymentIntents that ended sessions (card testing, time) still owe; answers
+    how many sessions were settled. A Stripe that does not answer leaves the rest for the next
     pass."""
     with sessions() as session:
         owed = session.execute(
-            select(CheckoutSession.id, Payment.payment_intent_id)
+            select(CheckoutSession.id, Payment.payment_intent_id, CheckoutSession.expired_reason)
             .outerjoin(Payment, Payment.caller == SESSION_SCOPE_PREFIX + CheckoutSession.id)
             .where(CheckoutSession.cancel_pending)
             .limit(CANCELS_PER_PASS)
         ).all()
     settled = 0
-    for session_id, payment_intent_id in owed:
+    for session_id, payment_intent_id, reason in owed:
+        card_testing = reason == ENDED_FOR_FAILURES
         if payment_intent_id is not None:
             try:
-                _cancel(operations, session_id, payment_intent_id)
+                _cancel(operations, session_id, payment_intent_id, card_testing=card_testing)
             except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError):
                 # Stripe is not answering: the rest wait for the next pass, not a timeout each.
-                log.warning("cancel of %s for card testing failed; next pass", payment_intent_id)
+                log.warning("cancel of %s failed; next pass", payment_intent_id)
                 break
         with transaction(sessions) as session:
             session.execute(
@@ -88,19 +90,26 @@ def cancel_pending_payments(sessions: sessionmaker[Session], operations: Payment
                 .where(CheckoutSession.id == session_id)
                 .values(cancel_pending=False)
             )
-        CHECKOUT_CARD_TESTING.inc()
+        if card_testing:
+            CHECKOUT_CARD_TESTING.inc()
         settled += 1
     return settled
 
 
-def _cancel(operations: PaymentOperations, session_id: str, payment_intent_id: str) -> None:
+def _cancel(
+    operations: PaymentOperations, session_id: str, payment_intent_id: str, *, card_testing: bool
+) -> None:
+    # One key per session and cause: a second pass after a crash gets Stripe's first answer,
+    # and a session expired by its creator and by the clock is canceled once.
+    key, reason = (
+        (f"card-testing-{session_id}", "fraudulent")
+        if card_testing
+        else (f"expire-{session_id}", "abandoned")
+    )
     try:
-        # One key per session: a second pass after a crash gets Stripe's first answer.
-        operations.cancel_unless_paid(
-            payment_intent_id, f"card-testing-{session_id}", reason="fraudulent"
-        )
+        operations.cancel_unless_paid(payment_intent_id, key, reason=reason)
     except stripe.InvalidRequestError:
         # Stripe refuses for good (it was paid meanwhile, say): nothing left to cancel.
         log.warning("Stripe refused to cancel %s", payment_intent_id, exc_info=True)
         return
-    log.warning("card testing: session %s ended, %s canceled", session_id, payment_intent_id)
+    log.warning("session %s ended (%s): %s canceled", session_id, reason, payment_intent_id)

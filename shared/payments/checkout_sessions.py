@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
@@ -153,6 +153,30 @@ class CheckoutSessions:
                     Payment.caller == SESSION_SCOPE_PREFIX + session_id
                 )
             ).scalar_one_or_none()
+
+    def end_expired(self, *, limit: int = 1000) -> int:
+        """Mark sessions whose time is up as ended, owing Stripe the cancel of their unpaid
+        PaymentIntent (the sweeper pays it): their browser still holds its client secret. Answers
+        how many were ended."""
+        has_payment = exists().where(Payment.caller == SESSION_SCOPE_PREFIX + CheckoutSession.id)
+        due = (
+            select(CheckoutSession.id)
+            .where(CheckoutSession.expired_at.is_(None), CheckoutSession.expires_at <= self._now())
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        with transaction(self._sessions) as session:
+            ended = session.execute(
+                update(CheckoutSession)
+                .where(CheckoutSession.id.in_(due))
+                .values(
+                    expired_at=CheckoutSession.expires_at,
+                    expired_reason="expired",
+                    cancel_pending=has_payment,
+                )
+            )
+            return int(getattr(ended, "rowcount", 0))
 
     def _with_payment_status(
         self, session: Session, session_id: str
