@@ -1,11 +1,13 @@
-"""The sizes a reader can hold, and the layering, checked on every run (issue 11): no module
-over 300 lines and no function over 60 in the product and its tools, no product code importing
-from tests/, no module named like a standard-library one."""
+"""The sizes a reader can hold, and the layering, checked on every run: no function over 60
+lines in the product and its tools, no product code importing from tests/, no module named like
+a standard-library one. A module over 300 lines is reported (a warning in the run's summary),
+not refused: a module is split by concept, when one appears, not to meet a count."""
 
 from __future__ import annotations
 
 import ast
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,13 +34,20 @@ def _name(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
 
-def test_no_module_is_longer_than_a_reader_can_hold():
+class LongModule(UserWarning):
+    """A module past the lines a reader holds at once: worth a look for a second concept."""
+
+
+def test_a_module_longer_than_a_reader_can_hold_is_reported():
+    modules = list(_modules())
     long = {
         _name(path): lines
-        for path in _modules()
+        for path in modules
         if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
     }
-    assert long == {}
+    for name, lines in sorted(long.items()):
+        warnings.warn(f"{name} has {lines} lines (over {MAX_MODULE_LINES})", LongModule, 1)
+    assert len(modules) > 100  # the walk found the product it reports on
 
 
 def test_no_function_is_longer_than_a_screen():
