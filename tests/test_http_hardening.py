@@ -319,7 +319,7 @@ def test_slow_clients_cannot_stop_the_webhook_from_answering(gunicorn_web):
 
 
 def test_worker_metrics_off_loopback_answer_only_with_the_token(settings, database):
-    from shared.observability.sentry import start_worker_metrics
+    from shared.worker_metrics import start_worker_metrics
 
     port = free_port()
     exposed = replace(

@@ -22,8 +22,9 @@ from shared.infra.topology import declare_dead_letters
 from shared.ledger.handlers import load_handler_modules
 from shared.observability.logs import bind, clear_context, configure_logging, install_redaction
 from shared.observability.metrics import mark_process_dead, reset_multiprocess_dir
-from shared.observability.sentry import init_sentry, start_worker_metrics
+from shared.observability.sentry import init_sentry
 from shared.observability.worker_brokers import WorkerNotes
+from shared.worker_metrics import start_worker_metrics
 
 # Before Celery sets up its own handlers: every record it prints is redacted at creation.
 install_redaction()
