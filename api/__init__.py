@@ -22,11 +22,11 @@ from api.payments import payments_blueprint
 from api.webhook import webhook_blueprint
 from shared.config import Settings, load_settings
 from shared.infra.broker import EventPublisher, make_producer
-from shared.infra.runtime import build_runtime
 from shared.infra.stripe_gateway import PaymentGateway
 from shared.observability.logs import install_redaction
 from shared.payments import PaymentService
 from shared.payments.checkout_sessions import CheckoutSessions
+from shared.runtime import build_runtime
 
 __all__ = ["create_app", "error_response", "read_capped_body", "stripe_error_response"]
 

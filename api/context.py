@@ -12,9 +12,9 @@ from flask_limiter import Limiter
 
 from shared.config import Settings
 from shared.infra.broker import EventPublisher
-from shared.infra.runtime import Runtime
 from shared.payments import PaymentService
 from shared.payments.checkout_sessions import CheckoutSessions
+from shared.runtime import Runtime
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from shared.infra.broker import (
     SWEEP_TASK,
     enqueue_run,
 )
-from shared.infra.runtime import Runtime, build_runtime
 from shared.infra.task_batches import BatchItem, batching_strategy
 from shared.infra.topology import broker_countdown
 from shared.ledger.batch import apply_claimed_runs
@@ -48,6 +47,7 @@ from shared.observability.sentry import report_ingest_failure
 from shared.payments.card_testing import cancel_pending_payments
 from shared.payments.checkout_sessions import CheckoutSessions
 from shared.payments.operations import PaymentOperations
+from shared.runtime import Runtime, build_runtime
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ from celery import Celery
 
 from shared.config import ConfigError, Settings, load_settings
 from shared.infra.broker import make_producer
-from shared.infra.runtime import Runtime, build_runtime
 from shared.ledger.handlers import load_handler_modules, registry
 from shared.observability.logs import configure_logging
+from shared.runtime import Runtime, build_runtime
 
 DATE = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"])
 
@@ -29,7 +29,7 @@ def needed_event_types(settings: Settings) -> list[str]:
 
 
 def operator_runtime() -> tuple[Runtime, Celery]:
-    """The runtime every entry point builds (shared.infra.runtime) and a producer, for the
+    """The runtime every entry point builds (shared.runtime) and a producer, for the
     commands that touch the ledger or the queues."""
     settings = settings_or_exit()
     configure_logging("WARNING")

@@ -30,7 +30,7 @@ from shared.models import ReconcileCheckpoint, StripeEvent
 from shared.observability.metrics import EVENTS_REFUSED, RECONCILE_LAST_SUCCESS, RECONCILE_RECOVERED
 
 if TYPE_CHECKING:
-    from shared.infra.runtime import Runtime
+    from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
