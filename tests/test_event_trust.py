@@ -35,10 +35,11 @@ from shared.dev.processes import (
     run_payments,
     wait_until,
 )
-from shared.infra.broker import EVENTS_QUEUE, INGEST_EVENT_TASK, EventPublisher, make_producer
+from shared.infra.broker import EVENTS_QUEUE, INGEST_EVENT_TASK, make_producer
 from shared.infra.crypto import PayloadCipher
 from shared.infra.stripe_gateway import make_stripe_client
 from shared.ledger.dlq import replay_event
+from shared.ledger.publisher import EventPublisher
 from shared.ledger.reconcile import CHECKPOINT_NAME, StripeEventSource, reconcile
 from shared.ledger.webhooks import EventRefused, EventScope
 from shared.models import QuarantinedEvent, ReconcileCheckpoint, StripeEvent

@@ -63,11 +63,11 @@ from shared.infra.broker import (
     EVENTS_QUEUE,
     HANDLERS_QUEUE,
     UNACKED_RESTORE_SECONDS,
-    EventPublisher,
     enqueue_run,
     make_producer,
 )
 from shared.infra.crypto import PayloadCipher
+from shared.ledger.publisher import EventPublisher
 from shared.ledger.reconcile import reconcile
 from shared.ledger.webhooks import EventScope
 from tests.conftest import ENCRYPTION_KEY, WEBHOOK_SECRET
