@@ -13,6 +13,7 @@ from celery import Celery
 from shared.config import Settings, pin_broker
 from shared.infra.task_auth import SigningCelery
 from shared.infra.task_batches import prefetch_multiplier
+from shared.infra.time_limits import soft_time_limit
 from shared.infra.topology import (
     amqp_settings,
     broker_countdown,
@@ -20,7 +21,6 @@ from shared.infra.topology import (
     is_amqp,
     task_queues,
 )
-from shared.ledger.retry import RetryPolicy
 
 INGEST_EVENT_TASK = "payments.ingest_event"
 RUN_HANDLER_TASK = "payments.run_handler"
@@ -42,7 +42,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         **_delivery_settings(settings),
         **_routing_settings(settings),
         **_schedule_settings(settings),
-        **_time_limit_settings(RetryPolicy.from_settings(settings)),
+        **_time_limit_settings(settings.handler_time_limit_seconds),
         "worker_hijack_root_logger": False,
         "enable_utc": True,
         "timezone": "UTC",
@@ -160,12 +160,13 @@ def _prune_schedule(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _time_limit_settings(policy: RetryPolicy) -> dict[str, Any]:
+def _time_limit_settings(time_limit_seconds: float) -> dict[str, Any]:
     # A handler that hangs is killed, its attempt counted (see shared.ledger.runs), and retried.
     # Ingest applies the runs it claims itself (shared.ledger.batch), so it is bound the same.
+    # The retry policy's leases are built on the same limits (RetryPolicy.from_settings).
     limits = {
-        "time_limit": policy.time_limit_seconds,
-        "soft_time_limit": policy.soft_time_limit_seconds,
+        "time_limit": time_limit_seconds,
+        "soft_time_limit": soft_time_limit(time_limit_seconds),
     }
     return {"task_annotations": {RUN_HANDLER_TASK: limits, INGEST_EVENT_TASK: limits}}
 

@@ -14,14 +14,13 @@ from dataclasses import dataclass
 
 from shared.config import Settings
 from shared.infra.errors import is_transient
+from shared.infra.time_limits import soft_time_limit
 
 # Redis redelivers a message its worker holds longer than the visibility timeout, and a task
 # waiting out its countdown is held by the worker: a countdown stays well below that timeout.
 MAX_COUNTDOWN_SECONDS = 900.0
 # A lease outlives the hard time limit by this much, so a live attempt is never taken over.
 LEASE_MARGIN_SECONDS = 5.0
-# The soft time limit comes this much before the hard one, so a handler can clean up.
-SOFT_LIMIT_MARGIN_SECONDS = 10
 # Ingest is cheap and its message is the only copy of the event until it commits: retry it
 # quickly and for ever (transient) or a few times (permanent).
 INGEST_MAX_COUNTDOWN_SECONDS = 30.0
@@ -38,11 +37,6 @@ class GiveUp:
 
 
 Decision = Retry | GiveUp
-
-
-def soft_time_limit(time_limit_seconds: float) -> float:
-    """Celery's soft limit for an attempt with this hard limit: the time to clean up before."""
-    return max(1, time_limit_seconds - SOFT_LIMIT_MARGIN_SECONDS)
 
 
 def soft_time_limit_of_lease(lease_seconds: float) -> float:
