@@ -80,6 +80,21 @@ def test_no_product_code_imports_from_tests():
     assert leaks == {}
 
 
+# The packages the ledger stands on: they must not reach back up into it.
+BELOW_THE_LEDGER = ("shared/infra/", "shared/observability/", "shared/config/")
+
+
+def test_nothing_below_the_ledger_imports_it():
+    upward = {
+        (_name(path), module)
+        for path in _modules()
+        if _name(path).startswith(BELOW_THE_LEDGER)
+        for module in _imports(path)
+        if module == "shared.ledger" or module.startswith("shared.ledger.")
+    }
+    assert upward == set()
+
+
 def test_no_module_shadows_the_standard_library():
     shadows = [
         _name(path)
