@@ -12,8 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from shared.ledger.handlers import EventView, registry
-from shared.ledger.handlers.after_payment import DISPUTE_EVENTS, REFUND_EVENTS
-from shared.ledger.handlers.payment_intents import PAYMENT_INTENT_EVENTS
+from shared.payments.handlers.intents import PAYMENT_INTENT_EVENTS
+from shared.payments.handlers.refunds_disputes import DISPUTE_EVENTS, REFUND_EVENTS
 
 POISON_EVENT = "chaos.poison"
 

@@ -13,6 +13,9 @@ import stripe
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+# Imported for what it does: it registers the service's own handlers (PaymentIntents, refunds,
+# disputes) in every process that builds a runtime, web, workers and CLI alike.
+import shared.payments.handlers  # noqa: F401
 from shared.config import Settings
 from shared.db import make_engine, make_session_factory
 from shared.infra.crypto import PayloadCipher

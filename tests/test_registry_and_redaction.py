@@ -6,8 +6,8 @@ import pytest
 
 from shared.dev import stripe_events
 from shared.ledger.handlers import HandlerRegistry, UnknownHandler, registry
-from shared.ledger.handlers.payment_intents import PAYMENT_INTENT_EVENTS
 from shared.ledger.webhooks import storable_event
+from shared.payments.handlers.intents import PAYMENT_INTENT_EVENTS
 
 
 def test_payment_intent_events_have_the_sync_handler():

@@ -14,6 +14,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+# The service's own handlers, registered as in every process (the runtime imports them).
+import shared.payments.handlers  # noqa: F401
 from shared.db import make_engine, upgrade
 from shared.infra.crypto import PayloadCipher
 

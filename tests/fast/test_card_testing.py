@@ -8,10 +8,10 @@ import datetime as dt
 import stripe
 from sqlalchemy import select
 
-from shared.ledger.handlers.payment_intents import count_checkout_failed_attempt
 from shared.ledger.handlers.registry import EventView, registry
 from shared.models import CheckoutSession, Payment
 from shared.payments.card_testing import cancel_pending_payments, record_failed_attempt
+from shared.payments.handlers.intents import count_checkout_failed_attempt
 
 
 def _session(db, session_id: str, limit: int = 3) -> None:

@@ -19,8 +19,8 @@ from shared.ledger.handlers import (
     load_handler_modules,
     registry,
 )
-from shared.ledger.handlers.payment_intents import PAYMENT_INTENT_EVENTS, sync_payment_intent
 from shared.models import Payment
+from shared.payments.handlers.intents import PAYMENT_INTENT_EVENTS, sync_payment_intent
 
 # The module (its name is shadowed by the registry object it defines, in the package).
 registry_module = importlib.import_module("shared.ledger.handlers.registry")

@@ -1,8 +1,8 @@
-"""Event handlers. Importing this package registers our own handlers."""
+"""The handler registry, and loading the handler modules a deployment lists. The service's own
+handlers live with their domain (``shared.payments.handlers``); the ledger knows no event type."""
 
 import importlib
 
-from shared.ledger.handlers import after_payment, payment_intents
 from shared.ledger.handlers.registry import EventView, HandlerRegistry, UnknownHandler, registry
 
 
@@ -20,8 +20,6 @@ __all__ = [
     "EventView",
     "HandlerRegistry",
     "UnknownHandler",
-    "after_payment",
     "load_handler_modules",
-    "payment_intents",
     "registry",
 ]
