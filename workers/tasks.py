@@ -24,11 +24,11 @@ from shared.infra.broker import (
 )
 from shared.infra.task_batches import BatchItem, batching_strategy
 from shared.infra.topology import broker_countdown
-from shared.ledger.batch import apply_claimed_runs
 from shared.ledger.deliveries import queued_deliveries
 from shared.ledger.dlq import sweep_pending
-from shared.ledger.events import IngestResult, RecordedEvent, UndecryptableBody, ingest
-from shared.ledger.first_deliveries import ingest_batch, ingest_first_delivery
+from shared.ledger.events import IngestResult, UndecryptableBody
+from shared.ledger.first_deliveries import ingest_batch
+from shared.ledger.ingest_delivery import ingest_delivery
 from shared.ledger.quarantine import quarantine, undecryptable_countdown
 from shared.ledger.reconcile import reconcile_with_stripe
 from shared.ledger.retention import prune
@@ -143,20 +143,16 @@ def _start_runs(result: IngestResult, retries: dict[str, Retry]) -> None:
 def _ingest(
     task: Task, rt: Runtime, body: str, source: str
 ) -> tuple[IngestResult, dict[str, Retry]]:
-    """Record the event and apply its runs: the runs that failed come back with their retry."""
-    if _first_delivery(task):
-        result, outcome = ingest_first_delivery(
-            rt.sessions, body, source, rt.cipher, rt.scope, rt.gateway, rt.policy
-        )
-        return result, outcome.retries
-    # The first delivery's attempt died uncommitted, if it ran: count it now.
-    lease = dt.timedelta(seconds=rt.policy.lease_seconds)
-    result = ingest(
-        rt.sessions, body, source, rt.cipher, rt.scope, claim_lease=lease, uncounted_attempts=1
+    return ingest_delivery(
+        rt.sessions,
+        body,
+        source,
+        redelivered=_redelivered(task),
+        cipher=rt.cipher,
+        scope=rt.scope,
+        stripe=rt.gateway,
+        policy=rt.policy,
     )
-    if result.recorded is None or not result.claimed_handlers:
-        return result, {}
-    return result, _apply_claimed(rt, result.recorded, result.claimed_handlers)
 
 
 def _retry_ingest(task: Task, rt: Runtime, exc: Exception) -> None:
@@ -172,24 +168,9 @@ def _retry_ingest(task: Task, rt: Runtime, exc: Exception) -> None:
     raise task.retry(exc=exc, countdown=_countdown(decision.countdown), queue=EVENTS_QUEUE) from exc
 
 
-def _first_delivery(task: Task) -> bool:
-    """Whether the broker delivers this message for the first time (a Celery retry is a new
-    message). A redelivery may follow a worker killed by a handler: it goes the slower way,
-    which counts every attempt before running any handler (shared.ledger.batch)."""
-    return not (task.request.delivery_info or {}).get("redelivered")
-
-
-def _apply_claimed(rt: Runtime, event: RecordedEvent, handlers: list[str]) -> dict[str, Retry]:
-    """Apply the runs ingest claimed; each one that failed goes on as a task of its own."""
-    event_id = event.id
-    try:
-        outcome = apply_claimed_runs(rt.sessions, event, handlers, rt.gateway, rt.policy)
-    except Exception:
-        # Still pending and leased to us: a task takes each over once the lease ends (and
-        # the sweeper, should this enqueue be lost too).
-        log.exception("could not apply the runs of %s; handing them to handler tasks", event_id)
-        return dict.fromkeys(handlers, rt.policy.while_leased())
-    return outcome.retries
+def _redelivered(task: Task) -> bool:
+    """Whether the broker delivers this message again (a Celery retry is a new message)."""
+    return bool((task.request.delivery_info or {}).get("redelivered"))
 
 
 def _retry_or_quarantine(task: Task, body: str, source: str, first_attempt_at: float) -> None:

@@ -1,0 +1,71 @@
+"""Ingesting one delivery of the events queue, the first time or again: the one place that
+chooses between the two ways.
+
+A first delivery records the event and applies its handlers in one transaction
+(``first_deliveries``). A redelivery may follow a worker killed by a handler: it goes the slower
+way, which counts every attempt before running any handler (``events.ingest``, then
+``batch.apply_claimed_runs``). The worker's task only says which it is and translates the
+answer: the runs to send, and the retries of those that failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.infra.crypto import PayloadCipher
+from shared.infra.stripe_gateway import PaymentIntentReader
+from shared.ledger.batch import apply_claimed_runs
+from shared.ledger.events import IngestResult, RecordedEvent, ingest
+from shared.ledger.first_deliveries import ingest_first_delivery
+from shared.ledger.retry import Retry, RetryPolicy
+from shared.ledger.webhooks import EventScope
+
+log = logging.getLogger(__name__)
+
+
+def ingest_delivery(
+    sessions: sessionmaker[Session],
+    body: str,
+    source: str,
+    *,
+    redelivered: bool,
+    cipher: PayloadCipher,
+    scope: EventScope,
+    stripe: PaymentIntentReader,
+    policy: RetryPolicy,
+) -> tuple[IngestResult, dict[str, Retry]]:
+    """Record the event and apply its runs: the runs that failed come back with their retry."""
+    if not redelivered:
+        result, outcome = ingest_first_delivery(
+            sessions, body, source, cipher, scope, stripe, policy
+        )
+        return result, outcome.retries
+    # The first delivery's attempt died uncommitted, if it ran: count it now.
+    lease = dt.timedelta(seconds=policy.lease_seconds)
+    result = ingest(sessions, body, source, cipher, scope, claim_lease=lease, uncounted_attempts=1)
+    if result.recorded is None or not result.claimed_handlers:
+        return result, {}
+    return result, _apply_claimed(
+        sessions, result.recorded, result.claimed_handlers, stripe, policy
+    )
+
+
+def _apply_claimed(
+    sessions: sessionmaker[Session],
+    event: RecordedEvent,
+    handlers: list[str],
+    stripe: PaymentIntentReader,
+    policy: RetryPolicy,
+) -> dict[str, Retry]:
+    """Apply the runs ingest claimed; each one that failed goes on as a task of its own."""
+    try:
+        outcome = apply_claimed_runs(sessions, event, handlers, stripe, policy)
+    except Exception:
+        # Still pending and leased to us: a task takes each over once the lease ends (and
+        # the sweeper, should this enqueue be lost too).
+        log.exception("could not apply the runs of %s; handing them to handler tasks", event.id)
+        return dict.fromkeys(handlers, policy.while_leased())
+    return outcome.retries
