@@ -22,7 +22,7 @@ from shared.infra.broker import (
     SWEEP_TASK,
     enqueue_run,
 )
-from shared.infra.task_batches import BatchItem, batching_strategy
+from shared.infra.task_batches import BatchItem, batching_strategy, redelivered
 from shared.infra.topology import broker_countdown
 from shared.ledger.deliveries import queued_deliveries
 from shared.ledger.dlq import sweep_pending
@@ -147,7 +147,7 @@ def _ingest(
         rt.sessions,
         body,
         source,
-        redelivered=_redelivered(task),
+        redelivered=redelivered(task.request),
         cipher=rt.cipher,
         scope=rt.scope,
         stripe=rt.gateway,
@@ -166,11 +166,6 @@ def _retry_ingest(task: Task, rt: Runtime, exc: Exception) -> None:
         return
     log.warning("ingest failed, retrying in %.1fs: %s", decision.countdown, exc)
     raise task.retry(exc=exc, countdown=_countdown(decision.countdown), queue=EVENTS_QUEUE) from exc
-
-
-def _redelivered(task: Task) -> bool:
-    """Whether the broker delivers this message again (a Celery retry is a new message)."""
-    return bool((task.request.delivery_info or {}).get("redelivered"))
 
 
 def _retry_or_quarantine(task: Task, body: str, source: str, first_attempt_at: float) -> None:

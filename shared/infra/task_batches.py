@@ -74,6 +74,13 @@ def batching_strategy(run_batch: RunBatch, max_batch: int) -> Callable[..., Any]
 _batchers: dict[str, Batcher] = {}
 
 
+def redelivered(request: Any) -> bool:
+    """Whether the broker delivers this message again (its first delivery's worker died); a
+    Celery retry is a new message, not a redelivery. ``request`` is a worker's request or a
+    task's ``self.request``: both carry the broker's ``delivery_info``."""
+    return bool((getattr(request, "delivery_info", None) or {}).get("redelivered"))
+
+
 class _HandOffTo:
     """The consumer as Celery's default strategy sees it, but for where a ready request goes."""
 
@@ -109,7 +116,7 @@ class Batcher:
             _guarded(lambda held_request: held_request.reject(requeue=True), request)
 
     def take(self, request: Any) -> None:
-        if (request.delivery_info or {}).get("redelivered"):
+        if redelivered(request):
             self._run_alone(request)
             return
         self._held.append(request)
