@@ -18,7 +18,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from api.context import ApiContext, Limits
 from api.errors import error_response
 from shared.infra.broker import enqueue_run
-from shared.ledger.dlq import RunFilter, RunRow, count_dead, list_dead, replay_dead, replay_event
+from shared.ledger.dlq import ListedRun, RunFilter, count_dead, list_dead, replay_dead, replay_event
 from shared.ledger.events import EventNotFound
 from shared.ledger.handlers import UnknownHandler
 from shared.ledger.reconcile import StripeEventSource
@@ -29,7 +29,7 @@ from shared.operators import OK, AuditEntry, AuditTrail, operator_for
 MAX_LIST = 1000
 
 
-def run_view(run: RunRow) -> dict[str, Any]:
+def run_view(run: ListedRun) -> dict[str, Any]:
     """A handler run as the admin API shows it."""
     return {
         "id": run.run_id,

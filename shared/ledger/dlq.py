@@ -35,7 +35,10 @@ class RunFilter:
 
 
 @dataclass(frozen=True)
-class RunRow:
+class ListedRun:
+    """A handler run as the dead-letter list and the replays show it (not the row itself:
+    ``HandlerRun`` is the row, ``run_rows`` the functions that change it)."""
+
     event_id: str
     handler: str
     event_type: str
@@ -77,8 +80,8 @@ def _dead_runs_query(filters: RunFilter) -> Select[HandlerRun, str]:
     return query.order_by(HandlerRun.updated_at, HandlerRun.event_id, HandlerRun.handler)
 
 
-def _row(run: HandlerRun, event_type: str) -> RunRow:
-    return RunRow(
+def _row(run: HandlerRun, event_type: str) -> ListedRun:
+    return ListedRun(
         run.event_id,
         run.handler,
         event_type,
@@ -92,7 +95,7 @@ def _row(run: HandlerRun, event_type: str) -> RunRow:
 
 def list_dead(
     sessions: sessionmaker[Session], filters: RunFilter, limit: int | None = None
-) -> list[RunRow]:
+) -> list[ListedRun]:
     query = _dead_runs_query(filters)
     if limit is not None:
         query = query.limit(limit)
@@ -134,7 +137,7 @@ def replay_dead(
     batch_size: int = 500,
     enqueue: Enqueue | None = None,
     progress: Callable[[int], None] | None = None,
-) -> list[RunRow]:
+) -> list[ListedRun]:
     """Send dead runs back to pending and enqueue them. Named ids, or every dead run matching
     ``filters`` (both may be given: the ids are then also filtered). Returns the runs chosen."""
     wanted = [parse_run_id(run_id) for run_id in run_ids]
@@ -153,7 +156,7 @@ def replay_dead(
     # Batches keep each transaction short on a large replay, and let progress be shown.
     for start in range(0, len(chosen), batch_size):
         batch = chosen[start : start + batch_size]
-        revived: list[RunRow] = []
+        revived: list[ListedRun] = []
         with transaction(sessions) as session:
             for row in batch:
                 locked = lock_run(session, row.event_id, row.handler)

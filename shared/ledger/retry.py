@@ -36,7 +36,7 @@ class GiveUp:
     """No attempts left: the run is dead (handlers) or the message dropped (ingest)."""
 
 
-Decision = Retry | GiveUp
+RetryDecision = Retry | GiveUp
 
 
 def soft_time_limit_of_lease(lease_seconds: float) -> float:
@@ -81,13 +81,13 @@ class RetryPolicy:
         ceiling = min(self.cap_seconds, self.base_seconds * (2 ** max(0, attempts - 1)))
         return self.jitter(0, ceiling)
 
-    def after_failure(self, attempts: int, error: BaseException) -> Decision:
+    def after_failure(self, attempts: int, error: BaseException) -> RetryDecision:
         """A handler run failed on its ``attempts``-th attempt."""
         if attempts >= self.limit_for(error):
             return GiveUp()
         return Retry(self.countdown(attempts))
 
-    def after_ingest_failure(self, attempts: int, error: BaseException) -> Decision:
+    def after_ingest_failure(self, attempts: int, error: BaseException) -> RetryDecision:
         """Recording a queued event failed. Nothing is recorded yet, so the event lives only in
         the message: a transient failure is retried for ever; a permanent one a few times, then
         left to the reconciler (the event stays listed at Stripe)."""

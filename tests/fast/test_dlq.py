@@ -10,8 +10,8 @@ from prometheus_client import REGISTRY
 from sqlalchemy.orm import Session
 
 from shared.ledger.dlq import (
+    ListedRun,
     RunFilter,
-    RunRow,
     count_dead,
     list_dead,
     parse_run_id,
@@ -59,7 +59,7 @@ def dead(db, event_id: str, handler: str, error: str = "ValueError: bug", **valu
     set_run(db, event_id, handler, status=RunStatus.DEAD, attempts=2, last_error=error, **values)
 
 
-def run_ids(rows: list[RunRow]) -> list[str]:
+def run_ids(rows: list[ListedRun]) -> list[str]:
     return [row.run_id for row in rows]
 
 
@@ -89,9 +89,9 @@ def test_dead_runs_are_listed_by_type_handler_age_and_error(db, cipher, local):
 
 
 def test_the_error_line_of_a_run_without_an_error_is_empty():
-    row = RunRow("evt_1", "h", "t", "dead", 1, 0, ago(seconds=1), None)
+    row = ListedRun("evt_1", "h", "t", "dead", 1, 0, ago(seconds=1), None)
     assert row.error_line == ""
-    assert RunRow("evt_1", "h", "t", "dead", 1, 0, ago(seconds=1), " \n ").error_line == ""
+    assert ListedRun("evt_1", "h", "t", "dead", 1, 0, ago(seconds=1), " \n ").error_line == ""
 
 
 def test_a_run_id_names_one_run_and_an_event_id_all_of_its_runs():
