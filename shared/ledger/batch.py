@@ -33,11 +33,11 @@ from shared.ledger.handlers import EventView, registry
 from shared.ledger.retry import Retry, RetryPolicy
 from shared.ledger.run_rows import (
     error_text,
-    limit_statements,
     lock_runs,
     mark_done_statement,
     note_failure,
 )
+from shared.ledger.statement_limits import limit_statements
 from shared.models import HandlerRun, RunStatus
 from shared.observability.metrics import EVENT_PROCESSING, HANDLER_RUNS
 from shared.observability.sentry import report_dead_letter

@@ -16,7 +16,7 @@ from shared.db import transaction
 from shared.infra.crypto import PayloadCipher
 from shared.infra.timeutil import utc_from_timestamp
 from shared.ledger.handlers import registry
-from shared.ledger.run_rows import limit_statements
+from shared.ledger.statement_limits import limit_statements
 from shared.ledger.webhooks import EventRefused, EventScope, check_event, storable_event
 from shared.models import HandlerRun, RunStatus, StripeEvent
 

@@ -51,7 +51,8 @@ from shared.ledger.events import (
     queued_event,
 )
 from shared.ledger.retry import Retry, RetryPolicy
-from shared.ledger.run_rows import limit_statements, mark_done
+from shared.ledger.run_rows import mark_done
+from shared.ledger.statement_limits import limit_statements
 from shared.ledger.webhooks import EventScope
 from shared.models import HandlerRun
 from shared.observability.logs import bound

@@ -1,4 +1,4 @@
-"""The row of a handler run: locking it, writing its outcome, bounding its statements.
+"""The row of a handler run: locking it and writing its outcome.
 
 Shared by a single run (shared.ledger.runs) and an event's runs applied together
 (shared.ledger.batch), so a run is marked done or failed the same way on either path.
@@ -9,39 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import traceback
 
-from sqlalchemy import Update, func, select, text, update
+from sqlalchemy import Update, func, select, update
 from sqlalchemy.orm import Session
 
-from shared.ledger.retry import GiveUp, RetryPolicy, soft_time_limit_of_lease
+from shared.ledger.retry import GiveUp, RetryPolicy
 from shared.models import HandlerRun, RunStatus
 from shared.observability.redaction import redact
 
-# Lock waits: never 0 (PostgreSQL's "no limit"), at most 30 s.
-MIN_LOCK_WAIT_MS = 200
-MAX_LOCK_WAIT_MS = 30000
-
 MAX_ERROR_CHARS = 4000
 TRACEBACK_FRAMES = 8
-
-
-def limit_statements(session: Session, lease: dt.timedelta) -> None:
-    """Bound every statement of this transaction by the lease, and every lock wait by half of
-    what the task has before its soft time limit (one round trip for both). A wait on a row
-    whose holder was cut off from us (its host partitioned away, its transaction open until
-    the link returns) then fails as LockNotAvailable, which is transient: the task retries with
-    backoff for as long as it takes, instead of being stopped by its time limit."""
-    timeout_ms = int(lease.total_seconds() * 1000)
-    session.execute(
-        text(
-            f"SET LOCAL statement_timeout = {timeout_ms}; "
-            f"SET LOCAL lock_timeout = {lock_wait_ms(lease)}"
-        )
-    )
-
-
-def lock_wait_ms(lease: dt.timedelta) -> int:
-    soft = soft_time_limit_of_lease(lease.total_seconds())
-    return max(MIN_LOCK_WAIT_MS, min(int(soft * 1000) // 2, MAX_LOCK_WAIT_MS))
 
 
 def note_failure(

@@ -21,11 +21,11 @@ from shared.ledger.retry import Retry, RetryPolicy
 from shared.ledger.run_rows import (
     MAX_ERROR_CHARS,
     error_text,
-    limit_statements,
     lock_run,
     mark_done,
     note_failure,
 )
+from shared.ledger.statement_limits import limit_statements
 from shared.models import RunStatus, StripeEvent
 from shared.observability.metrics import EVENT_PROCESSING, HANDLER_RUNS
 from shared.observability.sentry import report_dead_letter
