@@ -114,7 +114,7 @@ def test_the_cli_lists_the_audit_and_audits_itself(api, live_api, stand_in, base
     key = f"cli-{secrets.token_hex(6)}"
 
     refunded = run_payments(
-        "payments", "refund", intent_id, "--amount", "100", "--idempotency-key", key, env=env
+        "refund", intent_id, "--amount", "100", "--idempotency-key", key, env=env
     )
     listed = run_payments("admin", "audit", "--limit", "20", env=env)
 

@@ -13,7 +13,7 @@ from shared.cli.dlq import dlq
 from shared.cli.events import events
 from shared.cli.keys import keys
 from shared.cli.ops import doctor_command, worker_check
-from shared.cli.payments import payments
+from shared.cli.payments import cancel, capture, payments, refund
 from shared.cli.reconcile import reconcile_command
 from shared.cli.webhook import webhook
 
@@ -32,6 +32,9 @@ for command in (
     worker_check,
     doctor_command,
     keys,
+    refund,
+    capture,
+    cancel,
     payments,
     admin,
     dev,

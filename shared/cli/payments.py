@@ -1,4 +1,6 @@
-"""`payments payments`: refund, capture or cancel a payment at Stripe, recorded in the ledger.
+"""`payments refund|capture|cancel`: an operation on a payment at Stripe, recorded in the ledger.
+
+(`payments payments refund|capture|cancel`, the first spelling, still works, unlisted.)
 
 Each command needs ``--idempotency-key``, as the admin API needs its Idempotency-Key: running a
 command again with the same key (after a timeout, a lost terminal) gets Stripe's first answer
@@ -76,7 +78,7 @@ def _payment_line(result: OperationResult) -> str:
     return f"payment {payment.payment_intent_id}: {payment.status} in the ledger"
 
 
-@click.group("payments")
+@click.group("payments", hidden=True)
 def payments() -> None:
     """Refund, capture or cancel a payment (the admin API's /admin/payments/ operations)."""
 
