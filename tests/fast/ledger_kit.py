@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.ledger import batch, dlq, events, runs
+from shared.ledger import batch, deliveries, dlq, events, runs
 from shared.ledger.handlers import HandlerRegistry
 from shared.ledger.retry import RetryPolicy
 from shared.ledger.webhooks import EventScope, expected_object
@@ -36,7 +36,7 @@ def use_local_registry(monkeypatch: pytest.MonkeyPatch) -> HandlerRegistry:
     """A registry for this test alone, in place of the process-wide one, wherever the ledger
     looks handlers up: what a test registers is gone when it ends."""
     local = HandlerRegistry()
-    for module in (events, runs, batch, dlq):
+    for module in (events, runs, batch, dlq, deliveries):
         monkeypatch.setattr(module, "registry", local)
     return local
 

@@ -102,3 +102,20 @@ def test_no_module_shadows_the_standard_library():
         if path.stem in sys.stdlib_module_names and path.stem != "__init__"
     ]
     assert shadows == []
+
+
+def test_the_fast_kits_local_registry_replaces_every_ledger_lookup():
+    """Every ledger module that looks handlers up in the process-wide registry is one the fast
+    layer's use_local_registry replaces it in: a module missed would count or run another
+    test's handlers."""
+    from tests.fast import ledger_kit
+
+    patched = set(ledger_kit.use_local_registry.__code__.co_names) & {
+        path.stem for path in (ROOT / "shared" / "ledger").glob("*.py")
+    }
+    looking_up = {
+        path.stem
+        for path in (ROOT / "shared" / "ledger").glob("*.py")
+        if "registry." in path.read_text() and path.stem != "__init__"
+    }
+    assert looking_up and looking_up <= patched
