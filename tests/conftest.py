@@ -33,8 +33,9 @@ from shared.dev.processes import (
     wait_until,
 )
 from shared.dev.standin import StandIn
-from shared.infra.broker import CANARY_TASK, EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
+from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
 from shared.models import WorkerCanary
+from shared.task_names import CANARY_TASK
 from tests.support.brokers import (
     on_rabbitmq,
     rabbitmq_in_flight,

@@ -16,7 +16,8 @@ from sqlalchemy import text
 from api import create_app
 from shared.config import Settings
 from shared.dev.processes import wait_until
-from shared.infra.broker import SWEEP_TASK, make_producer
+from shared.infra.broker import make_producer
+from shared.task_names import SWEEP_TASK
 from tests.conftest import API_CLIENT_KEY, OTHER_API_CLIENT_KEY
 
 ORDER: dict[str, Any] = {"amount": 4321, "currency": "usd", "metadata": {"orderId": "ord-500"}}

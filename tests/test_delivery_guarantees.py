@@ -16,9 +16,10 @@ from sqlalchemy import select, text
 
 from shared.dev import stripe_events
 from shared.dev.processes import REPO_ROOT, ServedApp, run_payments, venv_script, wait_until
-from shared.infra.broker import SWEEP_TASK, make_producer
+from shared.infra.broker import make_producer
 from shared.infra.crypto import PayloadCipher
 from shared.models import HandlerRun, ReconcileCheckpoint, StripeEvent
+from shared.task_names import SWEEP_TASK
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET
 
 

@@ -35,7 +35,7 @@ from shared.dev.processes import (
     run_payments,
     wait_until,
 )
-from shared.infra.broker import EVENTS_QUEUE, INGEST_EVENT_TASK, make_producer
+from shared.infra.broker import EVENTS_QUEUE, make_producer
 from shared.infra.crypto import PayloadCipher
 from shared.infra.stripe_gateway import make_stripe_client
 from shared.ledger.dlq import replay_event
@@ -43,6 +43,7 @@ from shared.ledger.publisher import EventPublisher
 from shared.ledger.reconcile import CHECKPOINT_NAME, StripeEventSource, reconcile
 from shared.ledger.webhooks import EventRefused, EventScope
 from shared.models import QuarantinedEvent, ReconcileCheckpoint, StripeEvent
+from shared.task_names import INGEST_EVENT_TASK
 from tests.conftest import (
     ENCRYPTION_KEY,
     NEXT_ENCRYPTION_KEY,

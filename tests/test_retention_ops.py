@@ -11,8 +11,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.dev.processes import REPO_ROOT, run_payments, wait_until
-from shared.infra.broker import PRUNE_TASK, make_producer
+from shared.infra.broker import make_producer
 from shared.models import HandlerRun, RunStatus, StripeEvent
+from shared.task_names import PRUNE_TASK
 
 
 def _old_event(sessions: sessionmaker[Session], days: int, status: RunStatus) -> str:

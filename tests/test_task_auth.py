@@ -16,8 +16,9 @@ from celery import Celery
 from sqlalchemy import select
 
 from shared.dev.processes import REPO_ROOT
-from shared.infra.broker import CANARY_TASK, celery_settings, make_producer
+from shared.infra.broker import celery_settings, make_producer
 from shared.models import WorkerCanary
+from shared.task_names import CANARY_TASK
 from tests.conftest import NEXT_ENCRYPTION_KEY
 from tests.test_event_trust import SESSION_WORKER_METRICS, metric
 

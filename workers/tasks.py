@@ -11,17 +11,7 @@ from typing import Any
 from celery import Task
 
 from shared.config import load_settings
-from shared.infra.broker import (
-    CANARY_TASK,
-    EVENTS_QUEUE,
-    HANDLERS_QUEUE,
-    INGEST_EVENT_TASK,
-    PRUNE_TASK,
-    RECONCILE_TASK,
-    RUN_HANDLER_TASK,
-    SWEEP_TASK,
-    enqueue_run,
-)
+from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE, enqueue_run
 from shared.infra.task_batches import BatchItem, batching_strategy, redelivered
 from shared.infra.topology import broker_countdown
 from shared.ledger.deliveries import queued_deliveries
@@ -48,6 +38,14 @@ from shared.payments.card_testing import cancel_pending_payments
 from shared.payments.checkout_sessions import CheckoutSessions
 from shared.payments.operations import PaymentOperations
 from shared.runtime import Runtime, build_runtime
+from shared.task_names import (
+    CANARY_TASK,
+    INGEST_EVENT_TASK,
+    PRUNE_TASK,
+    RECONCILE_TASK,
+    RUN_HANDLER_TASK,
+    SWEEP_TASK,
+)
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)

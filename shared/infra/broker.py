@@ -21,13 +21,14 @@ from shared.infra.topology import (
     is_amqp,
     task_queues,
 )
+from shared.task_names import (
+    INGEST_EVENT_TASK,
+    PRUNE_TASK,
+    RECONCILE_TASK,
+    RUN_HANDLER_TASK,
+    SWEEP_TASK,
+)
 
-INGEST_EVENT_TASK = "payments.ingest_event"
-RUN_HANDLER_TASK = "payments.run_handler"
-SWEEP_TASK = "payments.sweep_pending_runs"
-CANARY_TASK = "payments.canary"
-RECONCILE_TASK = "payments.reconcile"
-PRUNE_TASK = "payments.prune_events"
 # Pruning works in small batches: hourly keeps each run short, whatever the traffic.
 PRUNE_INTERVAL_SECONDS = 3600.0
 EVENTS_QUEUE = "events"

@@ -21,13 +21,13 @@ from typing import Any
 from celery import Celery, Task
 
 from shared.observability.metrics import TASKS_REFUSED
+from shared.task_names import INGEST_EVENT_TASK
 
 log = logging.getLogger(__name__)
 
 HEADER = "payments_auth"
-# Tasks whose body authenticates itself: ingest's is the encrypted event (its name, as
-# shared.infra.broker.INGEST_EVENT_TASK, which imports this module).
-SELF_AUTHENTICATED = frozenset({"payments.ingest_event"})
+# Tasks whose body authenticates itself: ingest's is the encrypted event.
+SELF_AUTHENTICATED = frozenset({INGEST_EVENT_TASK})
 
 
 def task_keys(encryption_keys: tuple[str, ...]) -> tuple[bytes, ...]:

@@ -9,11 +9,12 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from shared.infra.broker import EVENTS_QUEUE, INGEST_EVENT_TASK
+from shared.infra.broker import EVENTS_QUEUE
 from shared.infra.crypto import PayloadCipher
 from shared.infra.redis_publish import BrokerUnavailable, RedisTaskPublisher, can_publish_directly
 from shared.infra.topology import CONFIRM_TIMEOUT_SECONDS
 from shared.ledger.webhooks import storable_event
+from shared.task_names import INGEST_EVENT_TASK
 
 # Pauses before sending again an event the broker refused, and how long the webhook waits in
 # all for a broker failing over (see EventPublisher._publish_confirmed).

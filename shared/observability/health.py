@@ -12,9 +12,10 @@ from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
-from shared.infra.broker import CANARY_TASK, EVENTS_QUEUE, HANDLERS_QUEUE
+from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE
 from shared.models import WorkerCanary
 from shared.observability.worker_brokers import broker_agreement
+from shared.task_names import CANARY_TASK
 
 
 def database_ready(sessions: sessionmaker[Session]) -> bool:

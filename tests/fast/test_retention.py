@@ -11,7 +11,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import ConfigError, load_settings
-from shared.infra.broker import PRUNE_TASK, celery_settings
+from shared.infra.broker import celery_settings
 from shared.ledger.retention import (
     MIN_RETENTION,
     RetentionTooShort,
@@ -20,6 +20,7 @@ from shared.ledger.retention import (
     prune,
 )
 from shared.models import CheckoutSession, HandlerRun, Payment, RunStatus, StripeEvent, WorkerCanary
+from shared.task_names import PRUNE_TASK
 from tests.fast.ledger_kit import ago
 
 LOOKBACK = 3 * 24 * 3600
