@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "architecture.md"
-PATH = re.compile(r"`((?:api|workers|shared|bench|tests)/[\w/]+\.py)`")
+PATH = re.compile(r"`((?:api|workers|shared|cli|bench|tests)/[\w/]+\.py)`")
 NAME = r"`([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?:\(\))?`"
 # A path, then the names it holds: `a`, `b`, `c` (a comma list right after it).
 NAMES_AFTER = re.compile(r"\s*" + NAME + r"((?:\s*,\s*" + NAME + r")*)")

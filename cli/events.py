@@ -7,7 +7,7 @@ import datetime as dt
 
 import click
 
-from shared.cli.common import format_table, operator_runtime
+from cli.common import format_table, operator_runtime
 from shared.infra.broker import enqueue_run
 from shared.ledger.dlq import replay_event
 from shared.ledger.events import EventNotFound

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import requests
 import stripe
 
+from cli.doctor.findings import DASHBOARD_KEYS, Finding, ok, problem, skipped
 from shared.config import ConfigError, Settings
-from shared.doctor.findings import DASHBOARD_KEYS, Finding, ok, problem, skipped
 
 CONFIG_FIXES = {
     "STRIPE_SECRET_KEY": f"copy the secret key (sk_test_... in test mode) from {DASHBOARD_KEYS}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from shared.cli.common import format_table, operator_runtime
+from cli.common import format_table, operator_runtime
 from shared.operators import AuditTrail
 
 

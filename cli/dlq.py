@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from shared.cli.common import DATE, format_table, operator_runtime
+from cli.common import DATE, format_table, operator_runtime
 from shared.infra.broker import enqueue_run
 from shared.infra.timeutil import as_utc
 from shared.ledger.dlq import RunFilter, count_dead, list_dead, replay_dead

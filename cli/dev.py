@@ -7,7 +7,7 @@ import time
 import click
 import requests
 
-from shared.cli.common import needed_event_types, settings_or_exit
+from cli.common import needed_event_types, settings_or_exit
 from shared.dev.standin import StandIn
 from shared.dev.trigger import SCENARIOS, UnknownScenario, trigger
 

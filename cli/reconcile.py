@@ -6,7 +6,7 @@ import datetime as dt
 
 import click
 
-from shared.cli.common import DATE, format_table, operator_runtime
+from cli.common import DATE, format_table, operator_runtime
 from shared.infra.broker import enqueue_run
 from shared.infra.timeutil import as_utc
 from shared.ledger.reconcile import reconcile_with_stripe

@@ -7,7 +7,7 @@ import sys
 import click
 from sqlalchemy import func, select
 
-from shared.cli.common import format_table, operator_runtime
+from cli.common import format_table, operator_runtime
 from shared.infra.crypto import generate_key, rotate_stored_payloads
 from shared.models import StripeEvent
 

@@ -6,16 +6,16 @@ import sys
 
 import click
 
-from shared.cli.admin import admin
-from shared.cli.db import db
-from shared.cli.dev import dev
-from shared.cli.dlq import dlq
-from shared.cli.events import events
-from shared.cli.keys import keys
-from shared.cli.ops import doctor_command, worker_check
-from shared.cli.payments import cancel, capture, payments, refund
-from shared.cli.reconcile import reconcile_command
-from shared.cli.webhook import webhook
+from cli.admin import admin
+from cli.db import db
+from cli.dev import dev
+from cli.dlq import dlq
+from cli.events import events
+from cli.keys import keys
+from cli.ops import doctor_command, worker_check
+from cli.payments import cancel, capture, payments, refund
+from cli.reconcile import reconcile_command
+from cli.webhook import webhook
 
 
 @click.group()

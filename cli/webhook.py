@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from shared.cli.common import needed_event_types, settings_or_exit
+from cli.common import needed_event_types, settings_or_exit
 from shared.dev.standin import StandIn
 from shared.infra.stripe_gateway import make_stripe_client
 

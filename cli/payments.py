@@ -18,7 +18,7 @@ from typing import Any
 import click
 import stripe
 
-from shared.cli.common import operator_runtime
+from cli.common import operator_runtime
 from shared.observability.redaction import redact
 from shared.operators import OK, AuditEntry, AuditTrail, cli_operator
 from shared.payments.operations import OperationResult, PaymentNotFound, PaymentOperations

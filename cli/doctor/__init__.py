@@ -6,8 +6,8 @@ first (the workers need the database) is ``skipped`` with the reason, never repo
 second, confusing problem.
 """
 
-from shared.doctor.findings import OK, PROBLEM, SKIPPED, Finding, render
-from shared.doctor.services import diagnose
-from shared.doctor.stripe_checks import configuration
+from cli.doctor.findings import OK, PROBLEM, SKIPPED, Finding, render
+from cli.doctor.services import diagnose
+from cli.doctor.stripe_checks import configuration
 
 __all__ = ["OK", "PROBLEM", "SKIPPED", "Finding", "configuration", "diagnose", "render"]

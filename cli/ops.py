@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from shared import doctor
-from shared.cli.common import format_table, needed_event_types, operator_runtime
+from cli import doctor
+from cli.common import format_table, needed_event_types, operator_runtime
 from shared.config import load_settings
 from shared.observability.health import check_workers
 from shared.observability.logs import configure_logging

@@ -10,10 +10,10 @@ from celery import Celery
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from cli.doctor.findings import Finding, ok, problem, skipped
+from cli.doctor.stripe_checks import key_modes, stripe_key, webhook_secret, webhook_subscriptions
 from shared.config import Settings
 from shared.db import alembic_config, make_engine, make_session_factory
-from shared.doctor.findings import Finding, ok, problem, skipped
-from shared.doctor.stripe_checks import key_modes, stripe_key, webhook_secret, webhook_subscriptions
 from shared.infra.broker import make_producer
 from shared.infra.stripe_gateway import make_stripe_client
 from shared.observability.health import WorkerCheck, broker_ready, check_workers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from shared.cli.common import settings_or_exit
+from cli.common import settings_or_exit
 from shared.db import upgrade
 from shared.observability.logs import configure_logging
 
