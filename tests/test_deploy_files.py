@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 
 import pytest
 import yaml
@@ -113,6 +114,24 @@ def test_the_app_connects_as_its_own_role_and_only_migrate_as_the_owner():
     assert services["migrate"]["environment"]["DATABASE_URL"].startswith("postgresql://payments:")
     init = "./shared/ops/postgres/app-role.sh:/docker-entrypoint-initdb.d/10-app-role.sh:ro"
     assert init in services["postgres"]["volumes"]
+
+
+def test_every_package_the_project_installs_is_copied_into_the_images():
+    """The images install the project from what their builds COPY: a package left out (the
+    payments command's cli/) would be missing from every container."""
+    include = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in include}
+    builds = {
+        service["build"]["dockerfile_inline"]
+        for service in compose()["services"].values()
+        if "build" in service
+    }
+    assert packages and builds
+    for dockerfile in builds:
+        copied = set(re.findall(r"^\s*COPY (\w+) \1\s*$", dockerfile, flags=re.M))
+        assert packages <= copied, packages - copied
 
 
 def test_migrations_run_once_before_web_and_workers():
