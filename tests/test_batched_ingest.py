@@ -78,6 +78,9 @@ def test_a_pool_process_lost_mid_batch_loses_nothing_and_undercounts_nothing(
     api, sessions, settings, settle
 ):
     with events_held(settings):
+        # Two slow events first: they occupy both pool processes as the burst arrives, so what
+        # comes behind them (the crash among it) is held and sent in batches, not one by one.
+        slow = send_burst(api, "test.slow", 2)
         ids = send_burst(api, "test.flaky", 15)
         crash = send_burst(api, "test.crash_once", 1)[0]
         ids += send_burst(api, "test.flaky", 15)
@@ -85,6 +88,7 @@ def test_a_pool_process_lost_mid_batch_loses_nothing_and_undercounts_nothing(
     handlers = {"tests.flaky", "tests.effect"}
     wait_until(lambda: all_done(sessions, ids, handlers), 90, "the burst applied", interval=0.2)
     wait_until(lambda: all_done(sessions, [crash], {"tests.crashing_once"}), 90, "crash event")
+    wait_until(lambda: all_done(sessions, slow, {"tests.slow"}), 90, "the slow events")
     settle()
 
     # The killed batch's transaction left nothing; its events came back redelivered and each

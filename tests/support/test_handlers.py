@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from shared.ledger.handlers import EventView, registry
+
+SLOW_HANDLER_SECONDS = 1.0
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS test_handler_calls (
@@ -85,6 +88,13 @@ def crashing_once(session: Session, event: EventView) -> None:
     if _count_call(session, event, "tests.crashing_once") == 1:
         os.kill(os.getpid(), signal.SIGKILL)
     _effect(session, event, "tests.crashing_once")
+
+
+@registry.handles("test.slow", name="tests.slow")
+def slow(session: Session, event: EventView) -> None:
+    # A handler that takes a while: while it runs, what arrives behind it is held for a batch.
+    time.sleep(SLOW_HANDLER_SECONDS)
+    _effect(session, event, "tests.slow")
 
 
 @registry.handles("test.poison", "test.flaky", name="tests.effect")
