@@ -7,6 +7,8 @@ while old rows are re-encrypted with ``payments keys rotate``.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -37,6 +39,15 @@ class PayloadCipher:
         except InvalidToken:
             return False
         return True
+
+
+def derived_keys(encryption_keys: tuple[str, ...], purpose: bytes) -> tuple[bytes, ...]:
+    """One HMAC key per configured key, for ``purpose`` (newest first, as the keys are).
+    Derived, not reused: a signature made with one must never double as anything Fernet, or
+    another purpose, accepts."""
+    return tuple(
+        hmac.new(key.encode(), purpose, hashlib.sha256).digest() for key in encryption_keys
+    )
 
 
 def is_valid_key(key: str) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 
 from celery import Celery, Task
 
+from shared.infra.crypto import derived_keys
 from shared.observability.metrics import TASKS_REFUSED
 from shared.task_names import INGEST_EVENT_TASK
 
@@ -31,11 +32,7 @@ SELF_AUTHENTICATED = frozenset({INGEST_EVENT_TASK})
 
 
 def task_keys(encryption_keys: tuple[str, ...]) -> tuple[bytes, ...]:
-    # Derived, not reused: a task signature must never double as anything Fernet accepts.
-    return tuple(
-        hmac.new(key.encode(), b"task-body-signing-v1", hashlib.sha256).digest()
-        for key in encryption_keys
-    )
+    return derived_keys(encryption_keys, b"task-body-signing-v1")
 
 
 def _canonical(task: str, args: Any, kwargs: Any) -> bytes:

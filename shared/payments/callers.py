@@ -22,6 +22,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from shared.infra.crypto import derived_keys
+
 SESSION_HEADER = "X-Checkout-Session"
 SESSION_SCOPE_PREFIX = "session:"
 
@@ -55,12 +57,8 @@ class Caller:
         return f"payments-{digest}"
 
 
-def _signing_keys(encryption_keys: tuple[str, ...]) -> list[bytes]:
-    # Derived, not reused: a session signature must never double as anything Fernet accepts.
-    return [
-        hmac.new(key.encode(), b"checkout-session-signing-v1", hashlib.sha256).digest()
-        for key in encryption_keys
-    ]
+def _signing_keys(encryption_keys: tuple[str, ...]) -> tuple[bytes, ...]:
+    return derived_keys(encryption_keys, b"checkout-session-signing-v1")
 
 
 def _b64(data: bytes) -> str:
