@@ -28,6 +28,7 @@ from shared.payments.callers import (
     CallerRejected,
     identify_caller,
 )
+from shared.payments.card_testing import cancel_session_payment
 from shared.payments.checkout_sessions import (
     CheckoutSessionGone,
     CheckoutSessionNotFound,
@@ -138,8 +139,7 @@ def _expire(
         return error_response(404, "not_found", "No checkout session with that id.")
     if payment_intent_id is not None:
         try:
-            # The session's id is the key: expiring it twice cancels once.
-            operations.cancel_unless_paid(payment_intent_id, f"expire-{session_id}")
+            cancel_session_payment(operations, session_id, payment_intent_id)
         except stripe.StripeError as exc:
             return stripe_error_response(exc)
     log.info("checkout session %s expired by %s", session_id, creator)

@@ -19,7 +19,6 @@ from shared.observability.metrics import PAYMENT_ATTEMPTS
 from shared.payments import IdempotencyConflict, IdempotencyKeyInUse, PaymentCreated
 from shared.payments.callers import (
     SESSION_HEADER,
-    SESSION_SCOPE_PREFIX,
     Caller,
     CallerRejected,
     SessionTokenExpired,
@@ -215,11 +214,9 @@ def payment_view(details: PaymentDetails) -> dict[str, Any]:
 
 
 def _checkout_session_of(caller: str | None) -> str | None:
-    if caller is None or not caller.startswith(SESSION_SCOPE_PREFIX):
-        return None
-    session_id = caller.removeprefix(SESSION_SCOPE_PREFIX)
+    session_id = None if caller is None else Caller(caller).checkout_session_id
     # Sessions of before checkout sessions were priced by the back end had no id to show.
-    return session_id if session_id.startswith(SESSION_ID_PREFIX) else None
+    return session_id if session_id and session_id.startswith(SESSION_ID_PREFIX) else None
 
 
 def _refund_view(refund: Refund) -> dict[str, Any]:

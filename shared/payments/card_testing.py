@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.db import transaction
 from shared.models import CheckoutSession, Payment
 from shared.observability.metrics import CHECKOUT_CARD_TESTING
-from shared.payments.callers import SESSION_SCOPE_PREFIX
+from shared.payments.callers import SESSION_SCOPE_PREFIX, Caller
 from shared.payments.operations import PaymentOperations
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,7 @@ CANCELS_PER_PASS = 100
 
 
 def checkout_session_of(payments_caller: str | None) -> str | None:
-    if payments_caller is None or not payments_caller.startswith(SESSION_SCOPE_PREFIX):
-        return None
-    return payments_caller.removeprefix(SESSION_SCOPE_PREFIX)
+    return None if payments_caller is None else Caller(payments_caller).checkout_session_id
 
 
 def record_failed_attempt(session: Session, session_id: str) -> bool:
@@ -96,18 +94,32 @@ def cancel_pending_payments(sessions: sessionmaker[Session], operations: Payment
     return settled
 
 
-def _cancel(
-    operations: PaymentOperations, session_id: str, payment_intent_id: str, *, card_testing: bool
-) -> None:
-    # One key per session and cause: a second pass after a crash gets Stripe's first answer,
-    # and a session expired by its creator and by the clock is canceled once.
+def cancel_session_payment(
+    operations: PaymentOperations,
+    session_id: str,
+    payment_intent_id: str,
+    *,
+    card_testing: bool = False,
+) -> str:
+    """Cancel an ended session's PaymentIntent unless it is paid; answers the reason given.
+    One Stripe key per session and cause: a second pass after a crash gets Stripe's first
+    answer, and a session expired by its creator and by the clock is canceled once."""
     key, reason = (
         (f"card-testing-{session_id}", "fraudulent")
         if card_testing
         else (f"expire-{session_id}", "abandoned")
     )
+    operations.cancel_unless_paid(payment_intent_id, key, reason=reason)
+    return reason
+
+
+def _cancel(
+    operations: PaymentOperations, session_id: str, payment_intent_id: str, *, card_testing: bool
+) -> None:
     try:
-        operations.cancel_unless_paid(payment_intent_id, key, reason=reason)
+        reason = cancel_session_payment(
+            operations, session_id, payment_intent_id, card_testing=card_testing
+        )
     except stripe.InvalidRequestError:
         # Stripe refuses for good (it was paid meanwhile, say): nothing left to cancel.
         log.warning("Stripe refused to cancel %s", payment_intent_id, exc_info=True)
