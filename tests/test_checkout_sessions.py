@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import requests
-from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from api import create_app
@@ -19,6 +18,7 @@ from shared.dev.processes import wait_until
 from shared.infra.broker import make_producer
 from shared.task_names import SWEEP_TASK
 from tests.conftest import API_CLIENT_KEY, OTHER_API_CLIENT_KEY
+from tests.test_payment_trust import client_of
 
 ORDER: dict[str, Any] = {"amount": 4321, "currency": "usd", "metadata": {"orderId": "ord-500"}}
 
@@ -26,13 +26,6 @@ ORDER: dict[str, Any] = {"amount": 4321, "currency": "usd", "metadata": {"orderI
 @pytest.fixture(scope="module")
 def app(settings: Settings, database):
     return create_app(settings)
-
-
-def client_of(app, key: str | None = API_CLIENT_KEY) -> FlaskClient:
-    client = app.test_client()
-    if key:
-        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
-    return client
 
 
 def new_session(app, order: dict[str, Any] | None = None, key: str = API_CLIENT_KEY) -> dict:
@@ -250,19 +243,25 @@ def test_the_demo_page_is_served_only_in_demo_mode(app, settings, database):
     assert anonymous.status_code == 201
 
 
+def session_with_payment(base: str) -> tuple[dict[str, Any], dict[str, str], str]:
+    """Over HTTP, as the back end and the browser would: a session, the browser's header for
+    it, and the PaymentIntent it created."""
+    auth = {"Authorization": f"Bearer {API_CLIENT_KEY}"}
+    session = requests.post(
+        f"{base}/api/checkout-sessions", json=ORDER, headers=auth, timeout=10
+    ).json()
+    token = {"X-Checkout-Session": session["token"]}
+    created = requests.post(f"{base}/api/create-payment", headers=token, timeout=10)
+    return session, token, created.json()["paymentIntentId"]
+
+
 def test_a_session_declined_five_times_is_ended_and_its_payment_canceled(
     live_api, stand_in, settle, settings, database
 ):
     """Card testing: confirmations go from the browser straight to Stripe, so the service counts
     the session's payment_failed events and, at the limit (5 by default), ends the session and
     has the sweeper cancel its PaymentIntent."""
-    auth = {"Authorization": f"Bearer {API_CLIENT_KEY}"}
-    session = requests.post(
-        f"{live_api.url}/api/checkout-sessions", json=ORDER, headers=auth, timeout=10
-    ).json()
-    token = {"X-Checkout-Session": session["token"]}
-    created = requests.post(f"{live_api.url}/api/create-payment", headers=token, timeout=10)
-    intent_id = created.json()["paymentIntentId"]
+    session, token, intent_id = session_with_payment(live_api.url)
     producer = make_producer(settings)
 
     def failures_counted() -> int:
@@ -298,13 +297,7 @@ def test_a_session_whose_time_is_up_has_its_unpaid_payment_canceled(
 ):
     """The browser keeps the client secret after the session's time: the sweeper ends the
     session and cancels its PaymentIntent, as an explicit expire does."""
-    auth = {"Authorization": f"Bearer {API_CLIENT_KEY}"}
-    session = requests.post(
-        f"{live_api.url}/api/checkout-sessions", json=ORDER, headers=auth, timeout=10
-    ).json()
-    token = {"X-Checkout-Session": session["token"]}
-    created = requests.post(f"{live_api.url}/api/create-payment", headers=token, timeout=10)
-    intent_id = created.json()["paymentIntentId"]
+    session, _, intent_id = session_with_payment(live_api.url)
     with database.begin() as connection:
         connection.execute(
             text("UPDATE checkout_sessions SET expires_at = now() - interval '1 s' WHERE id = :id"),

@@ -9,24 +9,16 @@ import stripe
 from sqlalchemy import select
 
 from shared.ledger.handlers.registry import EventView, registry
-from shared.models import CheckoutSession, Payment
+from shared.models import CheckoutSession
 from shared.payments.card_testing import cancel_pending_payments, record_failed_attempt
 from shared.payments.handlers.intents import count_checkout_failed_attempt
+from tests.fast.checkout_kit import add_session_payment, checkout_session
 
 
 def _session(db, session_id: str, limit: int = 3) -> None:
+    expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     with db.begin() as session:
-        session.add(
-            CheckoutSession(
-                id=session_id,
-                created_by="client:shop",
-                amount=1000,
-                currency="usd",
-                metadata_={},
-                expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
-                max_failed_attempts=limit,
-            )
-        )
+        session.add(checkout_session(session_id, expires_at=expires_at, max_failed_attempts=limit))
 
 
 def _row(db, session_id: str) -> CheckoutSession:
@@ -102,16 +94,7 @@ def _owing(db, session_id: str, intent: str | None) -> None:
     with db.begin() as session:
         assert record_failed_attempt(session, session_id)
         if intent is not None:
-            session.add(
-                Payment(
-                    payment_intent_id=intent,
-                    amount=1000,
-                    currency="usd",
-                    status="requires_payment_method",
-                    caller=f"session:{session_id}",
-                    idempotency_key=session_id,
-                )
-            )
+            add_session_payment(session, session_id, intent)
 
 
 def _owes(db, session_id: str) -> bool:

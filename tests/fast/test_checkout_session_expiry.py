@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from shared.models import CheckoutSession, Payment
+from shared.models import CheckoutSession
 from shared.payments.checkout_sessions import CheckoutSessions
+from tests.fast.checkout_kit import add_session_payment, checkout_session
 from tests.fast.conftest import FAST_KEY
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
@@ -14,28 +15,10 @@ NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
 
 def _session(db, session_id: str, expires_in: dt.timedelta, *, paid_with: str | None = None):
     with db.begin() as session:
-        session.add(
-            CheckoutSession(
-                id=session_id,
-                created_by="client:shop",
-                amount=1000,
-                currency="usd",
-                metadata_={},
-                created_at=NOW - dt.timedelta(days=1),
-                expires_at=NOW + expires_in,
-            )
-        )
+        created_at, expires_at = NOW - dt.timedelta(days=1), NOW + expires_in
+        session.add(checkout_session(session_id, created_at=created_at, expires_at=expires_at))
         if paid_with is not None:
-            session.add(
-                Payment(
-                    payment_intent_id=paid_with,
-                    amount=1000,
-                    currency="usd",
-                    status="requires_payment_method",
-                    caller=f"session:{session_id}",
-                    idempotency_key=session_id,
-                )
-            )
+            add_session_payment(session, session_id, paid_with)
 
 
 def test_sessions_whose_time_is_up_end_once_and_owe_a_cancel_if_they_have_a_payment(db):

@@ -21,6 +21,7 @@ from shared.ledger.retention import (
 )
 from shared.models import CheckoutSession, HandlerRun, Payment, RunStatus, StripeEvent, WorkerCanary
 from shared.task_names import PRUNE_TASK
+from tests.fast.checkout_kit import checkout_session
 from tests.fast.ledger_kit import ago
 
 LOOKBACK = 3 * 24 * 3600
@@ -162,25 +163,21 @@ def test_claims_that_never_got_a_payment_intent_go_after_stripes_key_window(db):
 def test_checkout_sessions_go_once_expired_before_the_horizon(db):
     now = dt.datetime.now(dt.UTC)
 
-    def checkout_session(expired_days_ago: int, cancel_pending: bool = False) -> str:
+    def expired(days_ago: int, cancel_pending: bool = False) -> str:
         session_id = f"cs_retention_{next(_ids)}"
         with db.begin() as session:
             session.add(
-                CheckoutSession(
-                    id=session_id,
-                    created_by="client:shop",
-                    amount=1000,
-                    currency="usd",
-                    metadata_={},
-                    created_at=now - dt.timedelta(days=expired_days_ago + 1),
-                    expires_at=now - dt.timedelta(days=expired_days_ago),
+                checkout_session(
+                    session_id,
+                    created_at=now - dt.timedelta(days=days_ago + 1),
+                    expires_at=now - dt.timedelta(days=days_ago),
                     cancel_pending=cancel_pending,
                 )
             )
         return session_id
 
-    old, recent = checkout_session(120), checkout_session(10)
-    owes_stripe = checkout_session(120, cancel_pending=True)
+    old, recent = expired(120), expired(10)
+    owes_stripe = expired(120, cancel_pending=True)
 
     result = prune(db, KEEP, LOOKBACK)
 
