@@ -23,7 +23,7 @@ from api.webhook import webhook_blueprint
 from shared.config import Settings, load_settings
 from shared.infra.broker import make_producer
 from shared.infra.stripe_gateway import PaymentGateway
-from shared.ledger.publisher import EventPublisher
+from shared.ledger.receive.publisher import EventPublisher
 from shared.observability.logs import install_redaction
 from shared.payments import PaymentService
 from shared.payments.checkout_sessions import CheckoutSessions

@@ -18,11 +18,18 @@ from flask import Blueprint, Response, g, jsonify, request
 from api.context import ApiContext, Limits
 from api.errors import error_response
 from shared.infra.broker import enqueue_run
-from shared.ledger.dlq import ListedRun, RunFilter, count_dead, list_dead, replay_dead, replay_event
-from shared.ledger.events import EventNotFound
+from shared.ledger.event_rows import EventNotFound
+from shared.ledger.event_rules import EventRefused
 from shared.ledger.handlers import UnknownHandler
-from shared.ledger.reconcile import StripeEventSource
-from shared.ledger.webhooks import EventRefused
+from shared.ledger.recovery.dead_letters import (
+    ListedRun,
+    RunFilter,
+    count_dead,
+    list_dead,
+    replay_dead,
+)
+from shared.ledger.recovery.reconcile import StripeEventSource
+from shared.ledger.recovery.replay import replay_event
 from shared.observability.logs import bind
 from shared.operators import OK, AuditEntry, AuditTrail, operator_for
 

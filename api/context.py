@@ -11,7 +11,7 @@ from flask import Flask, request
 from flask_limiter import Limiter
 
 from shared.config import Settings
-from shared.ledger.publisher import EventPublisher
+from shared.ledger.receive.publisher import EventPublisher
 from shared.payments import PaymentService
 from shared.payments.checkout_sessions import CheckoutSessions
 from shared.runtime import Runtime

@@ -16,7 +16,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from api.bodies import MAX_WEBHOOK_BYTES, read_capped_body
 from api.context import ApiContext
 from api.errors import error_response
-from shared.ledger.webhooks import EventRefused, VerifiedDelivery, WebhookRejected, verify_delivery
+from shared.ledger.event_rules import EventRefused, WebhookRejected
+from shared.ledger.receive.signatures import VerifiedDelivery, verify_delivery
 from shared.observability.logs import bind
 from shared.observability.metrics import (
     EVENTS_REFUSED,

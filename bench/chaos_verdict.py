@@ -14,7 +14,7 @@ from bench.chaos_stack import Stack, log
 from shared.config import load_settings
 from shared.infra.stripe_gateway import make_stripe_client
 from shared.ledger.handlers import registry
-from shared.ledger.reconcile import StripeEventSource
+from shared.ledger.recovery.reconcile import StripeEventSource
 
 
 @dataclass

@@ -29,8 +29,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bench.perf_report import machine_facts
 from shared.db import upgrade
-from shared.ledger.dlq import RunFilter, count_dead, list_dead, sweep_pending
-from shared.ledger.reconcile import recorded_ids
+from shared.ledger.recovery.dead_letters import RunFilter, count_dead, list_dead
+from shared.ledger.recovery.reconcile import recorded_ids
+from shared.ledger.recovery.sweeper import sweep_pending
 from shared.ledger.retention import horizon_for, prune_batch
 
 POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
@@ -116,7 +117,8 @@ def timed(engine: Engine, call: Callable[[sessionmaker[Session]], Any], times: i
 
 
 def _known_ids(events: int) -> Callable[[sessionmaker[Session]], Any]:
-    # The reconciler asks which of a page of 100 listed events we have (shared.ledger.reconcile).
+    # The reconciler asks which of a page of 100 listed events we have
+    # (shared.ledger.recovery.reconcile).
     ids = [f"evt_{g:014d}" for g in range(events - 150, events - 50)]
 
     def call(sessions: sessionmaker[Session]) -> Any:

@@ -11,7 +11,7 @@ import click
 from cli.common import DATE, format_table, operator_runtime
 from shared.infra.broker import enqueue_run
 from shared.infra.timeutil import as_utc
-from shared.ledger.dlq import RunFilter, count_dead, list_dead, replay_dead
+from shared.ledger.recovery.dead_letters import RunFilter, count_dead, list_dead, replay_dead
 
 
 def _filters(

@@ -9,11 +9,12 @@ import click
 
 from cli.common import format_table, operator_runtime
 from shared.infra.broker import enqueue_run
-from shared.ledger.dlq import replay_event
-from shared.ledger.events import EventNotFound
+from shared.ledger.event_rows import EventNotFound
+from shared.ledger.event_rules import EventRefused
 from shared.ledger.handlers import UnknownHandler
-from shared.ledger.quarantine import list_quarantined, recover_quarantined
-from shared.ledger.reconcile import StripeEventSource
+from shared.ledger.recovery.quarantine import list_quarantined, recover_quarantined
+from shared.ledger.recovery.reconcile import StripeEventSource
+from shared.ledger.recovery.replay import replay_event
 from shared.ledger.retention import (
     RetentionTooShort,
     check_retention,
@@ -21,7 +22,6 @@ from shared.ledger.retention import (
     horizon_for,
     prune,
 )
-from shared.ledger.webhooks import EventRefused
 
 
 @click.group()

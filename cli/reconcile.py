@@ -9,7 +9,7 @@ import click
 from cli.common import DATE, format_table, operator_runtime
 from shared.infra.broker import enqueue_run
 from shared.infra.timeutil import as_utc
-from shared.ledger.reconcile import reconcile_with_stripe
+from shared.ledger.recovery.reconcile import reconcile_with_stripe
 
 
 @click.command("reconcile")

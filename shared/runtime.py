@@ -20,9 +20,9 @@ from shared.config import Settings
 from shared.db import make_engine, make_session_factory
 from shared.infra.crypto import PayloadCipher
 from shared.infra.stripe_gateway import StripeGateway, make_stripe_client
+from shared.ledger.event_rules import EventScope
 from shared.ledger.handlers import load_handler_modules
 from shared.ledger.retry import RetryPolicy
-from shared.ledger.webhooks import EventScope
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ def start_worker_metrics(settings: Settings) -> WSGIServer:
     from shared.db import make_engine, make_session_factory
     from shared.infra.broker import make_producer, queue_depths
     from shared.infra.topology import dead_letter_depth
-    from shared.ledger.dlq import count_dead
+    from shared.ledger.recovery.dead_letters import count_dead
     from shared.observability.metrics import LedgerCollector, scrape_registry
 
     # Its own small pool and producer, separate from the tasks'.

@@ -243,7 +243,7 @@ def test_sweeper_resends_runs_whose_message_was_lost(sessions, settings, worker,
     # A recorded event whose handler message never reached the broker.
     event = stripe_events.event("test.flaky", {"id": "obj_swept", "object": "test"})
     with sessions.begin() as session:
-        from shared.ledger.events import record_event
+        from shared.ledger.event_rows import record_event
 
         assert record_event(session, event, "webhook", PayloadCipher(settings.encryption_keys))
         session.execute(
@@ -309,7 +309,7 @@ def test_reconcile_recovers_events_whose_webhooks_were_lost(api, stand_in, sessi
 def test_beat_schedules_the_sweeper(base_env, settings, sessions, worker):
     event = stripe_events.event("test.flaky", {"id": "obj_beat", "object": "test"})
     with sessions.begin() as session:
-        from shared.ledger.events import record_event
+        from shared.ledger.event_rows import record_event
 
         record_event(session, event, "webhook", PayloadCipher(settings.encryption_keys))
         session.execute(

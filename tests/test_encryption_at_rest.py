@@ -10,7 +10,7 @@ from sqlalchemy import text
 from shared.dev import stripe_events
 from shared.dev.processes import REPO_ROOT, run_payments
 from shared.infra.crypto import PayloadCipher, rotate_stored_payloads
-from shared.ledger.events import record_event, stored_payload
+from shared.ledger.event_rows import record_event, stored_payload
 from shared.models import StripeEvent
 from tests.conftest import ENCRYPTION_KEY, NEXT_ENCRYPTION_KEY
 

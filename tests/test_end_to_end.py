@@ -13,7 +13,7 @@ from shared.dev import stripe_events
 from shared.dev.cards import CARDS
 from shared.dev.processes import wait_until
 from shared.infra.crypto import PayloadCipher
-from shared.ledger.events import stored_payload
+from shared.ledger.event_rows import stored_payload
 from shared.ledger.handlers import registry
 from shared.models import HandlerRun, Payment, StripeEvent
 from tests.conftest import WEBHOOK_SECRET

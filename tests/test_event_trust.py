@@ -38,10 +38,10 @@ from shared.dev.processes import (
 from shared.infra.broker import EVENTS_QUEUE, make_producer
 from shared.infra.crypto import PayloadCipher
 from shared.infra.stripe_gateway import make_stripe_client
-from shared.ledger.dlq import replay_event
-from shared.ledger.publisher import EventPublisher
-from shared.ledger.reconcile import CHECKPOINT_NAME, StripeEventSource, reconcile
-from shared.ledger.webhooks import EventRefused, EventScope
+from shared.ledger.event_rules import EventRefused, EventScope
+from shared.ledger.receive.publisher import EventPublisher
+from shared.ledger.recovery.reconcile import CHECKPOINT_NAME, StripeEventSource, reconcile
+from shared.ledger.recovery.replay import replay_event
 from shared.models import QuarantinedEvent, ReconcileCheckpoint, StripeEvent
 from shared.task_names import INGEST_EVENT_TASK
 from tests.conftest import (

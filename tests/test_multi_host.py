@@ -67,9 +67,9 @@ from shared.infra.broker import (
     make_producer,
 )
 from shared.infra.crypto import PayloadCipher
-from shared.ledger.publisher import EventPublisher
-from shared.ledger.reconcile import reconcile
-from shared.ledger.webhooks import EventScope
+from shared.ledger.event_rules import EventScope
+from shared.ledger.receive.publisher import EventPublisher
+from shared.ledger.recovery.reconcile import reconcile
 from tests.conftest import ENCRYPTION_KEY, WEBHOOK_SECRET
 
 # The reconciler run here creates the runs of the events it recovers: it must know their

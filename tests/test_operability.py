@@ -201,7 +201,12 @@ def test_worker_logs_carry_task_and_event_ids(api, worker, settle):
     assert all("task_id" in r for r in ours)
     assert any(r.get("payment_intent_id") == event["data"]["object"]["id"] for r in ours)
     for record in records:
-        if record["logger"] in ("workers.tasks", "shared.ledger.runs", "shared.payments"):
+        if record["logger"] in (
+            "workers.tasks",
+            "shared.ledger.runs.task",
+            "shared.ledger.runs.reporting",
+            "shared.payments",
+        ):
             assert "task_id" in record, record
 
 

@@ -9,7 +9,8 @@ import stripe
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.ledger.webhooks import WebhookRejected, verify_signature
+from shared.ledger.event_rules import WebhookRejected
+from shared.ledger.receive.signatures import verify_signature
 from shared.observability.redaction import contains_card_number, redact
 from shared.validation import (
     MAX_AMOUNT,

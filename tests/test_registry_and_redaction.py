@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from shared.dev import stripe_events
+from shared.ledger.event_rules import storable_event
 from shared.ledger.handlers import HandlerRegistry, UnknownHandler, registry
-from shared.ledger.webhooks import storable_event
 from shared.payments.handlers.intents import PAYMENT_INTENT_EVENTS
 
 

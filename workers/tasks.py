@@ -14,17 +14,17 @@ from shared.config import load_settings
 from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE, enqueue_run
 from shared.infra.task_batches import BatchItem, batching_strategy, redelivered
 from shared.infra.topology import broker_countdown
-from shared.ledger.deliveries import queued_deliveries
-from shared.ledger.dlq import sweep_pending
-from shared.ledger.events import IngestResult, UndecryptableBody
-from shared.ledger.first_deliveries import ingest_batch
-from shared.ledger.ingest_delivery import ingest_delivery
-from shared.ledger.quarantine import quarantine, undecryptable_countdown
-from shared.ledger.reconcile import reconcile_with_stripe
+from shared.ledger.event_rows import IngestResult
+from shared.ledger.event_rules import EventRefused, WebhookRejected
+from shared.ledger.ingest.delivery import ingest_delivery
+from shared.ledger.ingest.first_delivery import ingest_batch
+from shared.ledger.ingest.queue_bodies import UndecryptableBody, queued_deliveries
+from shared.ledger.recovery.quarantine import quarantine, undecryptable_countdown
+from shared.ledger.recovery.reconcile import reconcile_with_stripe
+from shared.ledger.recovery.sweeper import sweep_pending
 from shared.ledger.retention import prune
 from shared.ledger.retry import INGEST_MAX_COUNTDOWN_SECONDS, GiveUp, Retry
-from shared.ledger.runs import run_handler_once
-from shared.ledger.webhooks import EventRefused, WebhookRejected
+from shared.ledger.runs.task import run_handler_once
 from shared.observability.health import record_canary
 from shared.observability.logs import bind, clear_context
 from shared.observability.metrics import (
@@ -97,7 +97,7 @@ def ingest_event(
 
 def ingest_batch_of(items: list[BatchItem]) -> list[str]:
     """Ingest a batch of ingest_event's first deliveries (in a pool process); returns the
-    task ids to run as ordinary tasks (shared.ledger.first_deliveries says which and why)."""
+    task ids to run as ordinary tasks (shared.ledger.ingest.first_delivery says which and why)."""
     clear_context()
     deliveries, alone = queued_deliveries(items)
     try:

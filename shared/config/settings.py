@@ -85,7 +85,7 @@ class Settings:
     webhook_tolerance_seconds: int = DEFAULT_WEBHOOK_TOLERANCE_SECONDS
     visibility_timeout_seconds: int = DEFAULT_VISIBILITY_TIMEOUT_SECONDS
     handler_max_attempts: int = DEFAULT_HANDLER_MAX_ATTEMPTS
-    # First deliveries a worker ingests in one transaction (shared.ledger.first_deliveries); 1
+    # First deliveries a worker ingests in one transaction (shared.ledger.ingest.first_delivery); 1
     # ingests each on its own, as a task.
     ingest_batch_size: int = DEFAULT_INGEST_BATCH_SIZE
     stripe_timeout_seconds: int = DEFAULT_STRIPE_TIMEOUT_SECONDS

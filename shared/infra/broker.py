@@ -162,8 +162,9 @@ def _prune_schedule(settings: Settings) -> dict[str, Any]:
 
 
 def _time_limit_settings(time_limit_seconds: float) -> dict[str, Any]:
-    # A handler that hangs is killed, its attempt counted (see shared.ledger.runs), and retried.
-    # Ingest applies the runs it claims itself (shared.ledger.batch), so it is bound the same.
+    # A handler that hangs is killed, its attempt counted (see shared.ledger.runs.task), and
+    # retried. Ingest applies the runs it claims itself (shared.ledger.runs.apply), so it is
+    # bound the same.
     # The retry policy's leases are built on the same limits (RetryPolicy.from_settings).
     limits = {
         "time_limit": time_limit_seconds,

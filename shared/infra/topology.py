@@ -5,7 +5,7 @@ plain direct exchanges they always had. On RabbitMQ they are quorum queues: repl
 cluster's nodes and durable, so a node that dies takes no queued event with it. A quorum queue
 also counts how often each message was handed out; one handed out ``delivery_limit`` times
 (its consumer crashed or hung on it every time) goes to the ``payments.dead`` queue instead of
-looping for ever. Our own ledger counts a run's attempts at claim (shared.ledger.runs) and
+looping for ever. Our own ledger counts a run's attempts at claim (shared.ledger.runs.task) and
 dead-letters a run long before that, so the broker's limit is a backstop for a message that
 kills its worker before the ledger could count it.
 """

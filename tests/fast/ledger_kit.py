@@ -12,10 +12,13 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.ledger import batch, deliveries, dlq, events, runs
+from shared.ledger import event_rows
+from shared.ledger.event_rules import EventScope, expected_object
 from shared.ledger.handlers import HandlerRegistry
+from shared.ledger.ingest import first_delivery
+from shared.ledger.recovery import replay
 from shared.ledger.retry import RetryPolicy
-from shared.ledger.webhooks import EventScope, expected_object
+from shared.ledger.runs import apply, task
 from shared.models import HandlerRun
 
 SCOPE = EventScope(livemode=False, connected_accounts=("acct_served",))
@@ -36,7 +39,7 @@ def use_local_registry(monkeypatch: pytest.MonkeyPatch) -> HandlerRegistry:
     """A registry for this test alone, in place of the process-wide one, wherever the ledger
     looks handlers up: what a test registers is gone when it ends."""
     local = HandlerRegistry()
-    for module in (events, runs, batch, dlq, deliveries):
+    for module in (event_rows, task, apply, replay, first_delivery):
         monkeypatch.setattr(module, "registry", local)
     return local
 

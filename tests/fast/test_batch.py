@@ -1,5 +1,5 @@
 """Ingest claims an event's runs and applies them in one transaction, one savepoint each
-(shared.ledger.batch): a failing handler is rolled back and counted alone."""
+(shared.ledger.runs.apply): a failing handler is rolled back and counted alone."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.infra.crypto import PayloadCipher
-from shared.ledger.batch import apply_claimed_runs
-from shared.ledger.events import IngestResult, RecordedEvent, ingest
-from shared.ledger.first_deliveries import record_and_apply
+from shared.ledger.event_rows import IngestResult, RecordedEvent
+from shared.ledger.event_rules import EventScope
 from shared.ledger.handlers import EventView, registry
+from shared.ledger.ingest.first_delivery import record_and_apply
+from shared.ledger.ingest.redelivery import ingest
 from shared.ledger.retry import RetryPolicy
-from shared.ledger.webhooks import EventScope
+from shared.ledger.runs.apply import apply_claimed_runs
 from shared.models import HandlerRun, RunStatus
 
 TYPE = "fast.batch_event"

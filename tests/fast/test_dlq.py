@@ -9,19 +9,19 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy.orm import Session
 
-from shared.ledger.dlq import (
+from shared.ledger.event_rows import EventNotFound, record_event
+from shared.ledger.event_rules import EventRefused
+from shared.ledger.handlers import EventView, HandlerRegistry, UnknownHandler
+from shared.ledger.recovery.dead_letters import (
     ListedRun,
     RunFilter,
     count_dead,
     list_dead,
     parse_run_id,
     replay_dead,
-    replay_event,
-    sweep_pending,
 )
-from shared.ledger.events import EventNotFound, record_event
-from shared.ledger.handlers import EventView, HandlerRegistry, UnknownHandler
-from shared.ledger.webhooks import EventRefused
+from shared.ledger.recovery.replay import replay_event
+from shared.ledger.recovery.sweeper import sweep_pending
 from shared.models import RunStatus, StripeEvent
 from tests.fast.ledger_kit import (
     SCOPE,

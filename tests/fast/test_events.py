@@ -10,11 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.infra.crypto import PayloadCipher
-from shared.ledger.batch import apply_claimed_runs
-from shared.ledger.events import ingest, record_event, stored_payload
-from shared.ledger.first_deliveries import ingest_first_delivery
+from shared.ledger.event_rows import record_event, stored_payload
 from shared.ledger.handlers import EventView, HandlerRegistry
-from shared.ledger.quarantine import (
+from shared.ledger.ingest.first_delivery import ingest_first_delivery
+from shared.ledger.ingest.redelivery import ingest
+from shared.ledger.recovery.quarantine import (
     Recovery,
     list_quarantined,
     quarantine,
@@ -22,6 +22,7 @@ from shared.ledger.quarantine import (
     undecryptable_countdown,
 )
 from shared.ledger.retry import Retry
+from shared.ledger.runs.apply import apply_claimed_runs
 from shared.models import QuarantinedEvent, RunStatus, StripeEvent
 from tests.fast.conftest import FAST_KEY
 from tests.fast.ledger_kit import (

@@ -1,4 +1,4 @@
-"""First deliveries ingested many at once (shared.ledger.first_deliveries.ingest_batch): one
+"""First deliveries ingested many at once (shared.ledger.ingest.first_delivery.ingest_batch): one
 transaction for the batch, every promise of one event kept per event, and what a batch cannot
 settle handed back to run alone."""
 
@@ -16,18 +16,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import make_engine, make_session_factory
 from shared.infra.crypto import PayloadCipher, generate_key
-from shared.ledger import first_deliveries
-from shared.ledger.deliveries import (
+from shared.ledger.event_rules import EventScope
+from shared.ledger.handlers import EventView, registry
+from shared.ledger.ingest import first_delivery
+from shared.ledger.ingest.first_delivery import (
     MAX_SAVEPOINTS,
-    QueuedDelivery,
-    QueuedEvent,
-    queued_deliveries,
+    ingest_batch,
+    record_and_apply,
     transactions_of,
 )
-from shared.ledger.first_deliveries import ingest_batch, record_and_apply
-from shared.ledger.handlers import EventView, registry
+from shared.ledger.ingest.queue_bodies import QueuedDelivery, QueuedEvent, queued_deliveries
 from shared.ledger.retry import RetryPolicy
-from shared.ledger.webhooks import EventScope
 from shared.models import HandlerRun, RunStatus, StripeEvent
 
 TYPE = "fast.many_event"
@@ -226,7 +225,7 @@ def test_a_metrics_failure_after_the_commit_leaves_the_batch_settled(effects, ci
     def broken_metrics(*_: Any) -> None:
         raise RuntimeError("metrics directory gone")
 
-    monkeypatch.setattr(first_deliveries, "report_outcome", broken_metrics)
+    monkeypatch.setattr(first_delivery, "report_outcome", broken_metrics)
     deliveries = [_delivery(cipher), _delivery(cipher)]
 
     result = ingest_batch(effects, deliveries, cipher, SCOPE, None, POLICY)

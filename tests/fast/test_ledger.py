@@ -11,19 +11,16 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from shared.ledger.dlq import RunFilter, list_dead, replay_dead, sweep_pending
-from shared.ledger.events import (
-    UndecryptableBody,
-    ingest,
-    queued_event,
-    record_event,
-    stored_payload,
-)
+from shared.ledger.event_rows import record_event, stored_payload
+from shared.ledger.event_rules import EventRefused, EventScope, WebhookRejected
 from shared.ledger.handlers import EventView, registry
-from shared.ledger.reconcile import reconcile
+from shared.ledger.ingest.queue_bodies import UndecryptableBody, queued_event
+from shared.ledger.ingest.redelivery import ingest
+from shared.ledger.recovery.dead_letters import RunFilter, list_dead, replay_dead
+from shared.ledger.recovery.reconcile import reconcile
+from shared.ledger.recovery.sweeper import sweep_pending
 from shared.ledger.retry import RetryPolicy
-from shared.ledger.runs import RunOutcome, execute_run, record_failure
-from shared.ledger.webhooks import EventRefused, EventScope, WebhookRejected
+from shared.ledger.runs.task import RunOutcome, execute_run, record_failure
 from shared.models import HandlerRun, ReconcileCheckpoint, StripeEvent
 
 TYPE = "fast.ledger_event"

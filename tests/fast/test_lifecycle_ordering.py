@@ -15,8 +15,8 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from shared.ledger.handlers import EventView, registry
-from shared.ledger.reconcile import reconcile
-from shared.ledger.runs import execute_run
+from shared.ledger.recovery.reconcile import reconcile
+from shared.ledger.runs.task import execute_run
 from shared.models import Dispute, Payment, Refund
 from shared.payments import (
     apply_dispute,

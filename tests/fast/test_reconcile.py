@@ -14,10 +14,10 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from shared.config import STRIPE_EVENTS_RETENTION_SECONDS
-from shared.ledger import reconcile as reconciler
-from shared.ledger.events import EventNotFound
+from shared.ledger.event_rows import EventNotFound
 from shared.ledger.handlers import EventView, HandlerRegistry
-from shared.ledger.reconcile import (
+from shared.ledger.recovery import reconcile as reconciler
+from shared.ledger.recovery.reconcile import (
     ADVISORY_LOCK_KEY,
     CHECKPOINT_NAME,
     PAGE_SIZE,

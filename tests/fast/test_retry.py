@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from shared.config import load_settings
 from shared.ledger.retry import GiveUp, Retry, RetryPolicy
-from shared.ledger.runs import DatabaseUnavailable, run_handler_once
+from shared.ledger.runs.task import DatabaseUnavailable, run_handler_once
 from tests.fast.test_ledger import POLICY, event, recorded, runs
 
 HIGHEST = replace(POLICY, jitter=lambda low, high: high)

@@ -10,17 +10,11 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from shared.ledger.events import record_event
+from shared.ledger.event_rows import record_event
 from shared.ledger.handlers import EventView, HandlerRegistry
 from shared.ledger.retry import Retry
-from shared.ledger.runs import (
-    MAX_ERROR_CHARS,
-    RunOutcome,
-    error_text,
-    execute_run,
-    record_failure,
-    run_handler_once,
-)
+from shared.ledger.runs.rows import MAX_ERROR_CHARS, error_text
+from shared.ledger.runs.task import RunOutcome, execute_run, record_failure, run_handler_once
 from shared.models import RunStatus
 from tests.fast.ledger_kit import (
     POLICY,

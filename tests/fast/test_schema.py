@@ -18,7 +18,7 @@ def test_database_errors_never_carry_the_values_bound_to_them(db):
     import pytest
     from sqlalchemy.exc import IntegrityError
 
-    from shared.ledger.runs import error_text
+    from shared.ledger.runs.rows import error_text
     from shared.models import Payment
     from shared.observability.redaction import redact
 

@@ -111,11 +111,11 @@ def test_the_fast_kits_local_registry_replaces_every_ledger_lookup():
     from tests.fast import ledger_kit
 
     patched = set(ledger_kit.use_local_registry.__code__.co_names) & {
-        path.stem for path in (ROOT / "shared" / "ledger").glob("*.py")
+        path.stem for path in (ROOT / "shared" / "ledger").rglob("*.py")
     }
     looking_up = {
         path.stem
-        for path in (ROOT / "shared" / "ledger").glob("*.py")
+        for path in (ROOT / "shared" / "ledger").rglob("*.py")
         if "registry." in path.read_text() and path.stem != "__init__"
     }
     assert looking_up and looking_up <= patched

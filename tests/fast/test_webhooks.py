@@ -11,18 +11,16 @@ import pytest
 import stripe
 
 from shared.config import load_settings
-from shared.ledger.webhooks import (
+from shared.ledger.event_rules import (
     ACCOUNT_NOT_SERVED,
     LIVEMODE_MISMATCH,
     EventRefused,
     EventScope,
     WebhookRejected,
     check_event,
-    parse_event_body,
     storable_event,
-    verify_delivery,
-    verify_signature,
 )
+from shared.ledger.receive.signatures import parse_event_body, verify_delivery, verify_signature
 from tests.fast.ledger_kit import SCOPE, make_event
 
 CURRENT, OLD, OTHER = ("whsec_" + c * 32 for c in "cox")

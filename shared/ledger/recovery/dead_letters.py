@@ -1,4 +1,4 @@
-"""The dead-letter list and replays: listing dead runs, sending them back, re-running events.
+"""The dead-letter list: listing dead runs and sending them back.
 
 Every operation changes rows first and returns the runs to enqueue; the caller sends the tasks
 after the commit, so a task never looks for a row that is not there yet.
@@ -9,19 +9,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Select, func, or_, select, tuple_, update
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
-from shared.infra.crypto import PayloadCipher
-from shared.ledger.events import EventNotFound, record_event
-from shared.ledger.handlers import registry
-from shared.ledger.run_rows import lock_run
-from shared.ledger.webhooks import EventScope
+from shared.ledger.runs.rows import lock_run
 from shared.models import HandlerRun, RunStatus, StripeEvent
-from shared.observability.metrics import EVENTS_REFUSED
 
 Enqueue = Callable[[str, str], None]
 
@@ -37,7 +31,7 @@ class RunFilter:
 @dataclass(frozen=True)
 class ListedRun:
     """A handler run as the dead-letter list and the replays show it (not the row itself:
-    ``HandlerRun`` is the row, ``run_rows`` the functions that change it)."""
+    ``HandlerRun`` is the row, ``runs.rows`` the functions that change it)."""
 
     event_id: str
     handler: str
@@ -118,7 +112,7 @@ def parse_run_id(run_id: str) -> tuple[str, str | None]:
     return event_id, handler or None
 
 
-def _reset(run: HandlerRun) -> None:
+def reset_for_replay(run: HandlerRun) -> None:
     run.status = RunStatus.PENDING
     run.attempts = 0
     run.leased_until = None
@@ -162,7 +156,7 @@ def replay_dead(
                 locked = lock_run(session, row.event_id, row.handler)
                 # Another operator may have replayed it meanwhile.
                 if locked is not None and locked.status == RunStatus.DEAD:
-                    _reset(locked)
+                    reset_for_replay(locked)
                     revived.append(row)
         if enqueue:
             for row in revived:
@@ -170,100 +164,3 @@ def replay_dead(
         if progress:
             progress(len(batch))
     return chosen
-
-
-def replay_event(
-    sessions: sessionmaker[Session],
-    event_id: str,
-    *,
-    cipher: PayloadCipher,
-    handler: str | None = None,
-    fetch_event: Callable[[str], dict[str, Any]] | None = None,
-    enqueue: Enqueue | None = None,
-    scope: EventScope | None = None,
-) -> list[str]:
-    """Re-run an event's handlers. Returns the handler names enqueued.
-
-    With ``handler``: that handler runs again even if it already finished (the operator asked for
-    it). Without: every registered handler that has not finished runs, including handlers added
-    since the event arrived. An event we never received is fetched from Stripe first (source
-    ``replay``) when ``fetch_event`` is given, and recorded only if ``scope`` accepts it (raises
-    EventRefused otherwise). Without ``scope`` a fetched event is not checked: every caller
-    should pass one.
-    """
-    if handler is not None:
-        registry.get(handler)  # raises UnknownHandler for a typo, before anything changes
-    with transaction(sessions) as session:
-        event = session.get(StripeEvent, event_id)
-        if event is None:
-            if fetch_event is None:
-                raise EventNotFound(event_id)
-            fetched = _fetched_in_scope(fetch_event, event_id, scope)
-            record_event(session, fetched, "replay", cipher)
-            event = session.get(StripeEvent, event_id)
-            assert event is not None
-        names = [handler] if handler else registry.handlers_for(event.type)
-        to_run = []
-        for name in names:
-            run = lock_run(session, event_id, name)
-            if run is None:
-                session.add(HandlerRun(event_id=event_id, handler=name, status=RunStatus.PENDING))
-                to_run.append(name)
-            elif run.status == RunStatus.DEAD or (
-                handler is not None and run.status == RunStatus.DONE
-            ):
-                _reset(run)
-                to_run.append(name)
-            elif run.status == RunStatus.PENDING:
-                to_run.append(name)
-    if enqueue:
-        for name in to_run:
-            enqueue(event_id, name)
-    return to_run
-
-
-def _fetched_in_scope(
-    fetch_event: Callable[[str], dict[str, Any]], event_id: str, scope: EventScope | None
-) -> dict[str, Any]:
-    event = fetch_event(event_id)
-    refused = scope.refusal(event) if scope is not None else None
-    if refused is not None:
-        # What Stripe answers passes the same check as what it delivers.
-        EVENTS_REFUSED.labels(reason=refused.code, stage="replay").inc()
-        raise refused
-    return event
-
-
-def sweep_pending(
-    sessions: sessionmaker[Session], older_than_seconds: int, *, limit: int = 1000
-) -> list[tuple[str, str]]:
-    """Pending runs nobody has touched for a while and whose retry is not still ahead.
-
-    The broker can lose a message (a killed worker, a Redis restart); the row cannot. Each run
-    returned is marked touched, so it is re-sent at most once per threshold.
-    """
-    cutoff = func.now() - dt.timedelta(seconds=older_than_seconds)
-    lost = (
-        select(HandlerRun.event_id, HandlerRun.handler)
-        .where(
-            HandlerRun.status == RunStatus.PENDING,
-            HandlerRun.updated_at < cutoff,
-            func.coalesce(HandlerRun.next_attempt_at, HandlerRun.updated_at) < cutoff,
-            # A run some worker holds right now is not lost.
-            or_(HandlerRun.leased_until.is_(None), HandlerRun.leased_until < func.now()),
-        )
-        .order_by(HandlerRun.updated_at)
-        .limit(limit)
-        # Two sweepers at once split the work instead of sending everything twice.
-        .with_for_update(skip_locked=True)
-    )
-    # One statement for all of them: touching each run as an ORM object took a round trip
-    # per run, hundreds of milliseconds for a thousand.
-    touch = (
-        update(HandlerRun)
-        .where(tuple_(HandlerRun.event_id, HandlerRun.handler).in_(lost))
-        .values(updated_at=func.now())
-        .returning(HandlerRun.event_id, HandlerRun.handler)
-    )
-    with transaction(sessions) as session:
-        return sorted((event_id, handler) for event_id, handler in session.execute(touch))

@@ -1,12 +1,14 @@
-"""Verifying what arrives at ``POST /webhook`` before anything else touches it."""
+"""What an event must be to be recorded: a Stripe event of the expected shape, in this
+deployment's scope, stored without what must not be kept. The web process checks a delivery with
+these rules before it answers Stripe; the worker checks the queued body with the same rules again,
+as the one that guards the ledger.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import stripe
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -21,17 +23,9 @@ class WebhookRejected(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class VerifiedDelivery:
-    event_id: str
-    event_type: str
-    # Index of the configured secret that matched: an operator rolling a secret watches for the
-    # old one (index 1 and up) to fall out of use before removing it.
-    secret_index: int
-    event: dict[str, Any]
-
-
 LIVEMODE_MISMATCH = "livemode_mismatch"
+
+
 ACCOUNT_NOT_SERVED = "account_not_served"
 
 
@@ -124,38 +118,6 @@ def _may_hold_nul(value: Any) -> bool:
     return "\\u0000" in json.dumps(value, default=str)
 
 
-def verify_signature(
-    body: str, header: str | None, secrets: tuple[str, ...], tolerance: int
-) -> int:
-    """Return the index of the first secret that signs ``body``; raise WebhookRejected if none."""
-    if not header:
-        raise WebhookRejected("signature_missing", "Stripe-Signature header is missing")
-    if not any(part.strip().startswith("v1=") for part in header.split(",")):
-        raise WebhookRejected("signature_invalid", "Stripe-Signature header has no v1 signature")
-    stale = False
-    for index, secret in enumerate(secrets):
-        try:
-            stripe.WebhookSignature.verify_header(body, header, secret, tolerance)
-        except stripe.SignatureVerificationError as exc:
-            # The SDK checks the signature before the timestamp, so this message means the
-            # signature matched this secret and only the age is wrong.
-            stale = stale or "tolerance" in str(exc)
-            continue
-        return index
-    if stale:
-        raise WebhookRejected("signature_expired", "Stripe-Signature timestamp is too old")
-    raise WebhookRejected("signature_invalid", "Stripe-Signature does not match")
-
-
-def parse_event_body(body: str) -> dict[str, Any]:
-    """Check that a verified body is a Stripe event we can record."""
-    try:
-        event = json.loads(body)
-    except ValueError:
-        raise WebhookRejected("invalid_event", "body is not JSON") from None
-    return check_event(event)
-
-
 # The object each family of event types carries, for the families our own handlers read. A
 # signed event whose object is of another kind is refused, not handed to a handler that would
 # misread it (a refund's amount taken for a payment's). Longest prefix first.
@@ -196,21 +158,3 @@ def check_event(event: Any) -> dict[str, Any]:
             "invalid_event", f"a {event_type} event must carry a {expected} object"
         )
     return event
-
-
-def verify_delivery(
-    body_bytes: bytes,
-    header: str | None,
-    secrets: tuple[str, ...],
-    tolerance: int,
-    scope: EventScope,
-) -> VerifiedDelivery:
-    """The delivery, verified and in scope; WebhookRejected (EventRefused when only the scope
-    is wrong) otherwise."""
-    try:
-        body = body_bytes.decode("utf-8")
-    except UnicodeDecodeError:
-        raise WebhookRejected("invalid_event", "body is not UTF-8") from None
-    secret_index = verify_signature(body, header, secrets, tolerance)
-    event = scope.check(parse_event_body(body))
-    return VerifiedDelivery(event["id"], event["type"], secret_index, event)

@@ -1,4 +1,6 @@
-"""Recording Stripe events once and creating one run per registered handler."""
+"""The events table and its runs: recording an event once, with one run per registered handler,
+and reading a recorded event back.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +9,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from cryptography.fernet import InvalidToken
 from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from shared.db import transaction
 from shared.infra.crypto import PayloadCipher
 from shared.infra.timeutil import utc_from_timestamp
+from shared.ledger.event_rules import storable_event
 from shared.ledger.handlers import registry
-from shared.ledger.statement_limits import limit_statements
-from shared.ledger.webhooks import EventRefused, EventScope, check_event, storable_event
 from shared.models import HandlerRun, RunStatus, StripeEvent
 
 # The tables, not the mapped classes, for the hot path's inserts: plain statements, without
 # the ORM's bulk machinery.
 EVENTS_TABLE = cast(Table, StripeEvent.__table__)
-RUNS_TABLE = cast(Table, HandlerRun.__table__)
 
-# The refusal reason of a queue body that is not a token at all (plain JSON).
-UNSIGNED = "unsigned"
+
+RUNS_TABLE = cast(Table, HandlerRun.__table__)
 
 
 class EventNotFound(LookupError):
     """Neither we nor Stripe have an event with that id."""
-
-
-class UndecryptableBody(Exception):
-    """No configured key decrypts a queued body: encrypted under a key the web process has and
-    the workers do not have yet, or forged. Only time (the deploy finishing) tells them apart."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +52,7 @@ class IngestResult:
     # Runs still pending after the commit; the caller enqueues one handler task for each.
     pending_handlers: list[str]
     # Runs this call created already claimed (one attempt counted, leased to the caller): the
-    # caller applies them itself, at once (shared.ledger.batch).
+    # caller applies them itself, at once (shared.ledger.runs.apply).
     claimed_handlers: list[str] = field(default_factory=list)
     recorded: RecordedEvent | None = None
 
@@ -74,7 +67,7 @@ def record_event(
 ) -> bool:
     """Insert the event unless it is known. Returns True when this call recorded it. With
     ``claim_lease``, its runs are created claimed by the caller: one attempt counted and
-    leased for that long, as ``shared.ledger.runs`` claims a run before applying it."""
+    leased for that long, as ``shared.ledger.runs.task`` claims a run before applying it."""
     return _record(session, event, source, cipher, claim_lease) is not None
 
 
@@ -161,36 +154,6 @@ def _recorded_event(
     return RecordedEvent(event["id"], event["type"], created, at, stored, handlers)
 
 
-def ingest(
-    sessions: sessionmaker[Session],
-    body: str,
-    source: str,
-    cipher: PayloadCipher,
-    scope: EventScope,
-    *,
-    claim_lease: dt.timedelta | None = None,
-    uncounted_attempts: int = 0,
-) -> IngestResult:
-    """Record a queued event. Raises UndecryptableBody, or EventRefused (never applied).
-    With ``claim_lease``, the runs of a newly recorded event come back claimed by the caller
-    instead of pending (see ``record_event``), with ``uncounted_attempts`` more counted: a
-    redelivered message may follow one whose handlers ran inside a transaction that died
-    with its worker (shared.ledger.first_deliveries), so that nothing recorded them."""
-    event = scope.check(queued_event(body, cipher))
-    with transaction(sessions) as session:
-        if claim_lease:
-            # A redelivery may wait on the event row of a first delivery whose worker is cut
-            # off mid-transaction: bounded, it retries instead of hitting its time limit.
-            limit_statements(session, claim_lease)
-        recorded = _record(session, event, source, cipher, claim_lease, uncounted_attempts)
-        if recorded is not None and claim_lease:
-            return IngestResult(
-                recorded.id, recorded.type, True, [], list(recorded.handlers), recorded
-            )
-        pending = pending_handlers(session, event["id"])
-    return IngestResult(event["id"], event["type"], recorded is not None, pending)
-
-
 def pending_handlers(session: Session, event_id: str) -> list[str]:
     # A duplicate delivery still returns the runs left pending: if the process that recorded
     # the event died between its commit and its enqueue, this is what gets them going again.
@@ -209,22 +172,6 @@ def pending_runs(session: Session, event_ids: Sequence[str]) -> dict[str, list[s
     ):
         pending.setdefault(event_id, []).append(handler)
     return pending
-
-
-def queued_event(body: str, cipher: PayloadCipher) -> dict[str, Any]:
-    """A queued event, authenticated and checked. Fernet is authenticated encryption: a token
-    that decrypts under one of our keys was made by a holder of that key, so it is our
-    signature on the queue. Anything else (plain JSON, a token under another key) anyone who
-    reaches Redis could have written: it is never read as an event."""
-    try:
-        return check_event(cipher.decrypt(body))
-    except InvalidToken:
-        if body.lstrip().startswith("{"):
-            # It can never become readable: refuse it at once, without parsing what it says.
-            raise EventRefused(
-                UNSIGNED, "plain queue body refused: only encrypted events are ingested", {}
-            ) from None
-        raise UndecryptableBody() from None
 
 
 def stored_payload(event: StripeEvent, cipher: PayloadCipher) -> dict[str, Any]:

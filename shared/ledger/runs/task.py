@@ -15,10 +15,10 @@ from shared.db import transaction
 from shared.infra.crypto import PayloadCipher
 from shared.infra.errors import is_transient
 from shared.infra.stripe_gateway import PaymentIntentReader
-from shared.ledger.events import stored_payload
+from shared.ledger.event_rows import stored_payload
 from shared.ledger.handlers import EventView, registry
 from shared.ledger.retry import Retry, RetryPolicy
-from shared.ledger.run_rows import (
+from shared.ledger.runs.rows import (
     MAX_ERROR_CHARS,
     error_text,
     lock_run,

@@ -13,7 +13,7 @@ from shared.infra.broker import EVENTS_QUEUE
 from shared.infra.crypto import PayloadCipher
 from shared.infra.redis_publish import BrokerUnavailable, RedisTaskPublisher, can_publish_directly
 from shared.infra.topology import CONFIRM_TIMEOUT_SECONDS
-from shared.ledger.webhooks import storable_event
+from shared.ledger.event_rules import storable_event
 from shared.task_names import INGEST_EVENT_TASK
 
 # Pauses before sending again an event the broker refused, and how long the webhook waits in
@@ -31,9 +31,10 @@ WEBHOOK_PUBLISH_RETRY_POLICY = {
 
 class EventPublisher:
     """The one way onto the ``events`` queue. The worker ingests only bodies encrypted under
-    our keys (authenticated: see shared.ledger.events.queued_event), so this encrypts every event it
-    publishes; a tool that enqueues an event goes through here too. On a plain Redis broker
-    it writes the task itself (shared.infra.redis_publish); elsewhere Celery publishes it."""
+    our keys (authenticated: see shared.ledger.ingest.queue_bodies.queued_event), so this
+    encrypts every event it publishes; a tool that enqueues an event goes through here too. On
+    a plain Redis broker it writes the task itself (shared.infra.redis_publish); elsewhere
+    Celery publishes it."""
 
     def __init__(self, app: Celery) -> None:
         self._app = app

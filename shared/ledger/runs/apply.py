@@ -1,11 +1,12 @@
 """Applying an event's handlers in one transaction, each isolated by a savepoint.
 
-``apply_claimed_runs`` applies the runs a redelivery's ingest just claimed (shared.ledger.events)
+``apply_claimed_runs`` applies the runs a redelivery's ingest just claimed
+(shared.ledger.ingest.redelivery)
 at once instead of sending one task per handler; first deliveries use the same pieces
-(shared.ledger.first_deliveries). Each handler's effect and its done mark commit together,
+(shared.ledger.ingest.first_delivery). Each handler's effect and its done mark commit together,
 inside a savepoint of its own: a handler that fails is rolled back to its savepoint alone, its
 failure counted on its run, and the others commit; a failed run is retried on its own, as a
-handler task (shared.ledger.runs). Every promise of a handler run holds: one row per (event,
+handler task (shared.ledger.runs.task). Every promise of a handler run holds: one row per (event,
 handler), effect and done mark in one commit, attempts counted, and the run rows locked for
 the whole transaction, so a second delivery that takes a run over once its lease ends waits
 for this commit and then finds it done.
@@ -16,41 +17,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import Boolean, Interval, bindparam, case, func, insert, null
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
-from shared.infra.errors import is_transient
 from shared.infra.stripe_gateway import PaymentIntentReader
-from shared.ledger.events import (
-    RUNS_TABLE,
-    RecordedEvent,
-)
+from shared.ledger.event_rows import RecordedEvent
 from shared.ledger.handlers import EventView, registry
 from shared.ledger.retry import Retry, RetryPolicy
-from shared.ledger.run_rows import (
-    error_text,
-    lock_runs,
-    mark_done_statement,
-    note_failure,
-)
+from shared.ledger.runs.reporting import BatchOutcome, log_failure, report_outcome
+from shared.ledger.runs.rows import error_text, lock_runs, mark_done_statement, note_failure
 from shared.ledger.statement_limits import limit_statements
 from shared.models import HandlerRun, RunStatus
-from shared.observability.metrics import EVENT_PROCESSING, HANDLER_RUNS
-from shared.observability.sentry import report_dead_letter
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class BatchOutcome:
-    done: list[str] = field(default_factory=list)
-    # Handler -> when to run it again as a task of its own.
-    retries: dict[str, Retry] = field(default_factory=dict)
-    dead: list[tuple[str, BaseException]] = field(default_factory=list)
 
 
 class HandlerFailed(Exception):
@@ -84,37 +64,6 @@ def _view(event: RecordedEvent, stripe: PaymentIntentReader | None) -> EventView
     # another's.
     payload = json.loads(json.dumps(event.payload))
     return EventView(event.id, event.type, event.created, payload, stripe)
-
-
-# A first delivery's runs, written with their outcome by one statement for all of them. Built
-# once from bound parameters, so SQLAlchemy compiles it once per process (a multi-row VALUES
-# list is compiled again on every call). Every time is the database's clock, as elsewhere.
-INSERT_RUN_OUTCOMES = insert(RUNS_TABLE).values(
-    event_id=bindparam("event_id"),
-    handler=bindparam("handler"),
-    status=bindparam("status"),
-    attempts=bindparam("attempts"),
-    last_error=bindparam("last_error"),
-    # NULL + interval is NULL: no retry due.
-    next_attempt_at=func.now() + bindparam("retry_in", type_=Interval),
-    updated_at=func.now(),
-    finished_at=case((bindparam("finished", type_=Boolean), func.now()), else_=null()),
-)
-
-
-def outcome_row(run: HandlerRun, outcome: BatchOutcome) -> dict[str, Any]:
-    """A run applied in memory (``mark_done`` or ``note_failure``), as the statement's values."""
-    retry = outcome.retries.get(run.handler)
-    status = run.status or RunStatus.PENDING
-    return {
-        "event_id": run.event_id,
-        "handler": run.handler,
-        "status": status,
-        "attempts": run.attempts,
-        "last_error": run.last_error,
-        "retry_in": None if retry is None else dt.timedelta(seconds=retry.countdown),
-        "finished": status != RunStatus.PENDING,
-    }
 
 
 def apply_claimed_runs(
@@ -161,7 +110,7 @@ def apply_one(
         outcome.dead.append((run.handler, error))
     else:
         outcome.retries[run.handler] = Retry(countdown)
-    _log_failure(event.id, run.handler, run.attempts, error, dead, countdown)
+    log_failure(event.id, run.handler, run.attempts, error, dead, countdown)
 
 
 def _run_in_savepoint(session: Session, handler: str, view: EventView) -> Exception | None:
@@ -181,34 +130,3 @@ def _run_in_savepoint(session: Session, handler: str, view: EventView) -> Except
         return error
     savepoint.commit()
     return None
-
-
-def _log_failure(
-    event_id: str, handler: str, attempts: int, error: BaseException, dead: bool, countdown: float
-) -> None:
-    if dead:
-        log.error("run %s/%s is dead after %d attempts: %s", event_id, handler, attempts, error)
-        return
-    log.warning(
-        "run %s/%s failed (attempt %d, %s), retrying in %.1fs",
-        event_id,
-        handler,
-        attempts,
-        "transient" if is_transient(error) else "permanent",
-        countdown,
-    )
-
-
-def report_outcome(
-    outcome: BatchOutcome, event_id: str, event_type: str, received_at: dt.datetime
-) -> None:
-    """Metrics and alerts, once the commit made the outcome true."""
-    age = max(0.0, (dt.datetime.now(dt.UTC) - received_at).total_seconds())
-    for handler in outcome.done:
-        HANDLER_RUNS.labels(handler=handler, status=RunStatus.DONE).inc()
-        EVENT_PROCESSING.observe(age)
-    for handler in outcome.retries:
-        HANDLER_RUNS.labels(handler=handler, status="retry").inc()
-    for handler, error in outcome.dead:
-        HANDLER_RUNS.labels(handler=handler, status=RunStatus.DEAD).inc()
-        report_dead_letter(error, event_id=event_id, handler=handler, event_type=event_type)

@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.db import transaction
 from shared.infra.crypto import PayloadCipher
 from shared.infra.timeutil import utc_from_timestamp
-from shared.ledger.events import UndecryptableBody, pending_handlers, queued_event, record_event
-from shared.ledger.webhooks import EventRefused, EventScope
+from shared.ledger.event_rows import pending_handlers, record_event
+from shared.ledger.event_rules import EventRefused, EventScope
+from shared.ledger.ingest.queue_bodies import UndecryptableBody, queued_event
 from shared.models import QuarantinedEvent
 
 

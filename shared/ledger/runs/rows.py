@@ -1,22 +1,38 @@
 """The row of a handler run: locking it and writing its outcome.
 
-Shared by a single run (shared.ledger.runs) and an event's runs applied together
-(shared.ledger.batch), so a run is marked done or failed the same way on either path.
+Shared by a run as its own task (shared.ledger.runs.task) and an event's runs applied together
+(shared.ledger.runs.apply), so a run is marked done or failed the same way on either path.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import traceback
+from typing import Any
 
-from sqlalchemy import Update, func, select, update
+from sqlalchemy import (
+    Boolean,
+    Interval,
+    Update,
+    bindparam,
+    case,
+    func,
+    insert,
+    null,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
+from shared.ledger.event_rows import RUNS_TABLE
 from shared.ledger.retry import GiveUp, RetryPolicy
+from shared.ledger.runs.reporting import BatchOutcome
 from shared.models import HandlerRun, RunStatus
 from shared.observability.redaction import redact
 
 MAX_ERROR_CHARS = 4000
+
+
 TRACEBACK_FRAMES = 8
 
 
@@ -89,3 +105,34 @@ def error_text(error: BaseException) -> str:
         type(error), error, error.__traceback__, limit=-TRACEBACK_FRAMES
     )
     return redact("".join(lines))[-MAX_ERROR_CHARS:]
+
+
+# A first delivery's runs, written with their outcome by one statement for all of them. Built
+# once from bound parameters, so SQLAlchemy compiles it once per process (a multi-row VALUES
+# list is compiled again on every call). Every time is the database's clock, as elsewhere.
+INSERT_RUN_OUTCOMES = insert(RUNS_TABLE).values(
+    event_id=bindparam("event_id"),
+    handler=bindparam("handler"),
+    status=bindparam("status"),
+    attempts=bindparam("attempts"),
+    last_error=bindparam("last_error"),
+    # NULL + interval is NULL: no retry due.
+    next_attempt_at=func.now() + bindparam("retry_in", type_=Interval),
+    updated_at=func.now(),
+    finished_at=case((bindparam("finished", type_=Boolean), func.now()), else_=null()),
+)
+
+
+def outcome_row(run: HandlerRun, outcome: BatchOutcome) -> dict[str, Any]:
+    """A run applied in memory (``mark_done`` or ``note_failure``), as the statement's values."""
+    retry = outcome.retries.get(run.handler)
+    status = run.status or RunStatus.PENDING
+    return {
+        "event_id": run.event_id,
+        "handler": run.handler,
+        "status": status,
+        "attempts": run.attempts,
+        "last_error": run.last_error,
+        "retry_in": None if retry is None else dt.timedelta(seconds=retry.countdown),
+        "finished": status != RunStatus.PENDING,
+    }

@@ -1,18 +1,41 @@
-"""Queued ingest tasks as the events a batch ingests (shared.ledger.first_deliveries)."""
+"""Queued bodies as events: a body authenticated and decoded, and the messages a worker holds as
+the events one batch ingests.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from shared.infra.crypto import PayloadCipher
-from shared.ledger.events import queued_event
-from shared.ledger.handlers import registry
-from shared.ledger.webhooks import EventScope
+from cryptography.fernet import InvalidToken
 
-# Savepoints (handler calls) one transaction may open; PostgreSQL caches 64 subtransactions.
-MAX_SAVEPOINTS = 60
+from shared.infra.crypto import PayloadCipher
+from shared.ledger.event_rules import EventRefused, EventScope, check_event
+
+# The refusal reason of a queue body that is not a token at all (plain JSON).
+UNSIGNED = "unsigned"
+
+
+class UndecryptableBody(Exception):
+    """No configured key decrypts a queued body: encrypted under a key the web process has and
+    the workers do not have yet, or forged. Only time (the deploy finishing) tells them apart."""
+
+
+def queued_event(body: str, cipher: PayloadCipher) -> dict[str, Any]:
+    """A queued event, authenticated and checked. Fernet is authenticated encryption: a token
+    that decrypts under one of our keys was made by a holder of that key, so it is our
+    signature on the queue. Anything else (plain JSON, a token under another key) anyone who
+    reaches Redis could have written: it is never read as an event."""
+    try:
+        return check_event(cipher.decrypt(body))
+    except InvalidToken:
+        if body.lstrip().startswith("{"):
+            # It can never become readable: refuse it at once, without parsing what it says.
+            raise EventRefused(
+                UNSIGNED, "plain queue body refused: only encrypted events are ingested", {}
+            ) from None
+        raise UndecryptableBody() from None
 
 
 @dataclass(frozen=True)
@@ -89,20 +112,3 @@ def _lock_order(event: QueuedEvent) -> tuple[str, int, str]:
     obj = event.event.get("data", {}).get("object", {})
     object_id = obj.get("id") if isinstance(obj, dict) else None
     return (str(object_id or ""), int(event.event.get("created") or 0), event.id)
-
-
-def transactions_of(events: list[QueuedEvent]) -> Iterator[list[QueuedEvent]]:
-    """The batch cut so that no transaction opens more than MAX_SAVEPOINTS savepoints. Past
-    64 subtransactions that wrote, PostgreSQL's snapshot of this transaction overflows its
-    cache, and every other session's visibility checks go through pg_subtrans until it ends."""
-    chunk: list[QueuedEvent] = []
-    handlers = 0
-    for event in events:
-        count = len(registry.handlers_for(event.event["type"]))
-        if chunk and handlers + count > MAX_SAVEPOINTS:
-            yield chunk
-            chunk, handlers = [], 0
-        chunk.append(event)
-        handlers += count
-    if chunk:
-        yield chunk

@@ -2,9 +2,9 @@
 chooses between the two ways.
 
 A first delivery records the event and applies its handlers in one transaction
-(``first_deliveries``). A redelivery may follow a worker killed by a handler: it goes the slower
-way, which counts every attempt before running any handler (``events.ingest``, then
-``batch.apply_claimed_runs``). The worker's task only says which it is and translates the
+(``first_delivery``). A redelivery may follow a worker killed by a handler: it goes the slower
+way, which counts every attempt before running any handler (``redelivery.ingest``, then
+``runs.apply.apply_claimed_runs``). The worker's task only says which it is and translates the
 answer: the runs to send, and the retries of those that failed.
 """
 
@@ -17,11 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.infra.crypto import PayloadCipher
 from shared.infra.stripe_gateway import PaymentIntentReader
-from shared.ledger.batch import apply_claimed_runs
-from shared.ledger.events import IngestResult, RecordedEvent, ingest
-from shared.ledger.first_deliveries import ingest_first_delivery
+from shared.ledger.event_rows import IngestResult, RecordedEvent
+from shared.ledger.event_rules import EventScope
+from shared.ledger.ingest.first_delivery import ingest_first_delivery
+from shared.ledger.ingest.redelivery import ingest
 from shared.ledger.retry import Retry, RetryPolicy
-from shared.ledger.webhooks import EventScope
+from shared.ledger.runs.apply import apply_claimed_runs
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,27 +33,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.db import transaction
 from shared.infra.crypto import PayloadCipher
 from shared.infra.stripe_gateway import PaymentIntentReader
-from shared.ledger.batch import (
-    INSERT_RUN_OUTCOMES,
-    BatchOutcome,
-    HandlerFailed,
-    apply_one,
-    apply_unisolated,
-    outcome_row,
-    report_outcome,
-)
-from shared.ledger.deliveries import QueuedDelivery, QueuedEvent, decode_batch, transactions_of
-from shared.ledger.events import (
-    IngestResult,
-    RecordedEvent,
-    insert_events,
-    pending_runs,
+from shared.ledger.event_rows import IngestResult, RecordedEvent, insert_events, pending_runs
+from shared.ledger.event_rules import EventScope
+from shared.ledger.handlers import registry
+from shared.ledger.ingest.queue_bodies import (
+    QueuedDelivery,
+    QueuedEvent,
+    decode_batch,
     queued_event,
 )
 from shared.ledger.retry import Retry, RetryPolicy
-from shared.ledger.run_rows import mark_done
+from shared.ledger.runs.apply import HandlerFailed, apply_one, apply_unisolated
+from shared.ledger.runs.reporting import BatchOutcome, report_outcome
+from shared.ledger.runs.rows import INSERT_RUN_OUTCOMES, mark_done, outcome_row
 from shared.ledger.statement_limits import limit_statements
-from shared.ledger.webhooks import EventScope
 from shared.models import HandlerRun
 from shared.observability.logs import bound
 
@@ -241,3 +234,24 @@ def _apply_handlers(
         if run.handler in outcome.done:
             mark_done(run)
     return outcome, runs
+
+
+# Savepoints (handler calls) one transaction may open; PostgreSQL caches 64 subtransactions.
+MAX_SAVEPOINTS = 60
+
+
+def transactions_of(events: list[QueuedEvent]) -> Iterator[list[QueuedEvent]]:
+    """The batch cut so that no transaction opens more than MAX_SAVEPOINTS savepoints. Past
+    64 subtransactions that wrote, PostgreSQL's snapshot of this transaction overflows its
+    cache, and every other session's visibility checks go through pg_subtrans until it ends."""
+    chunk: list[QueuedEvent] = []
+    handlers = 0
+    for event in events:
+        count = len(registry.handlers_for(event.event["type"]))
+        if chunk and handlers + count > MAX_SAVEPOINTS:
+            yield chunk
+            chunk, handlers = [], 0
+        chunk.append(event)
+        handlers += count
+    if chunk:
+        yield chunk

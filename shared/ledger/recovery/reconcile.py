@@ -24,8 +24,8 @@ from shared.config import STRIPE_EVENTS_RETENTION_SECONDS
 from shared.db import transaction
 from shared.infra.crypto import PayloadCipher
 from shared.infra.timeutil import utc_from_timestamp
-from shared.ledger.events import EventNotFound, pending_runs, record_event
-from shared.ledger.webhooks import EventScope
+from shared.ledger.event_rows import EventNotFound, pending_runs, record_event
+from shared.ledger.event_rules import EventScope
 from shared.models import ReconcileCheckpoint, StripeEvent
 from shared.observability.metrics import EVENTS_REFUSED, RECONCILE_LAST_SUCCESS, RECONCILE_RECOVERED
 

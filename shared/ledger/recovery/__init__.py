@@ -1,0 +1,1 @@
+"""Closing the gaps: dead letters, replay, the sweeper, the reconciler and quarantine."""
