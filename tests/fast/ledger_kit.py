@@ -18,7 +18,7 @@ from shared.ledger.handlers import HandlerRegistry
 from shared.ledger.ingest import first_delivery
 from shared.ledger.recovery import replay
 from shared.ledger.retry import RetryPolicy
-from shared.ledger.runs import apply, task
+from shared.ledger.runs import apply
 from shared.models import HandlerRun
 
 SCOPE = EventScope(livemode=False, connected_accounts=("acct_served",))
@@ -39,7 +39,7 @@ def use_local_registry(monkeypatch: pytest.MonkeyPatch) -> HandlerRegistry:
     """A registry for this test alone, in place of the process-wide one, wherever the ledger
     looks handlers up: what a test registers is gone when it ends."""
     local = HandlerRegistry()
-    for module in (event_rows, task, apply, replay, first_delivery):
+    for module in (event_rows, apply, replay, first_delivery):
         monkeypatch.setattr(module, "registry", local)
     return local
 

@@ -119,3 +119,39 @@ def test_the_fast_kits_local_registry_replaces_every_ledger_lookup():
         if "registry." in path.read_text() and path.stem != "__init__"
     }
     assert looking_up and looking_up <= patched
+
+
+def _ledger_trees() -> Iterator[tuple[str, ast.Module]]:
+    for path in sorted((ROOT / "shared" / "ledger").rglob("*.py")):
+        yield str(path.relative_to(ROOT)), ast.parse(path.read_text())
+
+
+def test_one_function_in_the_ledger_calls_a_handler():
+    """Every path (first delivery, redelivery, a run as its own task) calls a handler through
+    runs/apply.py's call_handler, so a run is applied the same way whichever path took it."""
+    calls = [
+        path
+        for path, tree in _ledger_trees()
+        for node in ast.walk(tree)
+        # registry.get(name)(...): a handler looked up and called at once
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Call)
+        and isinstance(node.func.func, ast.Attribute)
+        and node.func.func.attr == "get"
+        and isinstance(node.func.func.value, ast.Name)
+        and node.func.func.value.id == "registry"
+    ]
+    assert calls == ["shared/ledger/runs/apply.py"]
+
+
+def test_one_module_in_the_ledger_reports_what_a_run_came_to():
+    """The run counters and the dead-letter alert are touched in runs/reporting.py alone, so a
+    run's outcome is logged, counted and alerted the same way on every path."""
+    reporters = {
+        path
+        for path, tree in _ledger_trees()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name)
+        and node.id in ("HANDLER_RUNS", "EVENT_PROCESSING", "report_dead_letter")
+    }
+    assert reporters == {"shared/ledger/runs/reporting.py"}

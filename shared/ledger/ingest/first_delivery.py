@@ -43,11 +43,10 @@ from shared.ledger.ingest.queue_bodies import (
     queued_event,
 )
 from shared.ledger.retry import Retry, RetryPolicy
-from shared.ledger.runs.apply import HandlerFailed, apply_one, apply_unisolated
-from shared.ledger.runs.reporting import BatchOutcome, report_outcome
-from shared.ledger.runs.rows import INSERT_RUN_OUTCOMES, mark_done, outcome_row
+from shared.ledger.runs.apply import HandlerFailed, apply_new_runs
+from shared.ledger.runs.reporting import RunsOutcome, report_outcome
+from shared.ledger.runs.rows import INSERT_RUN_OUTCOMES, outcome_row
 from shared.ledger.statement_limits import limit_statements
-from shared.models import HandlerRun
 from shared.observability.logs import bound
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ class BatchResult:
 @dataclass
 class _Applied:
     recorded: RecordedEvent | None
-    outcome: BatchOutcome
+    outcome: RunsOutcome
     # A known event's runs still pending, for the caller to start again.
     pending: list[str]
 
@@ -86,7 +85,7 @@ def ingest_first_delivery(
     scope: EventScope,
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
-) -> tuple[IngestResult, BatchOutcome]:
+) -> tuple[IngestResult, RunsOutcome]:
     """One first delivery, as its task runs it. Raises as ``ingest`` does."""
     event = scope.check(queued_event(body, cipher))
     recorded, outcome, pending = record_and_apply(sessions, event, source, cipher, stripe, policy)
@@ -100,7 +99,7 @@ def record_and_apply(
     cipher: PayloadCipher,
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
-) -> tuple[RecordedEvent | None, BatchOutcome, list[str]]:
+) -> tuple[RecordedEvent | None, RunsOutcome, list[str]]:
     """Record one event and apply its handlers; (None, nothing done, the runs still pending)
     when the event was known already."""
     applied = _record_and_apply([QueuedEvent(event, source, [])], cipher, sessions, stripe, policy)
@@ -185,11 +184,11 @@ def _one_try(
         for event in events:
             new = recorded.get(event.id)
             if new is None:
-                applied[event.id] = _Applied(None, BatchOutcome(), pending.get(event.id, []))
+                applied[event.id] = _Applied(None, RunsOutcome(), pending.get(event.id, []))
                 continue
             isolate = failure is not None or bool(rows)
             with bound(**_log_ids(event)):
-                outcome, runs = _apply_handlers(session, new, stripe, policy, failure, isolate)
+                outcome, runs = apply_new_runs(session, new, stripe, policy, failure, isolate)
             rows.extend(outcome_row(run, outcome) for run in runs)
             applied[event.id] = _Applied(new, outcome, [])
         if rows:
@@ -200,7 +199,7 @@ def _one_try(
     return applied
 
 
-def _report(outcome: BatchOutcome, event: RecordedEvent) -> None:
+def _report(outcome: RunsOutcome, event: RecordedEvent) -> None:
     # After the commit: a metrics or Sentry failure must not send committed events round again.
     try:
         report_outcome(outcome, event.id, event.type, event.received_at)
@@ -211,29 +210,6 @@ def _report(outcome: BatchOutcome, event: RecordedEvent) -> None:
 def _log_ids(event: QueuedEvent) -> dict[str, str]:
     # A batch's handler lines name their task; a task's own are named already.
     return {"event_id": event.id, **({"task_id": event.keys[0]} if event.keys else {})}
-
-
-def _apply_handlers(
-    session: Session,
-    event: RecordedEvent,
-    stripe: PaymentIntentReader | None,
-    policy: RetryPolicy,
-    failure: HandlerFailed | None,
-    isolate: bool,
-) -> tuple[BatchOutcome, list[HandlerRun]]:
-    """Every handler of one event; the first unisolated unless ``isolate``."""
-    outcome = BatchOutcome()
-    runs = [HandlerRun(event_id=event.id, handler=h, attempts=1) for h in event.handlers]
-    for index, run in enumerate(runs):
-        if index == 0 and not isolate:
-            apply_unisolated(session, event, run.handler, stripe)  # raises HandlerFailed
-            outcome.done.append(run.handler)
-        else:
-            known = failure.error if failure and failure.names(event.id, run.handler) else None
-            apply_one(session, event, run, stripe, policy, outcome, known)
-        if run.handler in outcome.done:
-            mark_done(run)
-    return outcome, runs
 
 
 # Savepoints (handler calls) one transaction may open; PostgreSQL caches 64 subtransactions.

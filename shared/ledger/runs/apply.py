@@ -1,22 +1,21 @@
-"""Applying an event's handlers in one transaction, each isolated by a savepoint.
+"""Applying handlers: the one function that calls a handler, and an event's runs applied in one
+transaction, each isolated by a savepoint.
 
-``apply_claimed_runs`` applies the runs a redelivery's ingest just claimed
-(shared.ledger.ingest.redelivery)
-at once instead of sending one task per handler; first deliveries use the same pieces
-(shared.ledger.ingest.first_delivery). Each handler's effect and its done mark commit together,
-inside a savepoint of its own: a handler that fails is rolled back to its savepoint alone, its
-failure counted on its run, and the others commit; a failed run is retried on its own, as a
-handler task (shared.ledger.runs.task). Every promise of a handler run holds: one row per (event,
-handler), effect and done mark in one commit, attempts counted, and the run rows locked for
-the whole transaction, so a second delivery that takes a run over once its lease ends waits
-for this commit and then finds it done.
+Every path calls a handler through ``call_handler``: a first delivery's runs
+(``apply_new_runs``, in shared.ledger.ingest.first_delivery's transaction), the runs a
+redelivery's ingest just claimed (``apply_claimed_runs``), and a run as its own task
+(shared.ledger.runs.task). Each handler's effect and its done mark commit together, inside a
+savepoint of its own: a handler that fails is rolled back to its savepoint alone, its failure
+counted on its run, and the others commit; a failed run is retried on its own, as a handler
+task. Every promise of a handler run holds: one row per (event, handler), effect and done mark
+in one commit, attempts counted, and the run rows locked for the whole transaction, so a second
+delivery that takes a run over once its lease ends waits for this commit and then finds it done.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,13 +23,24 @@ from shared.db import transaction
 from shared.infra.stripe_gateway import PaymentIntentReader
 from shared.ledger.event_rows import RecordedEvent
 from shared.ledger.handlers import EventView, registry
-from shared.ledger.retry import Retry, RetryPolicy
-from shared.ledger.runs.reporting import BatchOutcome, log_failure, report_outcome
-from shared.ledger.runs.rows import error_text, lock_runs, mark_done_statement, note_failure
+from shared.ledger.retry import RetryPolicy
+from shared.ledger.runs.reporting import RunFailure, RunsOutcome, report_outcome
+from shared.ledger.runs.rows import (
+    error_text,
+    lock_runs,
+    mark_done,
+    mark_done_statement,
+    note_failure,
+)
 from shared.ledger.statement_limits import limit_statements
 from shared.models import HandlerRun, RunStatus
 
-log = logging.getLogger(__name__)
+
+def call_handler(session: Session, handler: str, view: EventView) -> None:
+    """Apply one handler to one event in the caller's transaction. Its pending ORM changes are
+    flushed here, so what they raise is its own failure, not the next handler's."""
+    registry.get(handler)(session, view)
+    session.flush()
 
 
 class HandlerFailed(Exception):
@@ -52,9 +62,7 @@ def apply_unisolated(
     """Run a handler with no savepoint of its own. Raises HandlerFailed when it fails, the
     transaction then being fit only to roll back."""
     try:
-        registry.get(handler)(session, _view(event, stripe))
-        # Its pending ORM changes fail here, as its own, not at the next handler's savepoint.
-        session.flush()
+        call_handler(session, handler, _view(event, stripe))
     except Exception as error:  # counted by the isolated try that follows
         raise HandlerFailed(event.id, handler, error) from error
 
@@ -72,10 +80,10 @@ def apply_claimed_runs(
     handlers: list[str],
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
-) -> BatchOutcome:
+) -> RunsOutcome:
     """Apply the claimed runs of one event. Raises only when the transaction itself fails
     (the runs then stay claimed, pending, for a handler task to take over)."""
-    outcome = BatchOutcome()
+    outcome = RunsOutcome()
     with transaction(sessions) as session:
         limit_statements(session, dt.timedelta(seconds=policy.lease_seconds))
         runs = lock_runs(session, event.id, handlers)
@@ -96,7 +104,7 @@ def apply_one(
     run: HandlerRun,
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
-    outcome: BatchOutcome,
+    outcome: RunsOutcome,
     known_error: Exception | None = None,
 ) -> None:
     """Apply one run in a savepoint of its own and note its outcome on it; with
@@ -106,11 +114,7 @@ def apply_one(
         outcome.done.append(run.handler)
         return
     dead, countdown = note_failure(run, error_text(error), error, policy)
-    if dead:
-        outcome.dead.append((run.handler, error))
-    else:
-        outcome.retries[run.handler] = Retry(countdown)
-    log_failure(event.id, run.handler, run.attempts, error, dead, countdown)
+    outcome.failures.append(RunFailure(run.handler, run.attempts, error, dead, countdown))
 
 
 def _run_in_savepoint(session: Session, handler: str, view: EventView) -> Exception | None:
@@ -123,10 +127,34 @@ def _run_in_savepoint(session: Session, handler: str, view: EventView) -> Except
     would commit with a retry due, and the retry apply it again."""
     savepoint = session.begin_nested()
     try:
-        registry.get(handler)(session, view)
-        session.flush()
+        call_handler(session, handler, view)
     except Exception as error:  # noqa: BLE001 - every handler failure is counted; the policy decides
         savepoint.rollback()
         return error
     savepoint.commit()
     return None
+
+
+def apply_new_runs(
+    session: Session,
+    event: RecordedEvent,
+    stripe: PaymentIntentReader | None,
+    policy: RetryPolicy,
+    failure: HandlerFailed | None,
+    isolate: bool,
+) -> tuple[RunsOutcome, list[HandlerRun]]:
+    """Every handler of an event this transaction just recorded, as runs for the caller to write
+    with their outcome (one attempt each); the first unisolated unless ``isolate``. ``failure``
+    is that first call's from a try before, if it failed."""
+    outcome = RunsOutcome()
+    runs = [HandlerRun(event_id=event.id, handler=h, attempts=1) for h in event.handlers]
+    for index, run in enumerate(runs):
+        if index == 0 and not isolate:
+            apply_unisolated(session, event, run.handler, stripe)  # raises HandlerFailed
+            outcome.done.append(run.handler)
+        else:
+            known = failure.error if failure and failure.names(event.id, run.handler) else None
+            apply_one(session, event, run, stripe, policy, outcome, known)
+        if run.handler in outcome.done:
+            mark_done(run)
+    return outcome, runs

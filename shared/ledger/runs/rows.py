@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from shared.ledger.event_rows import RUNS_TABLE
 from shared.ledger.retry import GiveUp, RetryPolicy
-from shared.ledger.runs.reporting import BatchOutcome
+from shared.ledger.runs.reporting import RunsOutcome
 from shared.models import HandlerRun, RunStatus
 from shared.observability.redaction import redact
 
@@ -123,7 +123,7 @@ INSERT_RUN_OUTCOMES = insert(RUNS_TABLE).values(
 )
 
 
-def outcome_row(run: HandlerRun, outcome: BatchOutcome) -> dict[str, Any]:
+def outcome_row(run: HandlerRun, outcome: RunsOutcome) -> dict[str, Any]:
     """A run applied in memory (``mark_done`` or ``note_failure``), as the statement's values."""
     retry = outcome.retries.get(run.handler)
     status = run.status or RunStatus.PENDING

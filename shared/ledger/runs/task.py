@@ -16,8 +16,10 @@ from shared.infra.crypto import PayloadCipher
 from shared.infra.errors import is_transient
 from shared.infra.stripe_gateway import PaymentIntentReader
 from shared.ledger.event_rows import stored_payload
-from shared.ledger.handlers import EventView, registry
+from shared.ledger.handlers import EventView
 from shared.ledger.retry import Retry, RetryPolicy
+from shared.ledger.runs.apply import call_handler
+from shared.ledger.runs.reporting import RunFailure, report_done, report_failure, report_worker_died
 from shared.ledger.runs.rows import (
     MAX_ERROR_CHARS,
     error_text,
@@ -27,8 +29,6 @@ from shared.ledger.runs.rows import (
 )
 from shared.ledger.statement_limits import limit_statements
 from shared.models import RunStatus, StripeEvent
-from shared.observability.metrics import EVENT_PROCESSING, HANDLER_RUNS
-from shared.observability.sentry import report_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,7 @@ def execute_run(
         received_at = _apply(session, event_id, handler_name, lease, cipher, stripe)
     if received_at is None:
         return RunOutcome.ALREADY_FINISHED
-    HANDLER_RUNS.labels(handler=handler_name, status=RunStatus.DONE).inc()
-    EVENT_PROCESSING.observe(max(0.0, (dt.datetime.now(dt.UTC) - received_at).total_seconds()))
+    report_done(handler_name, received_at)
     return RunOutcome.DONE
 
 
@@ -128,9 +127,10 @@ def _apply(
         return None
     event = session.get(StripeEvent, event_id)
     assert event is not None  # handler_runs.event_id is a foreign key
-    handler = registry.get(handler_name)
     payload = stored_payload(event, cipher)
-    handler(session, EventView(event.id, event.type, event.created, payload, stripe))
+    call_handler(
+        session, handler_name, EventView(event.id, event.type, event.created, payload, stripe)
+    )
     mark_done(run)
     return event.received_at
 
@@ -179,14 +179,7 @@ def run_handler_once(
         log.info("run %s/%s is leased; looking again later", event_id, handler)
         return policy.while_leased()
     if outcome is RunOutcome.DEAD:
-        HANDLER_RUNS.labels(handler=handler, status=RunStatus.DEAD).inc()
-        log.error("run %s/%s is dead: its worker died on every attempt", event_id, handler)
-        report_dead_letter(
-            RuntimeError("worker died or timed out on every attempt"),
-            event_id=event_id,
-            handler=handler,
-            event_type=None,
-        )
+        report_worker_died(event_id, handler)
     elif outcome is RunOutcome.MISSING:
         log.error("run %s/%s does not exist; nothing to do", event_id, handler)
     else:
@@ -211,25 +204,11 @@ def _failed(
     except SQLAlchemyError:
         log.warning("could not record the failure of %s/%s", event_id, handler)
         return DatabaseUnavailable(policy.countdown(1))
-    HANDLER_RUNS.labels(handler=handler, status=RunStatus.DEAD if failure.dead else "retry").inc()
-    if failure.dead:
-        log.error(
-            "run %s/%s is dead after %d attempts: %s",
-            event_id,
-            handler,
-            failure.attempts,
-            type(error).__name__,
-        )
-        report_dead_letter(error, event_id=event_id, handler=handler, event_type=failure.event_type)
-        return None
     if failure.attempts == 0:
         return None  # finished elsewhere meanwhile
-    log.warning(
-        "run %s/%s failed (attempt %d, %s), retrying in %.1fs",
+    report_failure(
         event_id,
-        handler,
-        failure.attempts,
-        "transient" if failure.transient else "permanent",
-        failure.countdown,
+        RunFailure(handler, failure.attempts, error, failure.dead, failure.countdown),
+        failure.event_type,
     )
-    return Retry(failure.countdown)
+    return None if failure.dead else Retry(failure.countdown)
