@@ -32,9 +32,9 @@ from pathlib import Path
 from bench import perf_events, perf_pipeline
 from bench.perf_receiver import run_wrk
 from bench.perf_stack import WEBHOOK_SECRET, PerfStack
+from devtools.processes import procfile_command
+from devtools.rabbitmq import OwnRabbitNode
 from shared.config import load_settings
-from shared.dev.processes import procfile_command
-from shared.dev.rabbitmq import OwnRabbitNode
 from shared.infra.broker import make_producer
 
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -30,7 +30,7 @@ from bench.chaos_faults import Poison, faults
 from bench.chaos_load import Ledger, LoadGenerator
 from bench.chaos_stack import REPO_ROOT, Stack, log
 from bench.chaos_verdict import Outcome, Tally, report, wait_for_quiet
-from shared.dev.processes import venv_script
+from devtools.processes import venv_script
 from shared.ledger.handlers import load_handler_modules
 
 

@@ -10,8 +10,8 @@ import signal
 import time
 from pathlib import Path
 
-from shared.dev.processes import Process, free_port, port_open, redis_server_args, wait_until
-from shared.dev.rabbitmq import OwnRabbitCluster
+from devtools.processes import Process, free_port, port_open, redis_server_args, wait_until
+from devtools.rabbitmq import OwnRabbitCluster
 
 # How long a killed broker (or broker node) stays down before it is started again.
 DOWN_SECONDS = 3

@@ -19,9 +19,9 @@ import stripe
 
 from bench.chaos_handlers import POISON_EVENT
 from bench.chaos_stack import CHAOS_API_CLIENT_KEY, WEBHOOK_SECRET, Stack, log
+from devtools import stripe_events
+from devtools.standin import StandIn
 from shared.config import load_settings
-from shared.dev import stripe_events
-from shared.dev.standin import StandIn
 
 
 @dataclass

@@ -13,9 +13,7 @@ from sqlalchemy import create_engine
 from bench.chaos_brokers import OwnRedis, RabbitBroker, RedisBroker
 from bench.chaos_handlers import TABLES
 from bench.own_postgres import OwnPostgres
-from shared.config import load_settings
-from shared.db import upgrade
-from shared.dev.processes import (
+from devtools.processes import (
     Process,
     celery_worker_args,
     free_port,
@@ -24,6 +22,8 @@ from shared.dev.processes import (
     venv_script,
     wait_until,
 )
+from shared.config import load_settings
+from shared.db import upgrade
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WEBHOOK_SECRET = "whsec_chaos_" + "c" * 24

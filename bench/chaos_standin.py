@@ -17,7 +17,7 @@ from aiohttp import web
 from localstripe.resources import Event, StripeObject
 from localstripe.server import app
 
-from shared.dev.localstripe_server import teach_stripe
+from devtools.localstripe_server import teach_stripe
 
 
 async def inject_event(request: web.Request) -> web.Response:

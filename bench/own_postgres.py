@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from shared.dev.processes import free_port
+from devtools.processes import free_port
 
 PG_BIN = Path("/usr/lib/postgresql")
 

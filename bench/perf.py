@@ -23,7 +23,7 @@ from pathlib import Path
 from bench import perf_pipeline, perf_receiver, perf_report
 from bench.perf_rows import Table, payment_rows, pipeline_rows, receiver_rows, soak_rows
 from bench.perf_stack import PerfStack
-from shared.dev.processes import REPO_ROOT
+from devtools.processes import REPO_ROOT
 
 PHASES = ("receiver", "pipeline", "payments")
 SMALL = {

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.dev import stripe_events
+from devtools import stripe_events
 
 EVENT_TYPE = "payment_intent.succeeded"
 TARGET_BYTES = 2048

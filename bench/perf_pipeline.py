@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from bench import bench_handlers, naive_pipeline, perf_events
 from bench.pacer import PaceResult, pace
 from bench.perf_stack import WEBHOOK_SECRET, PerfStack
-from shared.dev.processes import Process
+from devtools.processes import Process
 from shared.ledger.handlers import registry
 
 HANDLERS_PER_EVENT = len(registry.handlers_for(perf_events.EVENT_TYPE))

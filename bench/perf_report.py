@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from shared.dev.processes import REPO_ROOT
+from devtools.processes import REPO_ROOT
 
 PRODUCT_PATHS = ("api", "workers", "shared", "Procfile", "celeryconfig.py", "pyproject.toml")
 

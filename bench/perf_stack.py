@@ -24,8 +24,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench import bench_handlers, naive_pipeline
-from shared.db import upgrade
-from shared.dev.processes import (
+from devtools.processes import (
     REPO_ROOT,
     Process,
     free_port,
@@ -34,6 +33,7 @@ from shared.dev.processes import (
     redis_server_args,
     wait_until,
 )
+from shared.db import upgrade
 
 WEBHOOK_SECRET = "whsec_bench_" + "b" * 24
 API_CLIENT_KEY = "bench-only-api-client-key-" + "b" * 16
@@ -105,7 +105,7 @@ class PerfStack:
         with self.engine().begin() as conn:
             conn.exec_driver_sql(bench_handlers.TABLES)
             conn.exec_driver_sql(naive_pipeline.TABLES)
-        standin = [sys.executable, "-m", "shared.dev.localstripe_server"]
+        standin = [sys.executable, "-m", "devtools.localstripe_server"]
         self._start("standin", [*standin, "--port", str(self.standin_port)], self.env)
         self.start_web()
         self.start_bare("bare", "construct_event")

@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from bench.chaos_brokers import OwnRedis
-from shared.dev import stripe_events
-from shared.dev.processes import Process, free_port, port_open, procfile_command, wait_until
+from devtools import stripe_events
+from devtools.processes import Process, free_port, port_open, procfile_command, wait_until
 
 WEBHOOK_SECRET = "whsec_bench_" + "s" * 24
 

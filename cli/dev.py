@@ -8,8 +8,8 @@ import click
 import requests
 
 from cli.common import needed_event_types, settings_or_exit
-from shared.dev.standin import StandIn
-from shared.dev.trigger import SCENARIOS, UnknownScenario, trigger
+from devtools.standin import StandIn
+from devtools.trigger import SCENARIOS, UnknownScenario, trigger
 
 
 @click.group()

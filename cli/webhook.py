@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.common import needed_event_types, settings_or_exit
-from shared.dev.standin import StandIn
+from devtools.standin import StandIn
 from shared.infra.stripe_gateway import make_stripe_client
 
 

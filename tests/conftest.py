@@ -18,9 +18,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import create_app
-from shared.config import Settings, load_settings
-from shared.db import make_engine, make_session_factory
-from shared.dev.processes import (
+from devtools.processes import (
     ARTIFACTS,
     REPO_ROOT,
     Process,
@@ -32,7 +30,9 @@ from shared.dev.processes import (
     redis_server_args,
     wait_until,
 )
-from shared.dev.standin import StandIn
+from devtools.standin import StandIn
+from shared.config import Settings, load_settings
+from shared.db import make_engine, make_session_factory
 from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
 from shared.models import WorkerCanary
 from shared.task_names import CANARY_TASK
@@ -95,7 +95,7 @@ def stand_in_port() -> Iterator[int]:
     port = free_port()
     proc = Process(
         "localstripe",
-        python_module("shared.dev.localstripe_server", "--port", str(port)),
+        python_module("devtools.localstripe_server", "--port", str(port)),
         dict(os.environ),
     )
     try:

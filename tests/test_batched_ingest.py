@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 from sqlalchemy import text
 
-from shared.dev import stripe_events
-from shared.dev.processes import wait_until
+from devtools import stripe_events
+from devtools.processes import wait_until
 from shared.infra.broker import EVENTS_QUEUE, make_producer
 from tests.conftest import WEBHOOK_SECRET
 from tests.test_delivery_guarantees import calls, effects, runs

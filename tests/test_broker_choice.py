@@ -16,14 +16,14 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import create_app
-from shared.config import ConfigError, Settings, load_settings, pin_broker
-from shared.dev import stripe_events
-from shared.dev.processes import (
+from devtools import stripe_events
+from devtools.processes import (
     REPO_ROOT,
     Process,
     celery_worker_args,
     wait_until,
 )
+from shared.config import ConfigError, Settings, load_settings, pin_broker
 from shared.infra.broker import EVENTS_QUEUE, celery_settings
 from shared.models import StripeEvent
 from tests.conftest import REDIS_HOST, WEBHOOK_SECRET

@@ -1,5 +1,5 @@
 """The checkout page in headless Chromium (Debian's), against our real API and worker and the
-stand-in, with a Stripe.js test double (shared/dev/stripe_js_double.js)."""
+stand-in, with a Stripe.js test double (devtools/stripe_js_double.js)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-import shared.dev
+import devtools
 from api import create_app
-from shared.dev.processes import ARTIFACTS, ServedApp, free_port, wait_until
+from devtools.processes import ARTIFACTS, ServedApp, free_port, wait_until
 from tests.conftest import ADMIN_TOKEN, API_CLIENT_KEY, REDIS_HOST
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-DOUBLE = Path(shared.dev.__file__).parent / "stripe_js_double.js"
+DOUBLE = Path(devtools.__file__).parent / "stripe_js_double.js"
 SHOTS = ARTIFACTS / "screenshots"
 
 

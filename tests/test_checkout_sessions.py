@@ -13,8 +13,8 @@ import requests
 from sqlalchemy import text
 
 from api import create_app
+from devtools.processes import wait_until
 from shared.config import Settings
-from shared.dev.processes import wait_until
 from shared.infra.broker import make_producer
 from shared.task_names import SWEEP_TASK
 from tests.conftest import API_CLIENT_KEY, OTHER_API_CLIENT_KEY

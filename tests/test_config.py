@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
+from devtools.processes import REPO_ROOT, run_payments, venv_script
 from shared.config import PUBLIC_DEV_VALUES, ConfigError, load_settings
-from shared.dev.processes import REPO_ROOT, run_payments, venv_script
 
 VALID = {
     "STRIPE_SECRET_KEY": "sk_test_abc",
@@ -120,10 +120,7 @@ def test_nothing_but_config_reads_the_environment():
     readers = []
     for path in REPO_ROOT.glob("*/**/*.py"):
         relative = path.relative_to(REPO_ROOT)
-        if relative.parts[0] not in ("api", "workers", "shared", "cli") or relative.parts[:2] == (
-            "shared",
-            "dev",
-        ):
+        if relative.parts[0] not in ("api", "workers", "shared", "cli"):
             continue
         if "os.environ" in path.read_text() or "getenv" in path.read_text():
             readers.append(str(relative))

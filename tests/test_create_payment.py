@@ -14,8 +14,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from api import create_app, stripe_error_response
+from devtools.processes import free_port
 from shared.config import Settings
-from shared.dev.processes import free_port
 from shared.models import Payment
 from shared.observability.logs import configure_logging, install_redaction
 from tests.conftest import ADMIN_TOKEN, API_CLIENT_KEY

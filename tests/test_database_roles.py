@@ -17,8 +17,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import ProgrammingError
 
 from api import create_app
+from devtools.processes import REPO_ROOT
 from shared.db import make_session_factory, upgrade
-from shared.dev.processes import REPO_ROOT
 from shared.ledger.retention import prune
 from tests.conftest import API_CLIENT_KEY
 

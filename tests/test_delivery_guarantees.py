@@ -14,8 +14,8 @@ import pytest
 import requests
 from sqlalchemy import select, text
 
-from shared.dev import stripe_events
-from shared.dev.processes import REPO_ROOT, ServedApp, run_payments, venv_script, wait_until
+from devtools import stripe_events
+from devtools.processes import REPO_ROOT, ServedApp, run_payments, venv_script, wait_until
 from shared.infra.broker import make_producer
 from shared.infra.crypto import PayloadCipher
 from shared.models import HandlerRun, ReconcileCheckpoint, StripeEvent
@@ -318,7 +318,7 @@ def test_beat_schedules_the_sweeper(base_env, settings, sessions, worker):
             ),
             {"e": event["id"]},
         )
-    from shared.dev.processes import ARTIFACTS, Process
+    from devtools.processes import ARTIFACTS, Process
 
     env = {**os.environ, **base_env, "SWEEP_INTERVAL_SECONDS": "1", "PYTHONPATH": str(REPO_ROOT)}
     beat = Process(

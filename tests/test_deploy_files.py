@@ -11,8 +11,8 @@ import tomllib
 import pytest
 import yaml
 
+from devtools.processes import REPO_ROOT
 from shared.config import PUBLIC_DEV_VALUES
-from shared.dev.processes import REPO_ROOT
 from tests.support import locks
 
 OPS = REPO_ROOT / "shared" / "ops"

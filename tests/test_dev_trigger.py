@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from shared.dev.processes import REPO_ROOT, run_payments, wait_until
-from shared.dev.trigger import SCENARIOS
+from devtools.processes import REPO_ROOT, run_payments, wait_until
+from devtools.trigger import SCENARIOS
 from shared.models import StripeEvent
 from tests.support.webhook_inbox import about
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from shared.dev import stripe_events
-from shared.dev.processes import REPO_ROOT, ServedApp, free_port, run_payments
+from devtools import stripe_events
+from devtools.processes import REPO_ROOT, ServedApp, free_port, run_payments
 from shared.ledger.handlers.registry import HandlerRegistry
 from tests.conftest import POSTGRES, QUIET_REDIS_DB, REDIS_HOST
 

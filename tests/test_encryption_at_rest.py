@@ -7,8 +7,8 @@ import os
 
 from sqlalchemy import text
 
-from shared.dev import stripe_events
-from shared.dev.processes import REPO_ROOT, run_payments
+from devtools import stripe_events
+from devtools.processes import REPO_ROOT, run_payments
 from shared.infra.crypto import PayloadCipher, rotate_stored_payloads
 from shared.ledger.event_rows import record_event, stored_payload
 from shared.models import StripeEvent

@@ -9,9 +9,9 @@ import time
 import pytest
 from sqlalchemy import select
 
-from shared.dev import stripe_events
-from shared.dev.cards import CARDS
-from shared.dev.processes import wait_until
+from devtools import stripe_events
+from devtools.cards import CARDS
+from devtools.processes import wait_until
 from shared.infra.crypto import PayloadCipher
 from shared.ledger.event_rows import stored_payload
 from shared.ledger.handlers import registry

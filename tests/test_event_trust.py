@@ -22,9 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, text
 
 from api import create_app
-from shared.config import load_settings
-from shared.dev import stripe_events
-from shared.dev.processes import (
+from devtools import stripe_events
+from devtools.processes import (
     ARTIFACTS,
     REPO_ROOT,
     Process,
@@ -35,6 +34,7 @@ from shared.dev.processes import (
     run_payments,
     wait_until,
 )
+from shared.config import load_settings
 from shared.infra.broker import EVENTS_QUEUE, make_producer
 from shared.infra.crypto import PayloadCipher
 from shared.infra.stripe_gateway import make_stripe_client

@@ -15,7 +15,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from api import create_app
 from api.openapi import openapi_document
-from shared.dev.processes import ServedApp
+from devtools.processes import ServedApp
 from tests.conftest import API_CLIENT_KEY, REDIS_HOST
 
 schema = schemathesis.openapi.from_dict(openapi_document())

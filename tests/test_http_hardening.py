@@ -14,8 +14,8 @@ import requests
 from prometheus_client import REGISTRY
 
 from api import create_app
-from shared.dev import stripe_events
-from shared.dev.processes import (
+from devtools import stripe_events
+from devtools.processes import (
     Process,
     free_port,
     port_open,

@@ -1,7 +1,7 @@
 """Workers on several hosts (issue 14): two hosts, one worker each, and one of them cut off from
 the broker and the database in the middle of a stream of events.
 
-The hosts are network namespaces of this machine (shared.dev.netns), each joined to the root
+The hosts are network namespaces of this machine (devtools.netns), each joined to the root
 namespace by a veth pair; the database (a PostgreSQL cluster of the test's own) and the broker
 (a Redis, or a RabbitMQ node, of its own) listen in the root namespace on the hosts' gateways,
 and beat runs there too, as in production. The cut makes packets vanish both ways, as a real
@@ -43,11 +43,9 @@ from celery import Celery
 from sqlalchemy import Engine, text
 
 from bench.own_postgres import OwnPostgres
-from shared.config import Settings, load_settings
-from shared.db import make_engine, make_session_factory, upgrade
-from shared.dev import stripe_events
-from shared.dev.netns import Host
-from shared.dev.processes import (
+from devtools import stripe_events
+from devtools.netns import Host
+from devtools.processes import (
     ARTIFACTS,
     REPO_ROOT,
     Process,
@@ -58,7 +56,9 @@ from shared.dev.processes import (
     venv_script,
     wait_until,
 )
-from shared.dev.rabbitmq import RABBITMQ_BIN, OwnRabbitNode
+from devtools.rabbitmq import RABBITMQ_BIN, OwnRabbitNode
+from shared.config import Settings, load_settings
+from shared.db import make_engine, make_session_factory, upgrade
 from shared.infra.broker import (
     EVENTS_QUEUE,
     HANDLERS_QUEUE,

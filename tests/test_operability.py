@@ -20,8 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from api import create_app
-from shared.dev import stripe_events
-from shared.dev.processes import (
+from devtools import stripe_events
+from devtools.processes import (
     ARTIFACTS,
     REPO_ROOT,
     Process,

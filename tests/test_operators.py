@@ -13,7 +13,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from shared.dev.processes import REPO_ROOT, run_payments
+from devtools.processes import REPO_ROOT, run_payments
 from shared.models import AdminAction
 from tests.conftest import READER_TOKEN, TREASURER_NEXT_TOKEN, TREASURER_TOKEN
 from tests.test_payment_operations import paid, stand_in_refunds

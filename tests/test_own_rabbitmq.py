@@ -1,4 +1,4 @@
-"""RabbitMQ nodes and clusters of our own (shared.dev.rabbitmq), for real: a quorum queue keeps
+"""RabbitMQ nodes and clusters of our own (devtools.rabbitmq), for real: a quorum queue keeps
 every message whose publish was confirmed through a node's SIGKILL and restart."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import kombu
 import pytest
 
-from shared.dev.processes import wait_until
-from shared.dev.rabbitmq import OwnRabbitCluster, OwnRabbitNode
+from devtools.processes import wait_until
+from devtools.rabbitmq import OwnRabbitCluster, OwnRabbitNode
 
 QUORUM = {"x-queue-type": "quorum"}
 

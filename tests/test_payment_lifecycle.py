@@ -9,8 +9,8 @@ from typing import Any
 
 import requests
 
-from shared.dev import stripe_events
-from shared.dev.processes import wait_until
+from devtools import stripe_events
+from devtools.processes import wait_until
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, WORKER_METRICS_PORT
 from tests.support.stripe_objects import dispute, refund
 from tests.test_operability import scrape, value

@@ -15,7 +15,7 @@ import requests
 import stripe
 
 from api import create_app
-from shared.dev.processes import REPO_ROOT, run_payments
+from devtools.processes import REPO_ROOT, run_payments
 from tests.conftest import ADMIN_TOKEN, API_CLIENT_KEY
 
 

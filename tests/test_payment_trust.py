@@ -15,8 +15,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, text, update
 
 from api import create_app
+from devtools.processes import REPO_ROOT
 from shared.config import Settings
-from shared.dev.processes import REPO_ROOT
 from shared.infra.stripe_gateway import StripeGateway
 from shared.models import Payment
 from tests.conftest import ADMIN_TOKEN, API_CLIENT_KEY, OTHER_API_CLIENT_KEY
@@ -269,7 +269,7 @@ def test_a_process_dying_after_stripe_answered_leaves_one_payment_intent(
 
 
 def test_a_stripe_failure_frees_the_key_at_once(settings, database):
-    from shared.dev.processes import free_port
+    from devtools.processes import free_port
 
     offline = create_app(replace(settings, stripe_api_base=f"http://127.0.0.1:{free_port()}"))
     online = create_app(settings)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared.dev.processes import (
+from devtools.processes import (
     REPO_ROOT,
     Process,
     free_port,

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared.dev import stripe_events
-from shared.dev.processes import (
+from devtools import stripe_events
+from devtools.processes import (
     REPO_ROOT,
     Process,
     free_port,

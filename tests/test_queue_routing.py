@@ -8,7 +8,7 @@ import json
 import kombu.exceptions
 import pytest
 
-from shared.dev.processes import declare_worker_queues, free_port
+from devtools.processes import declare_worker_queues, free_port
 from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
 from shared.infra.redis_publish import RedisTaskPublisher
 from shared.task_names import INGEST_EVENT_TASK, RUN_HANDLER_TASK

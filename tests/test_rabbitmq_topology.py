@@ -17,9 +17,9 @@ from celery import Celery
 from kombu import Connection, Consumer, Message, Producer, Queue
 
 from api import create_app
+from devtools import stripe_events
+from devtools.processes import declare_worker_queues, wait_until
 from shared.config import Settings
-from shared.dev import stripe_events
-from shared.dev.processes import declare_worker_queues, wait_until
 from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
 from shared.infra.topology import (
     DEAD_LETTER_QUEUE,

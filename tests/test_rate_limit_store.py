@@ -13,8 +13,8 @@ import redis
 import yaml
 
 from api import create_app
+from devtools.processes import REPO_ROOT, Process, free_port, port_open, wait_until
 from shared.config import Settings
-from shared.dev.processes import REPO_ROOT, Process, free_port, port_open, wait_until
 
 PASSWORD = "rate-limit-store-password-for-tests"
 FLOOD = 3000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.dev import stripe_events
+from devtools import stripe_events
 from shared.ledger.event_rules import storable_event
 from shared.ledger.handlers import HandlerRegistry, UnknownHandler, registry
 from shared.payments.handlers.intents import PAYMENT_INTENT_EVENTS

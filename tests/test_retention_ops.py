@@ -10,7 +10,7 @@ import uuid
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.dev.processes import REPO_ROOT, run_payments, wait_until
+from devtools.processes import REPO_ROOT, run_payments, wait_until
 from shared.infra.broker import make_producer
 from shared.models import HandlerRun, RunStatus, StripeEvent
 from shared.task_names import PRUNE_TASK

@@ -17,9 +17,8 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import create_app
-from shared.config import Settings, load_settings
-from shared.dev import stripe_events
-from shared.dev.processes import (
+from devtools import stripe_events
+from devtools.processes import (
     REPO_ROOT,
     Process,
     celery_worker_args,
@@ -28,6 +27,7 @@ from shared.dev.processes import (
     redis_server_args,
     wait_until,
 )
+from shared.config import Settings, load_settings
 from shared.models import StripeEvent
 from tests.conftest import WEBHOOK_SECRET
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import requests
 
-from shared.dev.processes import Process, free_port, port_open, python_module, wait_until
-from shared.dev.standin import StandIn
+from devtools.processes import Process, free_port, port_open, python_module, wait_until
+from devtools.standin import StandIn
 from tests.support.webhook_inbox import WebhookInbox, about
 
 FRAUD_CARD = "4000000000000259"
@@ -25,7 +25,7 @@ def own_stand_in(settings) -> Iterator[StandIn]:
     port = free_port()
     proc = Process(
         "localstripe-lifecycle",
-        python_module("shared.dev.localstripe_server", "--port", str(port)),
+        python_module("devtools.localstripe_server", "--port", str(port)),
         dict(os.environ),
     )
     try:

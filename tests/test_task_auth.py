@@ -15,7 +15,7 @@ import pytest
 from celery import Celery
 from sqlalchemy import select
 
-from shared.dev.processes import REPO_ROOT
+from devtools.processes import REPO_ROOT
 from shared.infra.broker import celery_settings, make_producer
 from shared.models import WorkerCanary
 from shared.task_names import CANARY_TASK

@@ -13,9 +13,9 @@ import redis
 from flask.testing import FlaskClient
 
 from api import create_app
+from devtools import stripe_events
+from devtools.processes import declare_worker_queues, free_port
 from shared.config import Settings
-from shared.dev import stripe_events
-from shared.dev.processes import declare_worker_queues, free_port
 from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
 from shared.infra.crypto import PayloadCipher
 from tests.conftest import ENCRYPTION_KEY, OLD_WEBHOOK_SECRET, WEBHOOK_SECRET

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from shared.dev.processes import (
+from devtools.processes import (
     REPO_ROOT,
     Process,
     ServedApp,
@@ -43,7 +43,7 @@ def own_stand_in() -> Iterator[str]:
     port = free_port()
     proc = Process(
         "localstripe-register",
-        python_module("shared.dev.localstripe_server", "--port", str(port)),
+        python_module("devtools.localstripe_server", "--port", str(port)),
         dict(os.environ),
     )
     try:

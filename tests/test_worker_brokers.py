@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import create_app
+from devtools.processes import REPO_ROOT, run_payments, wait_until
 from shared.config import Settings
-from shared.dev.processes import REPO_ROOT, run_payments, wait_until
 from shared.models import WorkerBroker
 from shared.observability.worker_brokers import broker_label
 from tests.conftest import QUIET_REDIS_DB, REDIS_HOST

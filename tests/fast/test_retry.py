@@ -66,7 +66,7 @@ def test_a_database_that_cannot_record_the_failure_still_means_retry(cipher):
     from sqlalchemy import create_engine
     from sqlalchemy.orm import sessionmaker
 
-    from shared.dev.processes import free_port
+    from devtools.processes import free_port
 
     down = sessionmaker(create_engine(f"postgresql+psycopg2://x@127.0.0.1:{free_port()}/x"))
     step = run_handler_once(down, "evt_x", "fast.records", cipher, None, HIGHEST)

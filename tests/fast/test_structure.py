@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("api", "workers", "shared", "cli", "bench")
+PRODUCT = ("api", "workers", "shared", "cli", "devtools", "bench")
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
 # Literal documents, not logic: the OpenAPI description is one dictionary, and migrations are
@@ -155,3 +155,11 @@ def test_one_module_in_the_ledger_reports_what_a_run_came_to():
         and node.id in ("HANDLER_RUNS", "EVENT_PROCESSING", "report_dead_letter")
     }
     assert reporters == {"shared/ledger/runs/reporting.py"}
+
+
+def test_the_dev_tools_find_the_repository_they_live_in():
+    """Where the tests' processes start and write their logs: a wrong root starts them outside
+    the tree, where nothing of the project can be imported."""
+    from devtools.processes import REPO_ROOT
+
+    assert REPO_ROOT == ROOT

@@ -9,7 +9,7 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from shared.dev.processes import free_port
+from devtools.processes import free_port
 
 
 class FakeSentry:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from shared.dev.processes import REPO_ROOT
+from devtools.processes import REPO_ROOT
 
 
 def locked(path: str) -> dict[str, str]:

@@ -8,9 +8,9 @@ import functools
 import json
 from typing import Any
 
-from shared.dev.processes import REPO_ROOT
+from devtools.processes import REPO_ROOT
 
-FIXTURES = REPO_ROOT / "shared" / "dev" / "stripe-fixtures" / "fixtures3.json"
+FIXTURES = REPO_ROOT / "devtools" / "stripe-fixtures" / "fixtures3.json"
 
 
 @functools.cache

@@ -10,7 +10,7 @@ from typing import Any
 
 import stripe
 
-from shared.dev.processes import free_port, wait_until
+from devtools.processes import free_port, wait_until
 
 
 class WebhookInbox:

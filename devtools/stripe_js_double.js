@@ -2,7 +2,7 @@
 //
 // localstripe's own fake Stripe.js cannot confirm a fresh PaymentIntent, so this double
 // implements the calls the checkout page uses by driving the stand-in's API (taught Stripe's
-// test cards in shared/dev/stripe_test_mode.py): it creates the PaymentMethod from the card
+// test cards in devtools/stripe_test_mode.py): it creates the PaymentMethod from the card
 // number typed in, confirms the PaymentIntent with it, and for a card that asks for 3-D Secure
 // shows a challenge whose button completes the authentication. Its calls go
 // through the test server that serves it, which adds the stand-in's test key (a browser's

@@ -1,7 +1,7 @@
 """Stripe's test cards and what Stripe's test mode does with each at ``confirm``, and after a
 payment succeeds (a dispute, an early fraud warning): the one table.
 
-The stand-in (``shared/dev/stripe_test_mode.py``, ``stripe_disputes.py``), ``payments dev
+The stand-in (``devtools/stripe_test_mode.py``, ``stripe_disputes.py``), ``payments dev
 trigger`` and the tests read it. Codes and messages are Stripe's own words (https://docs.stripe.com/testing#declined-payments);
 a customer-facing page rewords them (``api/static/payment.js``).
 """

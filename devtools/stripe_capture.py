@@ -32,7 +32,7 @@ from aiohttp import web
 from localstripe.resources import BalanceTransaction, Charge, PaymentIntent, try_convert_to_int
 from localstripe.server import get_post_data, json_response
 
-from shared.dev.stripe_shape import emit, stripe_error
+from devtools.stripe_shape import emit, stripe_error
 
 CANCELABLE = (
     "requires_payment_method",

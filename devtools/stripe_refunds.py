@@ -26,8 +26,8 @@ from typing import Any
 
 from localstripe.resources import Charge, PaymentIntent, Refund, try_convert_to_int
 
-from shared.dev import stripe_events
-from shared.dev.stripe_shape import emit, stripe_error
+from devtools import stripe_events
+from devtools.stripe_shape import emit, stripe_error
 
 REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 # https://docs.stripe.com/currencies#zero-decimal

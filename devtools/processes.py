@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 
 from shared.infra.topology import declare_dead_letters
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 # Logs of the processes started here. A test run of its own (make test's second run, beside the
 # first) names its directory in TEST_ARTIFACTS, and each process of a parallel run (pytest-xdist
 # names them gw0, gw1, ...) has one under it: two Celery workers' logs never share a file.

@@ -7,7 +7,7 @@ opens the dispute itself and, given Stripe's test evidence (``winning_evidence``
 ``losing_evidence``), closes it. The stand-in posts its signed events to the registered
 webhook, and the pipeline records them like any payment made outside this service. The dispute
 objects are built from Stripe's example Dispute and name the scenario's own charge and
-PaymentIntent (``shared/dev/stripe_disputes.py``).
+PaymentIntent (``devtools/stripe_disputes.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared.dev.standin import StandIn
+from devtools.standin import StandIn
 
 AMOUNT = 2000
 CURRENCY = "usd"

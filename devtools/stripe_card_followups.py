@@ -1,5 +1,5 @@
 """What Stripe's test mode does after a payment with some test cards has succeeded
-(https://docs.stripe.com/testing#disputes; the table is ``shared/dev/cards.py``):
+(https://docs.stripe.com/testing#disputes; the table is ``devtools/cards.py``):
 
 - ``4000000000000259`` (fraudulent), ``4000000000002685`` (product not received): a moment
   later the payment is disputed: ``charge.dispute.created``, ``charge.dispute.funds_withdrawn``;
@@ -24,8 +24,8 @@ from aiohttp import web
 from localstripe.resources import PaymentIntent, PaymentMethod, StripeObject
 from localstripe.server import json_response
 
-from shared.dev import cards, stripe_disputes, stripe_events
-from shared.dev.stripe_shape import emit, later
+from devtools import cards, stripe_disputes, stripe_events
+from devtools.stripe_shape import emit, later
 
 FOLLOW_UP_DELAY = 1.0
 

@@ -1,4 +1,4 @@
-"""Stripe-shaped events built from Stripe's own example objects (shared/dev/stripe-fixtures).
+"""Stripe-shaped events built from Stripe's own example objects (devtools/stripe-fixtures).
 
 The stand-in's events use an old API version's shapes; these carry today's field set
 (``latest_charge`` as an id, ``last_payment_error`` with ``decline_code``) as real Stripe sends it.
@@ -16,7 +16,7 @@ from typing import Any
 
 import stripe
 
-# Vendored with its MIT licence (shared/dev/stripe-fixtures/LICENSE): nothing outside the repo.
+# Vendored with its MIT licence (devtools/stripe-fixtures/LICENSE): nothing outside the repo.
 FIXTURES = Path(__file__).parent / "stripe-fixtures" / "fixtures3.json"
 
 # Messages and codes as Stripe returns them for its test cards.

@@ -1,5 +1,5 @@
 """Disputes at the stand-in, which localstripe has none of; built from Stripe's own example
-Dispute (shared/dev/stripe-fixtures).
+Dispute (devtools/stripe-fixtures).
 
 As in Stripe's test mode (https://docs.stripe.com/testing#disputes), a dispute is opened by the
 card, a moment after a payment with it succeeded (``stripe_card_followups.py``): a chargeback
@@ -32,9 +32,9 @@ from aiohttp import web
 from localstripe.resources import Charge, List, StripeObject, try_convert_to_bool
 from localstripe.server import get_post_data, json_response, unflatten_data
 
-from shared.dev import stripe_events
-from shared.dev.cards import CardDispute
-from shared.dev.stripe_shape import emit, later, stripe_error
+from devtools import stripe_events
+from devtools.cards import CardDispute
+from devtools.stripe_shape import emit, later, stripe_error
 
 DISPUTE_FEE = 1500  # Stripe's dispute fee in the US, in cents
 EVIDENCE_DAYS = 7

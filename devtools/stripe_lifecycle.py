@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from shared.dev import (
+from devtools import (
     stripe_capture,
     stripe_card_followups,
     stripe_disputes,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import amqp
 
-from shared.dev.processes import Process, free_port, port_open, wait_until
+from devtools.processes import Process, free_port, port_open, wait_until
 
 # Symlinks to the real scripts of the installed version (rabbitmq_server-3.10.8/sbin here), which
 # find their own installation from where the link points.

@@ -29,7 +29,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from shared.dev.processes import REPO_ROOT, Process
+from devtools.processes import REPO_ROOT, Process
 
 # Private space for the hosts' links, one /30 each (16384 of them); chosen to be unlikely in use.
 HOSTS_NETWORK = ipaddress.IPv4Network("10.231.0.0/16")

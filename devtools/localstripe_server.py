@@ -15,7 +15,7 @@ from aiohttp import web
 from localstripe import resources
 from localstripe.server import app
 
-from shared.dev import stripe_idempotency, stripe_lifecycle, stripe_test_mode
+from devtools import stripe_idempotency, stripe_lifecycle, stripe_test_mode
 
 
 def _skip_disk_snapshots() -> None:

@@ -5,7 +5,7 @@ paying with them succeeds; it words every decline as a generic one; it sends no
 ``payment_intent.created`` or ``requires_action`` events, nor ``payment_failed`` after a failed
 3-D Secure; it refuses ``confirm`` with a ``payment_method``; and a PaymentIntent whose charge
 failed can never be confirmed again. Real Stripe does all of these (the product relies on them),
-so the stand-in must too. The card table is ``shared/dev/cards.py``.
+so the stand-in must too. The card table is ``devtools/cards.py``.
 
 Differences left: the error bodies carry Stripe's fields that matter here (type, code,
 decline_code, message, charge, payment_intent, payment_method, doc_url) but not all of them;
@@ -24,7 +24,7 @@ from localstripe.resources import Charge, Event, Invoice, PaymentIntent, Payment
 from localstripe.server import get_post_data, json_response
 from localstripe.webhooks import schedule_webhook
 
-from shared.dev.cards import GENERIC_DECLINE, Decline, decline_for
+from devtools.cards import GENERIC_DECLINE, Decline, decline_for
 
 AUTHENTICATION_FAILURE = {
     "type": "invalid_request_error",
