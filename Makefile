@@ -111,13 +111,13 @@ bench: install services ## issue 12's figures, ours beside bare/naive comparator
 bench-small: install services ## the same measurements at tiny sizes, about a minute (what CI runs; nothing asserted)
 	@command -v wrk >/dev/null || { echo "make bench-small needs wrk: apt-get install -y -qq --no-install-recommends wrk" >&2; exit 1; }
 	$(BIN)/python -m bench.perf --small $(BENCH_ARGS)
-	$(BIN)/python -m bench.ledger_scale --events 200000
+	$(BIN)/python -m bench.perf.ledger_scale --events 200000
 
 bench-capacity: install services ## the capacity model's figures: one web and one worker process on Redis and on RabbitMQ, CPU per event of each part (about 2 minutes)
-	$(BIN)/python -m bench.capacity $(BENCH_ARGS)
+	$(BIN)/python -m bench.perf.capacity $(BENCH_ARGS)
 
 bench-ledger: install services ## the sweeper, dead-letter, reconciler and retention queries at 10 million events (about 15 minutes)
-	$(BIN)/python -m bench.ledger_scale --events $(or $(EVENTS),10000000)
+	$(BIN)/python -m bench.perf.ledger_scale --events $(or $(EVENTS),10000000)
 
 lint: install ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check .

@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL cluster of our own, for the suites that stop and start their database
 (chaos) or make it listen where the machine's does not (the multi-host test).
 
-Its own module, apart from bench.chaos_stack: importing that one registers the chaos handlers in
+Its own module, apart from bench.chaos.stack: importing that one registers the chaos handlers in
 the process's handler registry, which a test process must not get as a side effect.
 """
 

@@ -329,10 +329,10 @@ def test_undecryptable_body_is_quarantined_after_the_bound_and_recoverable(
 
 @pytest.fixture(scope="module")
 def event_standin(base_env) -> Iterator[str]:
-    """A stand-in whose event list we can fill with Stripe-shaped events (bench.chaos_standin)."""
+    """A stand-in whose event list we can fill with Stripe-shaped events (bench.chaos.standin)."""
     port = free_port()
     proc = Process(
-        "event-standin", python_module("bench.chaos_standin", "--port", str(port)), dict(os.environ)
+        "event-standin", python_module("bench.chaos.standin", "--port", str(port)), dict(os.environ)
     )
     try:
         wait_until(lambda: port_open(port), 20, "event stand-in start")

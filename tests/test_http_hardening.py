@@ -314,7 +314,7 @@ def test_slow_clients_cannot_stop_the_webhook_from_answering(gunicorn_web):
         for conn in slow:
             conn.close()
     assert [status for status, _ in answered] == [200] * 20
-    # A liveness bound, not a benchmark (bench/slow_clients.py measures the p99).
+    # A liveness bound, not a benchmark (bench/perf/slow_clients.py measures the p99).
     assert max(seconds for _, seconds in answered) < 2
 
 

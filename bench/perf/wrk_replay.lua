@@ -1,4 +1,4 @@
--- make bench (bench/perf_receiver.py): wrk replays pre-signed Stripe deliveries and counts 2xx.
+-- make bench (bench/perf/receiver.py): wrk replays pre-signed Stripe deliveries and counts 2xx.
 -- Argument: a file of two lines per delivery, the Stripe-Signature header then the JSON body.
 -- Every request is formatted once, in init; each thread starts at its own place in the list.
 

@@ -26,17 +26,19 @@ import threading
 import time
 from pathlib import Path
 
-from bench.chaos_faults import Poison, faults
-from bench.chaos_load import Ledger, LoadGenerator
-from bench.chaos_stack import REPO_ROOT, Stack, log
-from bench.chaos_verdict import Outcome, Tally, report, wait_for_quiet
+from bench.chaos.faults import Poison, faults
+from bench.chaos.load import Ledger, LoadGenerator
+from bench.chaos.stack import REPO_ROOT, Stack, log
+from bench.chaos.verdict import Outcome, Tally, report, wait_for_quiet
 from devtools.processes import venv_script
 from shared.ledger.handlers import load_handler_modules
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+        prog="python -m bench.chaos",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument(
         "--payments", type=int, default=200, help="PaymentIntents confirmed at the stand-in"
@@ -105,7 +107,7 @@ def load_under_faults(
 
 def main() -> int:
     args = parse_args()
-    load_handler_modules(("bench.chaos_handlers",))
+    load_handler_modules(("bench.chaos.handlers",))
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="payments-chaos-"))
     stack = Stack(workdir, args)

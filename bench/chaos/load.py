@@ -17,8 +17,8 @@ from typing import Any
 import requests
 import stripe
 
-from bench.chaos_handlers import POISON_EVENT
-from bench.chaos_stack import CHAOS_API_CLIENT_KEY, WEBHOOK_SECRET, Stack, log
+from bench.chaos.handlers import POISON_EVENT
+from bench.chaos.stack import CHAOS_API_CLIENT_KEY, WEBHOOK_SECRET, Stack, log
 from devtools import stripe_events
 from devtools.standin import StandIn
 from shared.config import load_settings

@@ -20,9 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from bench import perf_pipeline, perf_receiver, perf_report
-from bench.perf_rows import Table, payment_rows, pipeline_rows, receiver_rows, soak_rows
-from bench.perf_stack import PerfStack
+from bench.perf import pipeline as perf_pipeline
+from bench.perf import receiver as perf_receiver
+from bench.perf import report as perf_report
+from bench.perf.rows import Table, payment_rows, pipeline_rows, receiver_rows, soak_rows
+from bench.perf.stack import PerfStack
 from devtools.processes import REPO_ROOT
 
 PHASES = ("receiver", "pipeline", "payments")
@@ -39,7 +41,9 @@ SMALL = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.perf",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
     add("--small", action="store_true", help="tiny sizes (about a minute): " + str(SMALL))
@@ -92,7 +96,8 @@ def receiver_settings(args: argparse.Namespace) -> perf_receiver.ReceiverSetting
 
 
 def run_phases(stack: PerfStack, args: argparse.Namespace, table: Table) -> None:
-    from bench import perf_payments, perf_soak
+    from bench.perf import payments as perf_payments
+    from bench.perf import soak as perf_soak
 
     if "receiver" in args.phases:
         cfg = receiver_settings(args)

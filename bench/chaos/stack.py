@@ -10,8 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
-from bench.chaos_brokers import OwnRedis, RabbitBroker, RedisBroker
-from bench.chaos_handlers import TABLES
+from bench.chaos.brokers import OwnRedis, RabbitBroker, RedisBroker
+from bench.chaos.handlers import TABLES
 from bench.own_postgres import OwnPostgres
 from devtools.processes import (
     Process,
@@ -25,7 +25,7 @@ from devtools.processes import (
 from shared.config import load_settings
 from shared.db import upgrade
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "whsec_chaos_" + "c" * 24
 
 
@@ -58,7 +58,7 @@ class Stack:
             "REDIS_URL": self.redis.url,
             **self.broker.env(),
             "DATABASE_URL": self.postgres.url,
-            "HANDLER_MODULES": "bench.chaos_handlers",
+            "HANDLER_MODULES": "bench.chaos.handlers",
             # base64 of "chaos-only-key-not-a-secret-32b!"
             "PAYMENTS_ENCRYPTION_KEYS": "Y2hhb3Mtb25seS1rZXktbm90LWEtc2VjcmV0LTMyYiE=",
             "HANDLER_MAX_ATTEMPTS": "10",
@@ -92,7 +92,7 @@ class Stack:
         self.others.append(
             Process(
                 "chaos-standin",
-                python_module("bench.chaos_standin", "--port", str(self.standin_port)),
+                python_module("bench.chaos.standin", "--port", str(self.standin_port)),
                 self.env,
             )
         )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.pacer import PaceResult
-from bench.perf_payments import CreatePayment
-from bench.perf_pipeline import Drain, PipelineLatency
-from bench.perf_receiver import ReceiverSettings, Throughput
-from bench.perf_report import (
+from bench.perf.pacer import PaceResult
+from bench.perf.payments import CreatePayment
+from bench.perf.pipeline import Drain, PipelineLatency
+from bench.perf.receiver import ReceiverSettings, Throughput
+from bench.perf.report import (
     code_under_test,
     machine_facts,
     markdown,
@@ -17,7 +17,7 @@ from bench.perf_report import (
     rate,
     ratio,
 )
-from bench.perf_soak import Soak
+from bench.perf.soak import Soak
 
 HEADER = ("measure", "ours", "comparator", "ours / comparator", "issue 12 goal")
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, create_engine, text
 
-from bench.chaos_load import Ledger, LoadGenerator
-from bench.chaos_stack import Stack, log
+from bench.chaos.load import Ledger, LoadGenerator
+from bench.chaos.stack import Stack, log
 from shared.config import load_settings
 from shared.infra.stripe_gateway import make_stripe_client
 from shared.ledger.handlers import registry

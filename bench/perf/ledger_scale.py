@@ -11,7 +11,7 @@ of the repetitions). `make bench-ledger` fills in about 5 minutes here; --keep t
 times a filled database again (after migrating it, so a new index is timed too).
 
     make bench-ledger                       # 10,000,000 events
-    python -m bench.ledger_scale --events 200000
+    python -m bench.perf.ledger_scale --events 200000
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from bench.perf_report import machine_facts
+from bench.perf.report import machine_facts
 from shared.db import upgrade
 from shared.ledger.recovery.dead_letters import RunFilter, count_dead, list_dead
 from shared.ledger.recovery.reconcile import recorded_ids

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.perf_stack import API_CLIENT_KEY, PerfStack
+from bench.perf.stack import API_CLIENT_KEY, PerfStack
 from shared.config import load_settings
 from shared.infra.stripe_gateway import make_stripe_client
 

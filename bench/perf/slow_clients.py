@@ -1,4 +1,4 @@
-"""`/webhook` latency under slow clients: `python -m bench.slow_clients`.
+"""`/webhook` latency under slow clients: `python -m bench.perf.slow_clients`.
 
 Starts the Procfile's `web` line (gunicorn, gevent workers) on a spare port with its own Redis,
 opens `--slow` connections that send their request a byte a second (slowloris), and meanwhile
@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from bench.chaos_brokers import OwnRedis
+from bench.chaos.brokers import OwnRedis
 from devtools import stripe_events
 from devtools.processes import Process, free_port, port_open, procfile_command, wait_until
 

@@ -1,4 +1,4 @@
-"""The second handler `make bench` adds (HANDLER_MODULES=bench.bench_handlers): it inserts a row.
+"""The second handler `make bench` adds (HANDLER_MODULES=bench.perf.handlers): it inserts a row.
 
 With our own ``payments.sync_payment_intent`` that makes two handlers per
 ``payment_intent.succeeded`` event, as issue 12 measures. ``DONE_TRIGGERS`` is instrumentation

@@ -7,7 +7,7 @@ import time
 
 from sqlalchemy import create_engine, text
 
-from bench.chaos_stack import Stack
+from bench.chaos.stack import Stack
 from shared.config import load_settings
 
 

@@ -6,7 +6,7 @@ done in one transaction. The handlers are ours (the same registry functions, so 
 effects); everything else is Celery's defaults: early acks, prefetch 4, no retries, no leases,
 no encryption, no metrics. `make bench` runs it with the Procfile `worker` line's flags:
 
-    celery -A bench.naive_pipeline worker -Q naive_events,naive_handlers --concurrency 2 ...
+    celery -A bench.perf.naive_pipeline worker -Q naive_events,naive_handlers --concurrency 2 ...
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from celery import Celery
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-import bench.bench_handlers  # noqa: F401  (registers bench.effect, as HANDLER_MODULES does)
+import bench.perf.handlers  # noqa: F401  (registers bench.effect, as HANDLER_MODULES does)
 from shared.ledger.handlers import EventView, registry
 
 INGEST_TASK = "naive.ingest"

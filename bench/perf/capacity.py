@@ -15,7 +15,7 @@ CPU is read from /proc before and after each measurement, so the figures say wha
 costs per event and so which one saturates first as load grows. Nothing is asserted.
 
     make bench-capacity
-    python -m bench.capacity --events 1000 --brokers redis
+    python -m bench.perf.capacity --events 1000 --brokers redis
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import perf_events, perf_pipeline
-from bench.perf_receiver import run_wrk
-from bench.perf_stack import WEBHOOK_SECRET, PerfStack
+from bench.perf import events as perf_events
+from bench.perf import pipeline as perf_pipeline
+from bench.perf.receiver import run_wrk
+from bench.perf.stack import WEBHOOK_SECRET, PerfStack
 from devtools.processes import procfile_command
 from devtools.rabbitmq import OwnRabbitNode
 from shared.config import load_settings

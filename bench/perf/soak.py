@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import perf_events
-from bench.pacer import pace
-from bench.perf_stack import WEBHOOK_SECRET, PerfStack
+from bench.perf import events as perf_events
+from bench.perf.pacer import pace
+from bench.perf.stack import WEBHOOK_SECRET, PerfStack
 
 SEGMENT_SECONDS = 30.0
 ERROR_LINE = re.compile(rb"\b(ERROR|CRITICAL)\b|Traceback")

@@ -13,9 +13,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from bench import bench_handlers, naive_pipeline, perf_events
-from bench.pacer import PaceResult, pace
-from bench.perf_stack import WEBHOOK_SECRET, PerfStack
+from bench.perf import events as perf_events
+from bench.perf import handlers as bench_handlers
+from bench.perf import naive_pipeline
+from bench.perf.pacer import PaceResult, pace
+from bench.perf.stack import WEBHOOK_SECRET, PerfStack
 from devtools.processes import Process
 from shared.ledger.handlers import registry
 

@@ -23,7 +23,8 @@ import redis
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from bench import bench_handlers, naive_pipeline
+from bench.perf import handlers as bench_handlers
+from bench.perf import naive_pipeline
 from devtools.processes import (
     REPO_ROOT,
     Process,
@@ -72,7 +73,7 @@ class PerfStack:
         self.redis_port = free_port()
         self.standin_port = free_port()
         self.web_port = free_port()
-        # The bare comparators (bench/bare_receiver.py), by how they verify.
+        # The bare comparators (bench/perf/bare_receiver.py), by how they verify.
         self.bare_ports = {"bare": free_port(), "bare-verify": free_port()}
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
         self.env = {
@@ -85,7 +86,7 @@ class PerfStack:
             "REDIS_URL": self.redis_url,
             "DATABASE_URL": self.database_url,
             "PAYMENTS_ENCRYPTION_KEYS": ENCRYPTION_KEY,
-            "HANDLER_MODULES": "bench.bench_handlers",
+            "HANDLER_MODULES": "bench.perf.handlers",
             "API_CLIENT_KEYS": f"bench:{API_CLIENT_KEY}",
             # create-payment is measured 200 times in a row from one address; the limiter still
             # does its bookkeeping on every call, it just never says no.
@@ -135,11 +136,12 @@ class PerfStack:
         self._start("web", args, self.process_env("web", "web"))
 
     def start_bare(self, name: str, verify: str) -> None:
-        """The Procfile `web` line with bench.bare_receiver as the app, nothing else changed."""
+        """The Procfile `web` line with bench.perf.bare_receiver as the app, nothing else
+        changed."""
         args = procfile_command("web", self.bare_ports[name])
         if ":" not in args[-1]:
             raise SystemExit(f"the Procfile web line no longer ends with its app: {args[-1]}")
-        args[-1] = "bench.bare_receiver:app"
+        args[-1] = "bench.perf.bare_receiver:app"
         env = {**self.process_env("web", name), "BARE_VERIFY": verify}
         self._start(name, args, env)
 
@@ -148,7 +150,7 @@ class PerfStack:
         naive pipeline's app and queues instead of ours."""
         args = procfile_command("worker", 0)
         if kind == "naive":
-            args[args.index("-A") + 1] = "bench.naive_pipeline"
+            args[args.index("-A") + 1] = "bench.perf.naive_pipeline"
             queues = f"{naive_pipeline.INGEST_QUEUE},{naive_pipeline.HANDLER_QUEUE}"
             args[args.index("-Q") + 1] = queues
             return self._start("worker-naive", args, dict(self.env))

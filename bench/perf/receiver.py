@@ -3,7 +3,7 @@
 Every server gets the same file of signed deliveries (signed once per round, just before it),
 a warm-up run that is thrown away, then the measured run; Redis is emptied before and after
 each. Rounds rotate which server goes first, and each server's best round is reported.
-The servers: ours, and the two bare comparators of bench/bare_receiver.py.
+The servers: ours, and the two bare comparators of bench/perf/bare_receiver.py.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import perf_events
-from bench.pacer import PaceResult, pace
-from bench.perf_stack import WEBHOOK_SECRET, PerfStack
+from bench.perf import events as perf_events
+from bench.perf.pacer import PaceResult, pace
+from bench.perf.stack import WEBHOOK_SECRET, PerfStack
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_replay.lua")
 WRK_MISSING = "make bench needs wrk (Debian: apt-get install -y -qq --no-install-recommends wrk)"
