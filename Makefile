@@ -1,4 +1,4 @@
-# `make help` lists the targets. `make test T=tests/test_x.py` runs one file.
+# `make help` lists the targets. `make test T=tests/integration/test_x.py` runs one file.
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
@@ -12,7 +12,7 @@ RABBITMQ_JOBS ?= 1
 # The chaos suite's broker: its own Redis, or its own three-node RabbitMQ cluster.
 CHAOS_BROKER ?= redis
 # What runs a second time with RabbitMQ as the broker: every path an event takes through it.
-RABBITMQ_SUITE ?= tests/test_end_to_end.py tests/test_delivery_guarantees.py tests/test_payment_lifecycle.py tests/test_encryption_at_rest.py tests/test_batched_ingest.py
+RABBITMQ_SUITE ?= tests/integration/test_end_to_end.py tests/integration/test_delivery_guarantees.py tests/integration/test_payment_lifecycle.py tests/integration/test_encryption_at_rest.py tests/integration/test_batched_ingest.py
 
 .PHONY: help install services migrate run test test-rabbitmq test-fast lint format clean chaos chaos-small lock bench bench-small bench-capacity bench-ledger
 

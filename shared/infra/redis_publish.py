@@ -6,7 +6,7 @@ retry machinery around it. The webhook receiver publishes one task per delivery 
 answer in milliseconds, so it writes the message itself: Celery's own task message
 (``app.amqp.as_task_v2``, protocol 2) in the envelope kombu's Redis transport writes and
 reads, on the list kombu reads the queue from. Workers, Flower and the sweeper see exactly
-what ``send_task`` would have queued (tests/test_queue_routing.py compares the two).
+what ``send_task`` would have queued (tests/integration/test_queue_routing.py compares the two).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The operators' refund, capture and cancel called directly: the key Stripe gets, the payment
 they need, and how Stripe's answer is recorded. Stripe here is a stand-in object that answers as
-Stripe's API does; the stand-in server is exercised by tests/test_payment_operations.py."""
+Stripe's API does; the stand-in server is exercised by
+tests/integration/test_payment_operations.py."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 # the owner role (POSTGRES_USER), which only the one-shot migration uses; every table and
 # sequence the owner creates from now on is granted to the app role by default. Run once, when
 # the database is created (compose mounts this into /docker-entrypoint-initdb.d/);
-# tests/test_database_roles.py runs it against a database of its own.
+# tests/integration/test_database_roles.py runs it against a database of its own.
 set -eu
 : "${POSTGRES_USER:?the owner role}" "${POSTGRES_DB:?the database}"
 : "${APP_DB_PASSWORD:?the app role's password}"

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from devtools.processes import REPO_ROOT, run_payments
 from shared.models import AdminAction
 from tests.conftest import READER_TOKEN, TREASURER_NEXT_TOKEN, TREASURER_TOKEN
-from tests.test_payment_operations import paid, stand_in_refunds
+from tests.integration.test_payment_operations import paid, stand_in_refunds
 
 
 def as_operator(base: str, token: str, method: str, path: str, **kwargs: Any):

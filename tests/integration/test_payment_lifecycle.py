@@ -12,8 +12,8 @@ import requests
 from devtools import stripe_events
 from devtools.processes import wait_until
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, WORKER_METRICS_PORT
+from tests.integration.test_operability import scrape, value
 from tests.support.stripe_objects import dispute, refund
-from tests.test_operability import scrape, value
 
 
 def post(api, event_type: str, obj: dict[str, Any], created: int) -> None:

@@ -20,7 +20,7 @@ from shared.infra.broker import celery_settings, make_producer
 from shared.models import WorkerCanary
 from shared.task_names import CANARY_TASK
 from tests.conftest import NEXT_ENCRYPTION_KEY
-from tests.test_event_trust import SESSION_WORKER_METRICS, metric
+from tests.integration.test_event_trust import SESSION_WORKER_METRICS, metric
 
 
 def refused(task: str) -> float:

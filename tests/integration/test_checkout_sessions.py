@@ -18,7 +18,7 @@ from shared.config import Settings
 from shared.infra.broker import make_producer
 from shared.task_names import SWEEP_TASK
 from tests.conftest import API_CLIENT_KEY, OTHER_API_CLIENT_KEY
-from tests.test_payment_trust import client_of
+from tests.integration.test_payment_trust import client_of
 
 ORDER: dict[str, Any] = {"amount": 4321, "currency": "usd", "metadata": {"orderId": "ord-500"}}
 

@@ -20,7 +20,7 @@ from shared.config import Settings
 from shared.infra.stripe_gateway import StripeGateway
 from shared.models import Payment
 from tests.conftest import ADMIN_TOKEN, API_CLIENT_KEY, OTHER_API_CLIENT_KEY
-from tests.test_create_payment import stand_in_intents
+from tests.integration.test_create_payment import stand_in_intents
 
 BODY = {"amount": 2300, "currency": "usd"}
 

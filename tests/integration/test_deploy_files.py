@@ -256,7 +256,8 @@ def test_the_installed_environment_is_the_locked_one():
 
 
 def test_the_image_installs_the_lock_with_the_projects_install_step():
-    """The one install step that never resolves (tests/test_install.py), not a pip of its own."""
+    """The one install step that never resolves (tests/integration/test_install.py), not a pip of
+    its own."""
     services = compose()["services"]
     for service, lock in (("web", "requirements.lock"), ("localstripe", "requirements-dev.lock")):
         dockerfile = services[service]["build"]["dockerfile_inline"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTALL_LOCK = REPO_ROOT / ".ci" / "install-lock"
 # The machine's own interpreter, not this venv's: its venv module seeds its own bundled pip.
 MACHINE_PYTHON = Path(sys.base_prefix) / "bin" / "python3"

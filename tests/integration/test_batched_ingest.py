@@ -13,7 +13,7 @@ from devtools import stripe_events
 from devtools.processes import wait_until
 from shared.infra.broker import EVENTS_QUEUE, make_producer
 from tests.conftest import WEBHOOK_SECRET
-from tests.test_delivery_guarantees import calls, effects, runs
+from tests.integration.test_delivery_guarantees import calls, effects, runs
 
 
 @contextlib.contextmanager
