@@ -230,6 +230,7 @@ def _event_replay(api: ApiContext, event_id: str) -> tuple[Response, int]:
             fetch_event=StripeEventSource(api.runtime.stripe_client).retrieve,
             enqueue=_enqueuer(api),
             scope=api.runtime.scope,
+            registry=api.runtime.registry,
         )
     except UnknownHandler:
         raise AdminInputError("handler", f"no handler named {handler}") from None

@@ -47,6 +47,7 @@ def events_replay(event_id: str, handler: str | None) -> None:
             fetch_event=source.retrieve,
             enqueue=lambda evt, name: enqueue_run(producer, evt, name),
             scope=rt.scope,
+            registry=rt.registry,
         )
     except UnknownHandler as exc:
         raise click.UsageError(f"no handler named {exc}") from None
@@ -110,6 +111,7 @@ def quarantine_retry(ids: tuple[int, ...], retry_all: bool) -> None:
         None if retry_all else ids,
         rt.cipher,
         rt.scope,
+        registry=rt.registry,
     )
     for result in results:
         for name in result.pending_handlers:

@@ -21,7 +21,7 @@ from shared.db import make_engine, make_session_factory
 from shared.infra.crypto import PayloadCipher
 from shared.infra.stripe_gateway import StripeGateway, make_stripe_client
 from shared.ledger.event_rules import EventScope
-from shared.ledger.handlers import load_handler_modules
+from shared.ledger.handlers import HandlerRegistry, load_handler_modules, registry
 from shared.ledger.retry import RetryPolicy
 
 
@@ -37,6 +37,9 @@ class Runtime:
     gateway: StripeGateway
     policy: RetryPolicy
     scope: EventScope
+    # The handlers every ledger call of this process applies: the service's own and those of
+    # HANDLER_MODULES, registered as their modules are imported.
+    registry: HandlerRegistry
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -54,4 +57,5 @@ def build_runtime(settings: Settings) -> Runtime:
         gateway=StripeGateway(client),
         policy=RetryPolicy.from_settings(settings),
         scope=EventScope.of(settings),
+        registry=registry,
     )

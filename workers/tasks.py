@@ -105,7 +105,14 @@ def ingest_batch_of(items: list[BatchItem]) -> list[str]:
         # Half the soft time limit: what is left then runs alone, each under its own limits.
         deadline = time.monotonic() + rt.policy.soft_time_limit_seconds / 2
         batch = ingest_batch(
-            rt.sessions, deliveries, rt.cipher, rt.scope, rt.gateway, rt.policy, deadline
+            rt.sessions,
+            deliveries,
+            rt.cipher,
+            rt.scope,
+            rt.gateway,
+            rt.policy,
+            deadline,
+            registry=rt.registry,
         )
     except Exception:
         log.exception("could not ingest a batch of %d; running each as a task", len(items))
@@ -150,6 +157,7 @@ def _ingest(
         scope=rt.scope,
         stripe=rt.gateway,
         policy=rt.policy,
+        registry=rt.registry,
     )
 
 
@@ -202,7 +210,9 @@ def _retry_or_quarantine(task: Task, body: str, source: str, first_attempt_at: f
 def run_handler(self: Task, event_id: str, handler: str) -> None:
     bind(event_id=event_id)
     rt = runtime()
-    retry = run_handler_once(rt.sessions, event_id, handler, rt.cipher, rt.gateway, rt.policy)
+    retry = run_handler_once(
+        rt.sessions, event_id, handler, rt.cipher, rt.gateway, rt.policy, registry=rt.registry
+    )
     if retry is not None:
         # By queue name, not by how this message came: on RabbitMQ a delayed retry arrives
         # through the delay exchanges, and resending it that way would lose its route.

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from shared.infra.crypto import PayloadCipher
 from shared.infra.timeutil import utc_from_timestamp
 from shared.ledger.event_rules import storable_event
-from shared.ledger.handlers import registry
+from shared.ledger.handlers import HandlerRegistry
+from shared.ledger.handlers import registry as default_registry
 from shared.models import HandlerRun, RunStatus, StripeEvent
 
 # The tables, not the mapped classes, for the hot path's inserts: plain statements, without
@@ -64,11 +65,12 @@ def record_event(
     cipher: PayloadCipher,
     *,
     claim_lease: dt.timedelta | None = None,
+    registry: HandlerRegistry = default_registry,
 ) -> bool:
     """Insert the event unless it is known. Returns True when this call recorded it. With
     ``claim_lease``, its runs are created claimed by the caller: one attempt counted and
     leased for that long, as ``shared.ledger.runs.task`` claims a run before applying it."""
-    return _record(session, event, source, cipher, claim_lease) is not None
+    return _record(session, event, source, cipher, registry, claim_lease) is not None
 
 
 def _record(
@@ -76,10 +78,11 @@ def _record(
     event: dict[str, Any],
     source: str,
     cipher: PayloadCipher,
+    registry: HandlerRegistry,
     claim_lease: dt.timedelta | None,
     uncounted_attempts: int = 0,
 ) -> RecordedEvent | None:
-    recorded = insert_event(session, event, source, cipher)
+    recorded = insert_events(session, [(event, source)], cipher, registry).get(event["id"])
     if recorded is None or not recorded.handlers:
         return recorded
     claimed = (
@@ -93,13 +96,6 @@ def _record(
     return recorded
 
 
-def insert_event(
-    session: Session, event: dict[str, Any], source: str, cipher: PayloadCipher
-) -> RecordedEvent | None:
-    """The event's row alone, unless it is known (None then); its runs are the caller's."""
-    return insert_events(session, [(event, source)], cipher).get(event["id"])
-
-
 _INSERT_NEW_EVENTS = (
     insert(EVENTS_TABLE)
     # Two deliveries of one event may race here: one waits for the other, and the loser sees
@@ -110,7 +106,10 @@ _INSERT_NEW_EVENTS = (
 
 
 def insert_events(
-    session: Session, events: Sequence[tuple[dict[str, Any], str]], cipher: PayloadCipher
+    session: Session,
+    events: Sequence[tuple[dict[str, Any], str]],
+    cipher: PayloadCipher,
+    registry: HandlerRegistry,
 ) -> dict[str, RecordedEvent]:
     """Insert every (event, source) not known yet; the ones inserted, by id. Their runs are the
     caller's."""
@@ -122,7 +121,7 @@ def insert_events(
     # Sent as one multi-row INSERT (SQLAlchemy's insertmanyvalues), compiled once per process.
     received = {row.id: row.received_at for row in session.execute(_INSERT_NEW_EVENTS, rows)}
     return {
-        event["id"]: _recorded_event(event, copy, received[event["id"]])
+        event["id"]: _recorded_event(event, copy, received[event["id"]], registry)
         for (event, _), copy in zip(events, stored, strict=True)
         if event["id"] in received
     }
@@ -147,7 +146,7 @@ def _event_row(
 
 
 def _recorded_event(
-    event: dict[str, Any], stored: dict[str, Any], at: dt.datetime
+    event: dict[str, Any], stored: dict[str, Any], at: dt.datetime, registry: HandlerRegistry
 ) -> RecordedEvent:
     handlers = sorted(registry.handlers_for(event["type"]))
     created = utc_from_timestamp(event["created"])

@@ -1,4 +1,4 @@
-"""What the fast ledger tests share: a handler registry of their own, events, and a session
+"""What the fast ledger tests share: events, run rows, and a session
 factory that lets another worker act between two of the code's transactions."""
 
 from __future__ import annotations
@@ -8,17 +8,11 @@ import itertools
 from collections.abc import Callable
 from typing import Any, cast
 
-import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.ledger import event_rows
 from shared.ledger.event_rules import EventScope, expected_object
-from shared.ledger.handlers import HandlerRegistry
-from shared.ledger.ingest import first_delivery
-from shared.ledger.recovery import replay
 from shared.ledger.retry import RetryPolicy
-from shared.ledger.runs import apply
 from shared.models import HandlerRun
 
 SCOPE = EventScope(livemode=False, connected_accounts=("acct_served",))
@@ -33,15 +27,6 @@ POLICY = RetryPolicy(
 )
 CREATED = 1_700_000_000
 _ids = itertools.count(1)
-
-
-def use_local_registry(monkeypatch: pytest.MonkeyPatch) -> HandlerRegistry:
-    """A registry for this test alone, in place of the process-wide one, wherever the ledger
-    looks handlers up: what a test registers is gone when it ends."""
-    local = HandlerRegistry()
-    for module in (event_rows, apply, replay, first_delivery):
-        monkeypatch.setattr(module, "registry", local)
-    return local
 
 
 def make_event(event_type: str, *, created: int = CREATED, **obj: Any) -> dict[str, Any]:

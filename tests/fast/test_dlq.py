@@ -30,15 +30,14 @@ from tests.fast.ledger_kit import (
     make_event,
     run_rows,
     set_run,
-    use_local_registry,
 )
 
 PAID, REFUNDED = "fast.dlq_paid", "fast.dlq_refunded"
 
 
 @pytest.fixture
-def local(monkeypatch: pytest.MonkeyPatch) -> HandlerRegistry:
-    registry = use_local_registry(monkeypatch)
+def local() -> HandlerRegistry:
+    registry = HandlerRegistry()
 
     def nothing(session: Session, event: EventView) -> None:
         return None
@@ -48,10 +47,10 @@ def local(monkeypatch: pytest.MonkeyPatch) -> HandlerRegistry:
     return registry
 
 
-def recorded(db, cipher, event_type: str = PAID) -> str:
+def recorded(db, cipher, local: HandlerRegistry, event_type: str = PAID) -> str:
     evt = make_event(event_type)
     with db.begin() as session:
-        assert record_event(session, evt, "webhook", cipher)
+        assert record_event(session, evt, "webhook", cipher, registry=local)
     return str(evt["id"])
 
 
@@ -64,7 +63,7 @@ def run_ids(rows: list[ListedRun]) -> list[str]:
 
 
 def test_dead_runs_are_listed_by_type_handler_age_and_error(db, cipher, local):
-    paid, refunded = recorded(db, cipher), recorded(db, cipher, REFUNDED)
+    paid, refunded = recorded(db, cipher, local), recorded(db, cipher, local, REFUNDED)
     dead(db, paid, "fast.ship", "Traceback\n  ...\nKeyError: 'sku'\n\n", updated_at=ago(days=2))
     dead(db, paid, "fast.notify", "ConnectionError: 100% of retries used")
     dead(db, refunded, "fast.notify")
@@ -102,7 +101,7 @@ def test_a_run_id_names_one_run_and_an_event_id_all_of_its_runs():
 
 
 def test_a_dry_run_shows_the_runs_a_replay_would_take_and_changes_nothing(db, cipher, local):
-    event_id = recorded(db, cipher)
+    event_id = recorded(db, cipher, local)
     dead(db, event_id, "fast.ship")
     sent: list[tuple[str, str]] = []
 
@@ -114,7 +113,7 @@ def test_a_dry_run_shows_the_runs_a_replay_would_take_and_changes_nothing(db, ci
 
 
 def test_an_event_id_replays_every_dead_run_of_that_event_only(db, cipher, local):
-    chosen, other = recorded(db, cipher), recorded(db, cipher)
+    chosen, other = recorded(db, cipher, local), recorded(db, cipher, local)
     for event_id in (chosen, other):
         dead(db, event_id, "fast.ship", next_attempt_at=ago(seconds=1), finished_at=ago(seconds=1))
         dead(db, event_id, "fast.notify")
@@ -130,7 +129,7 @@ def test_an_event_id_replays_every_dead_run_of_that_event_only(db, cipher, local
 
 
 def test_a_large_replay_goes_in_batches_and_reports_its_progress(db, cipher, local):
-    events = [recorded(db, cipher) for _ in range(3)]
+    events = [recorded(db, cipher, local) for _ in range(3)]
     for event_id in events:
         dead(db, event_id, "fast.ship")
     progress: list[int] = []
@@ -145,7 +144,7 @@ def test_a_large_replay_goes_in_batches_and_reports_its_progress(db, cipher, loc
 
 
 def test_a_run_another_operator_replayed_meanwhile_is_not_sent_twice(db, cipher, local):
-    event_id = recorded(db, cipher)
+    event_id = recorded(db, cipher, local)
     dead(db, event_id, "fast.ship")
     dead(db, event_id, "fast.notify")
     # Between the listing (first session) and the reset (second), someone else replays one.
@@ -162,14 +161,16 @@ def test_a_run_another_operator_replayed_meanwhile_is_not_sent_twice(db, cipher,
 def test_replaying_an_event_reruns_what_has_not_finished_and_handlers_added_since(
     db, cipher, local
 ):
-    event_id = recorded(db, cipher)
+    event_id = recorded(db, cipher, local)
     dead(db, event_id, "fast.ship")
     set_run(db, event_id, "fast.notify", status=RunStatus.DONE)
     # A handler added after the event arrived: it has no run yet.
     local.handles(PAID, name="fast.audit")(lambda session, event: None)
     sent: list[tuple[str, str]] = []
 
-    names = replay_event(db, event_id, cipher=cipher, enqueue=lambda *run: sent.append(run))
+    names = replay_event(
+        db, event_id, cipher=cipher, enqueue=lambda *run: sent.append(run), registry=local
+    )
 
     assert sorted(names) == ["fast.audit", "fast.ship"]
     assert sorted(sent) == [(event_id, "fast.audit"), (event_id, "fast.ship")]
@@ -178,15 +179,20 @@ def test_replaying_an_event_reruns_what_has_not_finished_and_handlers_added_sinc
     assert rows["fast.notify"].status == RunStatus.DONE
     # Asked again, the pending runs are sent again (their message may be the one that was
     # lost) and the finished one is still left alone.
-    assert sorted(replay_event(db, event_id, cipher=cipher)) == ["fast.audit", "fast.ship"]
+    assert sorted(replay_event(db, event_id, cipher=cipher, registry=local)) == [
+        "fast.audit",
+        "fast.ship",
+    ]
     assert run_rows(db, event_id)["fast.ship"].replays == 1
 
 
 def test_replaying_one_handler_reruns_it_even_when_it_finished(db, cipher, local):
-    event_id = recorded(db, cipher)
+    event_id = recorded(db, cipher, local)
     set_run(db, event_id, None, status=RunStatus.DONE)
 
-    assert replay_event(db, event_id, cipher=cipher, handler="fast.notify") == ["fast.notify"]
+    assert replay_event(db, event_id, cipher=cipher, handler="fast.notify", registry=local) == [
+        "fast.notify"
+    ]
 
     rows = run_rows(db, event_id)
     assert (rows["fast.notify"].status, rows["fast.notify"].replays) == (RunStatus.PENDING, 1)
@@ -194,13 +200,13 @@ def test_replaying_one_handler_reruns_it_even_when_it_finished(db, cipher, local
 
 
 def test_a_replay_naming_an_unknown_handler_or_event_changes_nothing(db, cipher, local):
-    event_id = recorded(db, cipher)
+    event_id = recorded(db, cipher, local)
     set_run(db, event_id, None, status=RunStatus.DONE)
 
     with pytest.raises(UnknownHandler):
-        replay_event(db, event_id, cipher=cipher, handler="fast.shp")
+        replay_event(db, event_id, cipher=cipher, handler="fast.shp", registry=local)
     with pytest.raises(EventNotFound):
-        replay_event(db, "evt_never_seen", cipher=cipher)
+        replay_event(db, "evt_never_seen", cipher=cipher, registry=local)
     assert {run.status for run in run_rows(db, event_id).values()} == {RunStatus.DONE}
 
 
@@ -212,7 +218,9 @@ def test_an_event_we_never_received_is_fetched_recorded_and_run(db, cipher, loca
         fetched.append(event_id)
         return evt
 
-    names = replay_event(db, evt["id"], cipher=cipher, fetch_event=fetch, scope=SCOPE)
+    names = replay_event(
+        db, evt["id"], cipher=cipher, fetch_event=fetch, scope=SCOPE, registry=local
+    )
 
     assert fetched == [evt["id"]]
     assert sorted(names) == ["fast.notify", "fast.ship"]
@@ -228,7 +236,9 @@ def test_a_fetched_event_out_of_scope_is_refused_and_not_recorded(db, cipher, lo
     before = REGISTRY.get_sample_value("events_refused_total", refused) or 0.0
 
     with pytest.raises(EventRefused) as caught:
-        replay_event(db, evt["id"], cipher=cipher, fetch_event=lambda _: evt, scope=SCOPE)
+        replay_event(
+            db, evt["id"], cipher=cipher, fetch_event=lambda _: evt, scope=SCOPE, registry=local
+        )
 
     assert caught.value.code == "account_not_served"
     assert REGISTRY.get_sample_value("events_refused_total", refused) == before + 1
@@ -239,7 +249,7 @@ def test_a_fetched_event_out_of_scope_is_refused_and_not_recorded(db, cipher, lo
 def test_the_sweeper_skips_leased_scheduled_and_finished_runs_and_sends_each_once(
     db, cipher, local
 ):
-    lost, leased, scheduled, finished = (recorded(db, cipher) for _ in range(4))
+    lost, leased, scheduled, finished = (recorded(db, cipher, local) for _ in range(4))
     for event_id in (lost, leased, scheduled, finished):
         set_run(db, event_id, None, updated_at=ago(hours=1), created_at=ago(hours=1))
     set_run(db, leased, None, leased_until=ago(minutes=-5))
@@ -257,7 +267,7 @@ def test_the_sweeper_skips_leased_scheduled_and_finished_runs_and_sends_each_onc
 
 def test_the_sweeper_sends_at_most_its_limit_per_pass(db, cipher, local):
     for _ in range(2):
-        event_id = recorded(db, cipher)
+        event_id = recorded(db, cipher, local)
         set_run(db, event_id, None, updated_at=ago(hours=1))
 
     passes = [sweep_pending(db, older_than_seconds=300, limit=3) for _ in range(3)]

@@ -31,7 +31,6 @@ from tests.fast.ledger_kit import (
     Between,
     make_event,
     run_rows,
-    use_local_registry,
 )
 
 TYPE = "fast.events_event"
@@ -41,8 +40,8 @@ FIRST_ATTEMPT = 1_700_000_000.0
 
 
 @pytest.fixture
-def local(monkeypatch: pytest.MonkeyPatch) -> HandlerRegistry:
-    registry = use_local_registry(monkeypatch)
+def local() -> HandlerRegistry:
+    registry = HandlerRegistry()
 
     def nothing(session: Session, event: EventView) -> None:
         return None
@@ -61,7 +60,7 @@ def web_cipher() -> PayloadCipher:
 def test_an_event_no_handler_wants_is_recorded_without_runs(db, cipher, local):
     evt = make_event("fast.nobody_handles_this")
 
-    result = ingest(db, cipher.encrypt(evt), "webhook", cipher, SCOPE)
+    result = ingest(db, cipher.encrypt(evt), "webhook", cipher, SCOPE, registry=local)
 
     assert (result.newly_recorded, result.pending_handlers) == (True, [])
     assert run_rows(db, evt["id"]) == {}
@@ -74,7 +73,14 @@ def test_a_redelivery_counts_the_attempts_that_died_uncommitted(db, cipher, loca
     lease = dt.timedelta(seconds=60)
 
     result = ingest(
-        db, cipher.encrypt(evt), "webhook", cipher, SCOPE, claim_lease=lease, uncounted_attempts=1
+        db,
+        cipher.encrypt(evt),
+        "webhook",
+        cipher,
+        SCOPE,
+        claim_lease=lease,
+        uncounted_attempts=1,
+        registry=local,
     )
 
     assert result.claimed_handlers == ["fast.one", "fast.two"]
@@ -138,10 +144,12 @@ def test_a_quarantined_body_is_recovered_once_its_key_is_configured(db, cipher, 
     row_id = _quarantined(db, web_cipher.encrypt(evt), source="reconcile")
 
     # The workers still lack the key: nothing changes.
-    assert recover_quarantined(db, None, cipher, SCOPE) == [Recovery(row_id, "undecryptable")]
+    assert recover_quarantined(db, None, cipher, SCOPE, registry=local) == [
+        Recovery(row_id, "undecryptable")
+    ]
     assert len(list_quarantined(db)) == 1
 
-    recovered = recover_quarantined(db, None, web_cipher, SCOPE)
+    recovered = recover_quarantined(db, None, web_cipher, SCOPE, registry=local)
 
     assert recovered == [Recovery(row_id, "recovered", evt["id"], ("fast.one", "fast.two"))]
     with db() as session:
@@ -151,14 +159,14 @@ def test_a_quarantined_body_is_recovered_once_its_key_is_configured(db, cipher, 
     (kept,) = list_quarantined(db, include_recovered=True)
     assert kept.recovered_event_id == evt["id"] and kept.recovered_at is not None
     # A recovered body is not taken again.
-    assert recover_quarantined(db, None, web_cipher, SCOPE) == []
+    assert recover_quarantined(db, None, web_cipher, SCOPE, registry=local) == []
 
 
 def test_only_the_named_quarantined_bodies_are_tried(db, web_cipher, local):
     first = _quarantined(db, web_cipher.encrypt(make_event(TYPE)))
     second = _quarantined(db, web_cipher.encrypt(make_event(TYPE)))
 
-    recovered = recover_quarantined(db, [second], web_cipher, SCOPE)
+    recovered = recover_quarantined(db, [second], web_cipher, SCOPE, registry=local)
 
     assert [r.quarantine_id for r in recovered] == [second]
     assert [row.id for row in list_quarantined(db)] == [first]
@@ -169,7 +177,7 @@ def test_a_quarantined_body_out_of_scope_or_in_plain_json_stays_quarantined(db, 
     out_of_scope = _quarantined(db, web_cipher.encrypt(foreign))
     plain = _quarantined(db, '{"id": "evt_forged", "type": "payment_intent.succeeded"}')
 
-    recovered = recover_quarantined(db, None, web_cipher, SCOPE)
+    recovered = recover_quarantined(db, None, web_cipher, SCOPE, registry=local)
 
     assert recovered == [
         Recovery(out_of_scope, "account_not_served", foreign["id"]),
@@ -193,7 +201,7 @@ def test_a_body_another_operator_recovered_meanwhile_is_left_alone(db, web_ciphe
     # The rows to try are chosen in the first session; the other operator acts before the second.
     racing = Between(db, 2, other_operator)
 
-    assert recover_quarantined(racing.sessions, None, web_cipher, SCOPE) == [
+    assert recover_quarantined(racing.sessions, None, web_cipher, SCOPE, registry=local) == [
         Recovery(row_id, "recovered")
     ]
     with db() as session:
@@ -205,9 +213,9 @@ def test_an_event_recorded_meanwhile_is_recovered_without_a_second_row(db, web_c
     row_id = _quarantined(db, web_cipher.encrypt(evt))
     # Stripe delivered it again with the new key in place before the operator's retry.
     with db.begin() as session:
-        assert record_event(session, evt, "webhook", web_cipher)
+        assert record_event(session, evt, "webhook", web_cipher, registry=local)
 
-    (recovery,) = recover_quarantined(db, None, web_cipher, SCOPE)
+    (recovery,) = recover_quarantined(db, None, web_cipher, SCOPE, registry=local)
 
     assert recovery == Recovery(row_id, "recovered", evt["id"], ("fast.one", "fast.two"))
     with db() as session:
@@ -223,7 +231,9 @@ def test_a_first_delivery_is_recorded_and_applied_in_one_go(db, cipher, local):
     evt = make_event("fast.first_delivery")
     body = cipher.encrypt(evt)
 
-    result, outcome = ingest_first_delivery(db, body, "webhook", cipher, SCOPE, None, POLICY)
+    result, outcome = ingest_first_delivery(
+        db, body, "webhook", cipher, SCOPE, None, POLICY, registry=local
+    )
 
     assert (result.newly_recorded, result.pending_handlers, outcome.done) == (
         True,
@@ -233,7 +243,9 @@ def test_a_first_delivery_is_recorded_and_applied_in_one_go(db, cipher, local):
     run = run_rows(db, evt["id"])["fast.apply"]
     assert (run.status, run.attempts) == (RunStatus.DONE, 1)
     # The broker may deliver a "first" delivery twice: the second applies nothing.
-    again, nothing_done = ingest_first_delivery(db, body, "webhook", cipher, SCOPE, None, POLICY)
+    again, nothing_done = ingest_first_delivery(
+        db, body, "webhook", cipher, SCOPE, None, POLICY, registry=local
+    )
     assert (again.newly_recorded, again.pending_handlers, nothing_done.done) == (False, [], [])
     assert applied == [evt["id"]]
 
@@ -246,11 +258,19 @@ def test_claimed_runs_that_all_fail_are_counted_and_none_marked_done(db, cipher,
     local.handles("fast.all_fail", name="fast.broken_two")(broken)
     evt = make_event("fast.all_fail")
     result = ingest(
-        db, cipher.encrypt(evt), "webhook", cipher, SCOPE, claim_lease=dt.timedelta(seconds=60)
+        db,
+        cipher.encrypt(evt),
+        "webhook",
+        cipher,
+        SCOPE,
+        claim_lease=dt.timedelta(seconds=60),
+        registry=local,
     )
     assert result.recorded is not None
 
-    outcome = apply_claimed_runs(db, result.recorded, result.claimed_handlers, None, POLICY)
+    outcome = apply_claimed_runs(
+        db, result.recorded, result.claimed_handlers, None, POLICY, registry=local
+    )
 
     assert outcome.done == [] and outcome.dead == []
     assert outcome.retries == {"fast.broken_one": Retry(1), "fast.broken_two": Retry(1)}

@@ -238,7 +238,7 @@ def test_a_metrics_failure_after_the_commit_leaves_the_batch_settled(effects, ci
 def test_transactions_of_keeps_an_event_whole_and_in_order():
     events = [QueuedEvent({"id": f"evt_{n}", "type": TYPE}, "webhook", [str(n)]) for n in range(65)]
 
-    chunks = list(transactions_of(events))
+    chunks = list(transactions_of(events, registry))
 
     assert [len(chunk) for chunk in chunks] == [30, 30, 5]
     assert [event for chunk in chunks for event in chunk] == events

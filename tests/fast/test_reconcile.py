@@ -25,7 +25,7 @@ from shared.ledger.recovery.reconcile import (
     reconcile,
 )
 from shared.models import ReconcileCheckpoint, StripeEvent
-from tests.fast.ledger_kit import SCOPE, make_event, use_local_registry
+from tests.fast.ledger_kit import SCOPE, make_event
 
 TYPE = "fast.reconcile_event"
 NOW = 1_700_100_000.0
@@ -33,8 +33,8 @@ OVERLAP, LOOKBACK = 300, 3600
 
 
 @pytest.fixture
-def local(monkeypatch: pytest.MonkeyPatch) -> HandlerRegistry:
-    registry = use_local_registry(monkeypatch)
+def local() -> HandlerRegistry:
+    registry = HandlerRegistry()
 
     def nothing(session: Session, event: EventView) -> None:
         return None
@@ -55,7 +55,9 @@ class Listed:
         return [e for e in self.events if e["created"] >= created_gte]
 
 
-def run(db, cipher, source: Listed, **kwargs: Any) -> reconciler.ReconcileResult:
+def run(
+    db, cipher, local: HandlerRegistry, source: Listed, **kwargs: Any
+) -> reconciler.ReconcileResult:
     options: dict[str, Any] = {
         "overlap_seconds": OVERLAP,
         "lookback_seconds": LOOKBACK,
@@ -63,7 +65,7 @@ def run(db, cipher, source: Listed, **kwargs: Any) -> reconciler.ReconcileResult
         "scope": SCOPE,
         "now": lambda: NOW,
     }
-    return reconcile(db, source, **{**options, **kwargs})
+    return reconcile(db, source, **{**options, **kwargs}, registry=local)
 
 
 def checkpoint(db) -> dt.datetime | None:
@@ -83,34 +85,34 @@ def recorded_ids(db) -> set[str]:
 
 def test_the_first_pass_looks_back_and_later_ones_start_at_the_checkpoint(db, cipher, local):
     first = Listed([make_event(TYPE, created=int(NOW) - 100)])
-    run(db, cipher, first)
+    run(db, cipher, local, first)
     assert first.asked == [int(NOW) - LOOKBACK]
     assert checkpoint(db) == at(NOW - 100)
 
     second = Listed([])
-    run(db, cipher, second)
+    run(db, cipher, local, second)
     assert second.asked == [int(NOW) - 100 - OVERLAP]
     # An operator's explicit start wins over the checkpoint.
     third = Listed([])
-    result = run(db, cipher, third, since=at(NOW - 50))
+    result = run(db, cipher, local, third, since=at(NOW - 50))
     assert third.asked == [int(NOW) - 50] and result.since == at(NOW - 50)
 
 
 def test_a_pass_never_asks_for_more_than_stripe_keeps(db, cipher, local):
     source = Listed([])
 
-    result = run(db, cipher, source, since=at(NOW - 90 * 24 * 3600))
+    result = run(db, cipher, local, source, since=at(NOW - 90 * 24 * 3600))
 
     assert result.since == at(NOW - STRIPE_EVENTS_RETENTION_SECONDS + 60)
     assert source.asked == [int(NOW - STRIPE_EVENTS_RETENTION_SECONDS + 60)]
 
 
 def test_the_checkpoint_never_moves_backwards(db, cipher, local):
-    run(db, cipher, Listed([make_event(TYPE, created=int(NOW) - 100)]))
+    run(db, cipher, local, Listed([make_event(TYPE, created=int(NOW) - 100)]))
 
     # An on-demand pass over an older window records what it finds there...
     old = make_event(TYPE, created=int(NOW) - 2000)
-    run(db, cipher, Listed([old]), since=at(NOW - 3000))
+    run(db, cipher, local, Listed([old]), since=at(NOW - 3000))
 
     # ...and leaves the checkpoint where it was.
     assert old["id"] in recorded_ids(db)
@@ -123,7 +125,7 @@ def test_events_out_of_scope_are_counted_skipped_and_passed(db, cipher, local):
     labels = {"reason": "livemode_mismatch", "stage": "reconcile"}
     before = REGISTRY.get_sample_value("events_refused_total", labels) or 0.0
 
-    result = run(db, cipher, Listed([other_mode, served]))
+    result = run(db, cipher, local, Listed([other_mode, served]))
 
     assert (result.listed, result.recovered) == (2, 1)
     assert recorded_ids(db) == {served["id"]}
@@ -136,12 +138,12 @@ def test_an_event_listed_twice_is_recorded_once(db, cipher, local):
     # Paging over a list that changes under it can return an event twice.
     evt = make_event(TYPE, created=int(NOW) - 100)
 
-    result = run(db, cipher, Listed([evt, dict(evt)]))
+    result = run(db, cipher, local, Listed([evt, dict(evt)]))
 
     assert (result.listed, result.recovered) == (2, 1)
     assert result.pending_runs == [(evt["id"], "fast.reconciled")]
     # The next pass lists it again (the overlap): nothing new, nothing to enqueue.
-    again = run(db, cipher, Listed([evt]))
+    again = run(db, cipher, local, Listed([evt]))
     assert (again.listed, again.recovered, again.pending_runs) == (1, 0, [])
 
 
@@ -153,7 +155,7 @@ def test_one_unrecordable_event_holds_the_checkpoint_but_not_the_others(
     events[2] = {**events[2], "type": "x" * 300}  # longer than the column: cannot be stored
     last_success = REGISTRY.get_sample_value("reconcile_last_success_timestamp_seconds")
 
-    result = run(db, cipher, Listed(events))
+    result = run(db, cipher, local, Listed(events))
 
     assert (result.listed, result.recovered) == (5, 4)
     assert recorded_ids(db) == {e["id"] for n, e in enumerate(events) if n != 2}
@@ -164,7 +166,7 @@ def test_one_unrecordable_event_holds_the_checkpoint_but_not_the_others(
 
 
 def test_a_clean_pass_is_marked_as_the_last_success(db, cipher, local):
-    run(db, cipher, Listed([make_event(TYPE, created=int(NOW) - 10)]), now=lambda: NOW + 1)
+    run(db, cipher, local, Listed([make_event(TYPE, created=int(NOW) - 10)]), now=lambda: NOW + 1)
     assert REGISTRY.get_sample_value("reconcile_last_success_timestamp_seconds") == NOW + 1
 
 
@@ -175,7 +177,7 @@ def test_a_second_reconciler_skips_its_pass_while_one_runs(db, cipher, local, fa
             text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}
         ).scalar()
         try:
-            result = run(db, cipher, source)
+            result = run(db, cipher, local, source)
         finally:
             other.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
 
@@ -183,7 +185,7 @@ def test_a_second_reconciler_skips_its_pass_while_one_runs(db, cipher, local, fa
     assert source.asked == []
     assert recorded_ids(db) == set()
     # The lock was free again for the next pass.
-    assert not run(db, cipher, source).skipped
+    assert not run(db, cipher, local, source).skipped
 
 
 @dataclass

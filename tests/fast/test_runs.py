@@ -23,15 +23,14 @@ from tests.fast.ledger_kit import (
     make_event,
     run_rows,
     set_run,
-    use_local_registry,
 )
 
 TYPE = "fast.runs_event"
 
 
 @pytest.fixture
-def local(monkeypatch: pytest.MonkeyPatch) -> HandlerRegistry:
-    return use_local_registry(monkeypatch)
+def local() -> HandlerRegistry:
+    return HandlerRegistry()
 
 
 @pytest.fixture
@@ -55,10 +54,10 @@ def applied(local: HandlerRegistry) -> list[tuple[str, Any]]:
     return seen
 
 
-def recorded(db, cipher, **obj: Any) -> str:
+def recorded(db, cipher, local: HandlerRegistry, **obj: Any) -> str:
     evt = make_event(TYPE, **obj)
     with db.begin() as session:
-        assert record_event(session, evt, "webhook", cipher)
+        assert record_event(session, evt, "webhook", cipher, registry=local)
     return str(evt["id"])
 
 
@@ -67,44 +66,53 @@ def dead_lettered(handler: str) -> float:
     return value or 0.0
 
 
-def test_the_handler_runs_under_a_statement_timeout_of_the_lease(db, cipher, applied):
-    event_id = recorded(db, cipher)
+def test_the_handler_runs_under_a_statement_timeout_of_the_lease(db, cipher, applied, local):
+    event_id = recorded(db, cipher, local)
 
-    assert execute_run(db, event_id, "fast.apply", cipher, policy=POLICY) is RunOutcome.DONE
+    assert (
+        execute_run(db, event_id, "fast.apply", cipher, policy=POLICY, registry=local)
+        is RunOutcome.DONE
+    )
 
     # lease = time limit 20 s + 5 s margin: a stuck query fails instead of outliving the lease.
     assert applied == [(event_id, "25s")]
 
 
-def test_a_run_finished_by_another_delivery_after_the_claim_is_not_applied(db, cipher, applied):
-    event_id = recorded(db, cipher)
+def test_a_run_finished_by_another_delivery_after_the_claim_is_not_applied(
+    db, cipher, applied, local
+):
+    event_id = recorded(db, cipher, local)
     # The claim commits in the first transaction; another delivery finishes the run before
     # the second one starts.
     other = Between(db, 2, lambda: set_run(db, event_id, "fast.apply", status=RunStatus.DONE))
 
-    outcome = execute_run(other.sessions, event_id, "fast.apply", cipher, policy=POLICY)
+    outcome = execute_run(
+        other.sessions, event_id, "fast.apply", cipher, policy=POLICY, registry=local
+    )
 
     assert outcome is RunOutcome.ALREADY_FINISHED
     assert applied == []
     assert run_rows(db, event_id)["fast.apply"].attempts == 1
 
 
-def test_a_leased_run_is_looked_at_again_once_its_lease_must_have_ended(db, cipher, applied):
-    event_id = recorded(db, cipher)
+def test_a_leased_run_is_looked_at_again_once_its_lease_must_have_ended(db, cipher, applied, local):
+    event_id = recorded(db, cipher, local)
     set_run(db, event_id, "fast.apply", leased_until=ago(minutes=-5), attempts=1)
 
-    step = run_handler_once(db, event_id, "fast.apply", cipher, None, POLICY)
+    step = run_handler_once(db, event_id, "fast.apply", cipher, None, POLICY, registry=local)
 
     assert step == Retry(POLICY.lease_seconds + 1) == Retry(26)
     assert applied == []
 
 
-def test_a_run_whose_worker_died_on_every_attempt_is_reported_dead(db, cipher, applied):
-    event_id = recorded(db, cipher)
+def test_a_run_whose_worker_died_on_every_attempt_is_reported_dead(db, cipher, applied, local):
+    event_id = recorded(db, cipher, local)
     set_run(db, event_id, "fast.apply", attempts=POLICY.max_transient_attempts, last_error="x")
     before = dead_lettered("fast.apply")
 
-    assert run_handler_once(db, event_id, "fast.apply", cipher, None, POLICY) is None
+    assert (
+        run_handler_once(db, event_id, "fast.apply", cipher, None, POLICY, registry=local) is None
+    )
 
     run = run_rows(db, event_id)["fast.apply"]
     assert run.status == RunStatus.DEAD and run.finished_at is not None
@@ -113,19 +121,25 @@ def test_a_run_whose_worker_died_on_every_attempt_is_reported_dead(db, cipher, a
     assert applied == []
 
 
-def test_a_missing_or_finished_run_needs_nothing_more(db, cipher, applied):
-    event_id = recorded(db, cipher)
-    assert run_handler_once(db, event_id, "fast.nobody", cipher, None, POLICY) is None
-    assert run_handler_once(db, event_id, "fast.apply", cipher, None, POLICY) is None
-    assert run_handler_once(db, event_id, "fast.apply", cipher, None, POLICY) is None
+def test_a_missing_or_finished_run_needs_nothing_more(db, cipher, applied, local):
+    event_id = recorded(db, cipher, local)
+    assert (
+        run_handler_once(db, event_id, "fast.nobody", cipher, None, POLICY, registry=local) is None
+    )
+    assert (
+        run_handler_once(db, event_id, "fast.apply", cipher, None, POLICY, registry=local) is None
+    )
+    assert (
+        run_handler_once(db, event_id, "fast.apply", cipher, None, POLICY, registry=local) is None
+    )
     assert len(applied) == 1
 
 
-def test_a_transient_failure_is_retried_after_the_backoff(db, cipher, applied):
-    event_id = recorded(db, cipher, fail="transient")
+def test_a_transient_failure_is_retried_after_the_backoff(db, cipher, applied, local):
+    event_id = recorded(db, cipher, local, fail="transient")
 
-    first = run_handler_once(db, event_id, "fast.flaky", cipher, None, POLICY)
-    second = run_handler_once(db, event_id, "fast.flaky", cipher, None, POLICY)
+    first = run_handler_once(db, event_id, "fast.flaky", cipher, None, POLICY, registry=local)
+    second = run_handler_once(db, event_id, "fast.flaky", cipher, None, POLICY, registry=local)
 
     assert (first, second) == (Retry(1), Retry(2))
     run = run_rows(db, event_id)["fast.flaky"]
@@ -134,18 +148,25 @@ def test_a_transient_failure_is_retried_after_the_backoff(db, cipher, applied):
     assert "ConnectionError: the database blinked" in (run.last_error or "")
 
 
-def test_a_failure_of_a_run_finished_meanwhile_is_not_retried(db, cipher, applied):
-    event_id = recorded(db, cipher, fail="transient")
+def test_a_failure_of_a_run_finished_meanwhile_is_not_retried(db, cipher, applied, local):
+    event_id = recorded(db, cipher, local, fail="transient")
     # Claim (1), apply that fails (2); before the failure is recorded (3) an operator's replay
     # of the handler finished the run elsewhere.
     other = Between(db, 3, lambda: set_run(db, event_id, "fast.flaky", status=RunStatus.DONE))
 
-    assert run_handler_once(other.sessions, event_id, "fast.flaky", cipher, None, POLICY) is None
+    assert (
+        run_handler_once(
+            other.sessions, event_id, "fast.flaky", cipher, None, POLICY, registry=local
+        )
+        is None
+    )
     assert run_rows(db, event_id)["fast.flaky"].status == RunStatus.DONE
 
 
-def test_recording_a_failure_on_a_run_that_is_not_pending_changes_nothing(db, cipher, applied):
-    event_id = recorded(db, cipher)
+def test_recording_a_failure_on_a_run_that_is_not_pending_changes_nothing(
+    db, cipher, applied, local
+):
+    event_id = recorded(db, cipher, local)
     set_run(db, event_id, "fast.apply", status=RunStatus.DEAD, attempts=2, last_error="old")
 
     failure = record_failure(db, event_id, "fast.apply", ValueError("late"), POLICY)
@@ -155,16 +176,19 @@ def test_recording_a_failure_on_a_run_that_is_not_pending_changes_nothing(db, ci
     assert (run.status, run.attempts, run.last_error) == (RunStatus.DEAD, 2, "old")
 
 
-def test_a_run_for_a_handler_this_release_does_not_have_ends_dead(db, cipher, local, monkeypatch):
+def test_a_run_for_a_handler_this_release_does_not_have_ends_dead(db, cipher, local):
     evt = make_event(TYPE)
     local.handles(TYPE, name="fast.renamed")(lambda session, event: None)
     with db.begin() as session:
-        record_event(session, evt, "webhook", cipher)
+        record_event(session, evt, "webhook", cipher, registry=local)
     # The next release renamed the handler: its runs cannot succeed, so they get the
     # permanent limit (2), not the transient one.
-    use_local_registry(monkeypatch)
+    next_release = HandlerRegistry()
 
-    steps = [run_handler_once(db, evt["id"], "fast.renamed", cipher, None, POLICY) for _ in "12"]
+    steps = [
+        run_handler_once(db, evt["id"], "fast.renamed", cipher, None, POLICY, registry=next_release)
+        for _ in "12"
+    ]
 
     assert steps == [Retry(1), None]
     run = run_rows(db, evt["id"])["fast.renamed"]
@@ -172,11 +196,14 @@ def test_a_run_for_a_handler_this_release_does_not_have_ends_dead(db, cipher, lo
     assert "UnknownHandler: fast.renamed" in (run.last_error or "")
 
 
-def test_a_dead_failure_is_stored_masked_and_reported(db, cipher, applied):
-    event_id = recorded(db, cipher, fail="card")
+def test_a_dead_failure_is_stored_masked_and_reported(db, cipher, applied, local):
+    event_id = recorded(db, cipher, local, fail="card")
     before = dead_lettered("fast.flaky")
 
-    steps = [run_handler_once(db, event_id, "fast.flaky", cipher, None, POLICY) for _ in "12"]
+    steps = [
+        run_handler_once(db, event_id, "fast.flaky", cipher, None, POLICY, registry=local)
+        for _ in "12"
+    ]
 
     assert steps == [Retry(1), None]
     run = run_rows(db, event_id)["fast.flaky"]

@@ -104,21 +104,41 @@ def test_no_module_shadows_the_standard_library():
     assert shadows == []
 
 
-def test_the_fast_kits_local_registry_replaces_every_ledger_lookup():
-    """Every ledger module that looks handlers up in the process-wide registry is one the fast
-    layer's use_local_registry replaces it in: a module missed would count or run another
-    test's handlers."""
-    from tests.fast import ledger_kit
+def test_the_ledger_applies_the_registry_it_is_given():
+    """The ledger takes its handler registry as a parameter (the runtime passes its own, a test
+    passes one of its making): the process-wide one appears only as a parameter's default, never
+    looked up in a function body, so no path can run handlers the caller did not give it."""
+    lookups = []
+    for path, tree in _ledger_trees():
+        if path.startswith("shared/ledger/handlers/"):
+            continue
+        defaults = {
+            id(default)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for default in node.args.defaults + node.args.kw_defaults
+            if default is not None
+        }
+        lookups += [
+            f"{path}:{node.lineno}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Name)
+            and node.id in ("registry", "default_registry")
+            and isinstance(node.ctx, ast.Load)
+            and id(node) not in defaults
+            and not _is_a_parameter(tree, node)
+        ]
+    assert lookups == []
 
-    patched = set(ledger_kit.use_local_registry.__code__.co_names) & {
-        path.stem for path in (ROOT / "shared" / "ledger").rglob("*.py")
-    }
-    looking_up = {
-        path.stem
-        for path in (ROOT / "shared" / "ledger").rglob("*.py")
-        if "registry." in path.read_text() and path.stem != "__init__"
-    }
-    assert looking_up and looking_up <= patched
+
+def _is_a_parameter(tree: ast.Module, name: ast.Name) -> bool:
+    """``registry`` read inside a function that takes it as a parameter."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            params = {a.arg for a in node.args.args + node.args.kwonlyargs}
+            if name.id in params and any(inner is name for inner in ast.walk(node)):
+                return True
+    return False
 
 
 def _ledger_trees() -> Iterator[tuple[str, ast.Module]]:

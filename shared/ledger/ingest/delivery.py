@@ -19,6 +19,7 @@ from shared.infra.crypto import PayloadCipher
 from shared.infra.stripe_gateway import PaymentIntentReader
 from shared.ledger.event_rows import IngestResult, RecordedEvent
 from shared.ledger.event_rules import EventScope
+from shared.ledger.handlers import HandlerRegistry
 from shared.ledger.ingest.first_delivery import ingest_first_delivery
 from shared.ledger.ingest.redelivery import ingest
 from shared.ledger.retry import Retry, RetryPolicy
@@ -37,20 +38,30 @@ def ingest_delivery(
     scope: EventScope,
     stripe: PaymentIntentReader,
     policy: RetryPolicy,
+    registry: HandlerRegistry,
 ) -> tuple[IngestResult, dict[str, Retry]]:
     """Record the event and apply its runs: the runs that failed come back with their retry."""
     if not redelivered:
         result, outcome = ingest_first_delivery(
-            sessions, body, source, cipher, scope, stripe, policy
+            sessions, body, source, cipher, scope, stripe, policy, registry=registry
         )
         return result, outcome.retries
     # The first delivery's attempt died uncommitted, if it ran: count it now.
     lease = dt.timedelta(seconds=policy.lease_seconds)
-    result = ingest(sessions, body, source, cipher, scope, claim_lease=lease, uncounted_attempts=1)
+    result = ingest(
+        sessions,
+        body,
+        source,
+        cipher,
+        scope,
+        claim_lease=lease,
+        uncounted_attempts=1,
+        registry=registry,
+    )
     if result.recorded is None or not result.claimed_handlers:
         return result, {}
     return result, _apply_claimed(
-        sessions, result.recorded, result.claimed_handlers, stripe, policy
+        sessions, result.recorded, result.claimed_handlers, stripe, policy, registry
     )
 
 
@@ -60,10 +71,11 @@ def _apply_claimed(
     handlers: list[str],
     stripe: PaymentIntentReader,
     policy: RetryPolicy,
+    registry: HandlerRegistry,
 ) -> dict[str, Retry]:
     """Apply the runs ingest claimed; each one that failed goes on as a task of its own."""
     try:
-        outcome = apply_claimed_runs(sessions, event, handlers, stripe, policy)
+        outcome = apply_claimed_runs(sessions, event, handlers, stripe, policy, registry=registry)
     except Exception:
         # Still pending and leased to us: a task takes each over once the lease ends (and
         # the sweeper, should this enqueue be lost too).

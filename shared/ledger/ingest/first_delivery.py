@@ -35,7 +35,8 @@ from shared.infra.crypto import PayloadCipher
 from shared.infra.stripe_gateway import PaymentIntentReader
 from shared.ledger.event_rows import IngestResult, RecordedEvent, insert_events, pending_runs
 from shared.ledger.event_rules import EventScope
-from shared.ledger.handlers import registry
+from shared.ledger.handlers import HandlerRegistry
+from shared.ledger.handlers import registry as default_registry
 from shared.ledger.ingest.queue_bodies import (
     QueuedDelivery,
     QueuedEvent,
@@ -85,10 +86,14 @@ def ingest_first_delivery(
     scope: EventScope,
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
+    *,
+    registry: HandlerRegistry = default_registry,
 ) -> tuple[IngestResult, RunsOutcome]:
     """One first delivery, as its task runs it. Raises as ``ingest`` does."""
     event = scope.check(queued_event(body, cipher))
-    recorded, outcome, pending = record_and_apply(sessions, event, source, cipher, stripe, policy)
+    recorded, outcome, pending = record_and_apply(
+        sessions, event, source, cipher, stripe, policy, registry=registry
+    )
     return IngestResult(event["id"], event["type"], recorded is not None, pending), outcome
 
 
@@ -99,10 +104,13 @@ def record_and_apply(
     cipher: PayloadCipher,
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
+    *,
+    registry: HandlerRegistry = default_registry,
 ) -> tuple[RecordedEvent | None, RunsOutcome, list[str]]:
     """Record one event and apply its handlers; (None, nothing done, the runs still pending)
     when the event was known already."""
-    applied = _record_and_apply([QueuedEvent(event, source, [])], cipher, sessions, stripe, policy)
+    queued = [QueuedEvent(event, source, [])]
+    applied = _record_and_apply(queued, cipher, sessions, stripe, policy, registry)
     one = applied[event["id"]]
     return one.recorded, one.outcome, one.pending
 
@@ -115,18 +123,20 @@ def ingest_batch(
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
     deadline: float | None = None,
+    *,
+    registry: HandlerRegistry = default_registry,
 ) -> BatchResult:
     """Record and apply first deliveries together. Never raises for one delivery's sake. Past
     ``deadline`` (time.monotonic()), no transaction starts: what is left runs alone, each
     under a time limit of its own, rather than the batch meeting its own."""
     events, alone = decode_batch(deliveries, cipher, scope)
     result = BatchResult(alone=alone)
-    for chunk in transactions_of(events):
+    for chunk in transactions_of(events, registry):
         if deadline is not None and time.monotonic() > deadline:
             result.alone.extend(key for event in chunk for key in event.keys)
             continue
         try:
-            applied = _record_and_apply(chunk, cipher, sessions, stripe, policy)
+            applied = _record_and_apply(chunk, cipher, sessions, stripe, policy, registry)
         except Exception:
             log.warning(
                 "a batch of %d event(s) failed; running each as a task", len(chunk), exc_info=True
@@ -155,11 +165,12 @@ def _record_and_apply(
     sessions: sessionmaker[Session],
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
+    registry: HandlerRegistry,
 ) -> dict[str, _Applied]:
     try:
-        return _one_try(events, cipher, sessions, stripe, policy, None)
+        return _one_try(events, cipher, sessions, stripe, policy, registry, None)
     except HandlerFailed as failure:
-        return _one_try(events, cipher, sessions, stripe, policy, failure)
+        return _one_try(events, cipher, sessions, stripe, policy, registry, failure)
 
 
 def _one_try(
@@ -168,6 +179,7 @@ def _one_try(
     sessions: sessionmaker[Session],
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
+    registry: HandlerRegistry,
     failure: HandlerFailed | None,
 ) -> dict[str, _Applied]:
     """One transaction for every event; ``failure`` is the first handler call's from the try
@@ -175,7 +187,7 @@ def _one_try(
     applied: dict[str, _Applied] = {}
     with transaction(sessions) as session:
         limit_statements(session, dt.timedelta(seconds=policy.lease_seconds))
-        recorded = insert_events(session, [(e.event, e.source) for e in events], cipher)
+        recorded = insert_events(session, [(e.event, e.source) for e in events], cipher, registry)
         # As for any duplicate delivery, the runs still pending of events known before are what
         # gets an event going again should the process that recorded it have died before its
         # enqueue.
@@ -188,7 +200,9 @@ def _one_try(
                 continue
             isolate = failure is not None or bool(rows)
             with bound(**_log_ids(event)):
-                outcome, runs = apply_new_runs(session, new, stripe, policy, failure, isolate)
+                outcome, runs = apply_new_runs(
+                    session, new, stripe, policy, registry, failure, isolate
+                )
             rows.extend(outcome_row(run, outcome) for run in runs)
             applied[event.id] = _Applied(new, outcome, [])
         if rows:
@@ -216,7 +230,9 @@ def _log_ids(event: QueuedEvent) -> dict[str, str]:
 MAX_SAVEPOINTS = 60
 
 
-def transactions_of(events: list[QueuedEvent]) -> Iterator[list[QueuedEvent]]:
+def transactions_of(
+    events: list[QueuedEvent], registry: HandlerRegistry
+) -> Iterator[list[QueuedEvent]]:
     """The batch cut so that no transaction opens more than MAX_SAVEPOINTS savepoints. Past
     64 subtransactions that wrote, PostgreSQL's snapshot of this transaction overflows its
     cache, and every other session's visibility checks go through pg_subtrans until it ends."""

@@ -12,6 +12,8 @@ from shared.db import transaction
 from shared.infra.crypto import PayloadCipher
 from shared.ledger.event_rows import IngestResult, _record, pending_handlers
 from shared.ledger.event_rules import EventScope
+from shared.ledger.handlers import HandlerRegistry
+from shared.ledger.handlers import registry as default_registry
 from shared.ledger.ingest.queue_bodies import queued_event
 from shared.ledger.statement_limits import limit_statements
 
@@ -25,6 +27,7 @@ def ingest(
     *,
     claim_lease: dt.timedelta | None = None,
     uncounted_attempts: int = 0,
+    registry: HandlerRegistry = default_registry,
 ) -> IngestResult:
     """Record a queued event. Raises UndecryptableBody, or EventRefused (never applied).
     With ``claim_lease``, the runs of a newly recorded event come back claimed by the caller
@@ -37,7 +40,9 @@ def ingest(
             # A redelivery may wait on the event row of a first delivery whose worker is cut
             # off mid-transaction: bounded, it retries instead of hitting its time limit.
             limit_statements(session, claim_lease)
-        recorded = _record(session, event, source, cipher, claim_lease, uncounted_attempts)
+        recorded = _record(
+            session, event, source, cipher, registry, claim_lease, uncounted_attempts
+        )
         if recorded is not None and claim_lease:
             return IngestResult(
                 recorded.id, recorded.type, True, [], list(recorded.handlers), recorded

@@ -16,6 +16,8 @@ from shared.infra.crypto import PayloadCipher
 from shared.infra.timeutil import utc_from_timestamp
 from shared.ledger.event_rows import pending_handlers, record_event
 from shared.ledger.event_rules import EventRefused, EventScope
+from shared.ledger.handlers import HandlerRegistry
+from shared.ledger.handlers import registry as default_registry
 from shared.ledger.ingest.queue_bodies import UndecryptableBody, queued_event
 from shared.models import QuarantinedEvent
 
@@ -80,6 +82,8 @@ def recover_quarantined(
     ids: Sequence[int] | None,
     cipher: PayloadCipher,
     scope: EventScope,
+    *,
+    registry: HandlerRegistry = default_registry,
 ) -> list[Recovery]:
     """Ingest quarantined bodies that the configured keys now decrypt (``ids``, or every one
     not yet recovered), through the same checks as the queue. The caller enqueues the runs."""
@@ -88,11 +92,15 @@ def recover_quarantined(
         query = query.where(QuarantinedEvent.id.in_(ids))
     with sessions() as session:
         chosen = list(session.execute(query.order_by(QuarantinedEvent.id)).scalars())
-    return [_recover_one(sessions, row_id, cipher, scope) for row_id in chosen]
+    return [_recover_one(sessions, row_id, cipher, scope, registry) for row_id in chosen]
 
 
 def _recover_one(
-    sessions: sessionmaker[Session], row_id: int, cipher: PayloadCipher, scope: EventScope
+    sessions: sessionmaker[Session],
+    row_id: int,
+    cipher: PayloadCipher,
+    scope: EventScope,
+    registry: HandlerRegistry,
 ) -> Recovery:
     with transaction(sessions) as session:
         row = session.get(QuarantinedEvent, row_id, with_for_update=True)
@@ -104,7 +112,7 @@ def _recover_one(
             return Recovery(row_id, "undecryptable")
         except EventRefused as exc:
             return Recovery(row_id, exc.code, exc.event_id)
-        record_event(session, event, row.source, cipher)
+        record_event(session, event, row.source, cipher, registry=registry)
         row.recovered_at = dt.datetime.now(dt.UTC)
         row.recovered_event_id = event["id"]
         pending = pending_handlers(session, event["id"])

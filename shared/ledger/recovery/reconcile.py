@@ -26,6 +26,8 @@ from shared.infra.crypto import PayloadCipher
 from shared.infra.timeutil import utc_from_timestamp
 from shared.ledger.event_rows import EventNotFound, pending_runs, record_event
 from shared.ledger.event_rules import EventScope
+from shared.ledger.handlers import HandlerRegistry
+from shared.ledger.handlers import registry as default_registry
 from shared.models import ReconcileCheckpoint, StripeEvent
 from shared.observability.metrics import EVENTS_REFUSED, RECONCILE_LAST_SUCCESS, RECONCILE_RECOVERED
 
@@ -96,6 +98,7 @@ def reconcile_with_stripe(rt: Runtime, *, since: dt.datetime | None = None) -> R
         cipher=rt.cipher,
         scope=rt.scope,
         since=since,
+        registry=rt.registry,
     )
 
 
@@ -109,6 +112,7 @@ def reconcile(
     scope: EventScope,
     since: dt.datetime | None = None,
     now: Callable[[], float] = time.time,
+    registry: HandlerRegistry = default_registry,
 ) -> ReconcileResult:
     started = now()
     with sessions() as lock_session:
@@ -123,7 +127,9 @@ def reconcile(
             return _reconcile_locked(
                 sessions,
                 source,
-                _Pass(cipher, scope, overlap_seconds, lookback_seconds, since, started, now),
+                _Pass(
+                    cipher, scope, registry, overlap_seconds, lookback_seconds, since, started, now
+                ),
             )
         finally:
             lock_session.execute(
@@ -136,6 +142,7 @@ def reconcile(
 class _Pass:
     cipher: PayloadCipher
     scope: EventScope
+    registry: HandlerRegistry
     overlap_seconds: int
     lookback_seconds: int
     since: dt.datetime | None
@@ -174,7 +181,7 @@ def _reconcile_locked(
     for start in range(0, len(events), PAGE_SIZE):
         with transaction(sessions) as session:
             batch = events[start : start + PAGE_SIZE]
-            outcome = _record_batch(session, batch, run.cipher, run.scope)
+            outcome = _record_batch(session, batch, run)
             recovered += outcome.recovered
             pending += outcome.pending_runs
             # Never past an event we could not record: every later pass must list it again,
@@ -212,16 +219,14 @@ def recorded_ids(session: Session, event_ids: list[str]) -> set[str]:
     )
 
 
-def _record_batch(
-    session: Session, batch: list[dict[str, Any]], cipher: PayloadCipher, scope: EventScope
-) -> _BatchOutcome:
+def _record_batch(session: Session, batch: list[dict[str, Any]], run: _Pass) -> _BatchOutcome:
     known = recorded_ids(session, [e["id"] for e in batch])
     recovered = 0
     recorded_through: int | None = None
     failed = False
     for event in batch:
         if event["id"] not in known:
-            result = _record_listed(session, event, cipher, scope)
+            result = _record_listed(session, event, run)
             recovered += result == "recorded"
             failed = failed or result == "failed"
         if not failed:
@@ -235,12 +240,10 @@ def _record_batch(
     return _BatchOutcome(recovered, pending, recorded_through, failed)
 
 
-def _record_listed(
-    session: Session, event: dict[str, Any], cipher: PayloadCipher, scope: EventScope
-) -> str:
+def _record_listed(session: Session, event: dict[str, Any], run: _Pass) -> str:
     """Record one listed event: "recorded", "known" (recorded meanwhile), "refused" (out of
     scope, on purpose never recorded) or "failed"."""
-    refused = scope.refusal(event)
+    refused = run.scope.refusal(event)
     if refused is not None:
         # Listed again by every pass whose window holds it, and counted each time.
         EVENTS_REFUSED.labels(reason=refused.code, stage="reconcile").inc()
@@ -249,7 +252,7 @@ def _record_listed(
     try:
         # One event we cannot store must not stop the pass for every event after it.
         with session.begin_nested():
-            stored = record_event(session, event, "reconcile", cipher)
+            stored = record_event(session, event, "reconcile", run.cipher, registry=run.registry)
     except (DataError, IntegrityError, KeyError, TypeError, ValueError):
         log.exception("reconcile could not record event %s", event.get("id"))
         return "failed"

@@ -13,7 +13,8 @@ from shared.db import transaction
 from shared.infra.crypto import PayloadCipher
 from shared.ledger.event_rows import EventNotFound, record_event
 from shared.ledger.event_rules import EventScope
-from shared.ledger.handlers import registry
+from shared.ledger.handlers import HandlerRegistry
+from shared.ledger.handlers import registry as default_registry
 from shared.ledger.recovery.dead_letters import Enqueue, reset_for_replay
 from shared.ledger.runs.rows import lock_run
 from shared.models import HandlerRun, RunStatus, StripeEvent
@@ -29,6 +30,7 @@ def replay_event(
     fetch_event: Callable[[str], dict[str, Any]] | None = None,
     enqueue: Enqueue | None = None,
     scope: EventScope | None = None,
+    registry: HandlerRegistry = default_registry,
 ) -> list[str]:
     """Re-run an event's handlers. Returns the handler names enqueued.
 
@@ -47,7 +49,7 @@ def replay_event(
             if fetch_event is None:
                 raise EventNotFound(event_id)
             fetched = _fetched_in_scope(fetch_event, event_id, scope)
-            record_event(session, fetched, "replay", cipher)
+            record_event(session, fetched, "replay", cipher, registry=registry)
             event = session.get(StripeEvent, event_id)
             assert event is not None
         names = [handler] if handler else registry.handlers_for(event.type)

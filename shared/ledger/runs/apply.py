@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.db import transaction
 from shared.infra.stripe_gateway import PaymentIntentReader
 from shared.ledger.event_rows import RecordedEvent
-from shared.ledger.handlers import EventView, registry
+from shared.ledger.handlers import EventView, HandlerRegistry
+from shared.ledger.handlers import registry as default_registry
 from shared.ledger.retry import RetryPolicy
 from shared.ledger.runs.reporting import RunFailure, RunsOutcome, report_outcome
 from shared.ledger.runs.rows import (
@@ -36,7 +37,9 @@ from shared.ledger.statement_limits import limit_statements
 from shared.models import HandlerRun, RunStatus
 
 
-def call_handler(session: Session, handler: str, view: EventView) -> None:
+def call_handler(
+    session: Session, registry: HandlerRegistry, handler: str, view: EventView
+) -> None:
     """Apply one handler to one event in the caller's transaction. Its pending ORM changes are
     flushed here, so what they raise is its own failure, not the next handler's."""
     registry.get(handler)(session, view)
@@ -57,12 +60,16 @@ class HandlerFailed(Exception):
 
 
 def apply_unisolated(
-    session: Session, event: RecordedEvent, handler: str, stripe: PaymentIntentReader | None
+    session: Session,
+    event: RecordedEvent,
+    handler: str,
+    stripe: PaymentIntentReader | None,
+    registry: HandlerRegistry,
 ) -> None:
     """Run a handler with no savepoint of its own. Raises HandlerFailed when it fails, the
     transaction then being fit only to roll back."""
     try:
-        call_handler(session, handler, _view(event, stripe))
+        call_handler(session, registry, handler, _view(event, stripe))
     except Exception as error:  # counted by the isolated try that follows
         raise HandlerFailed(event.id, handler, error) from error
 
@@ -80,6 +87,8 @@ def apply_claimed_runs(
     handlers: list[str],
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
+    *,
+    registry: HandlerRegistry = default_registry,
 ) -> RunsOutcome:
     """Apply the claimed runs of one event. Raises only when the transaction itself fails
     (the runs then stay claimed, pending, for a handler task to take over)."""
@@ -91,7 +100,7 @@ def apply_claimed_runs(
             run = runs.get(handler)
             if run is None or run.status != RunStatus.PENDING:
                 continue  # replayed or dead-lettered by an operator meanwhile
-            apply_one(session, event, run, stripe, policy, outcome)
+            apply_one(session, event, run, stripe, policy, outcome, registry=registry)
         if outcome.done:
             session.execute(mark_done_statement(event.id, outcome.done))
     report_outcome(outcome, event.id, event.type, event.received_at)
@@ -106,10 +115,12 @@ def apply_one(
     policy: RetryPolicy,
     outcome: RunsOutcome,
     known_error: Exception | None = None,
+    *,
+    registry: HandlerRegistry = default_registry,
 ) -> None:
     """Apply one run in a savepoint of its own and note its outcome on it; with
     ``known_error``, only note that failure (the handler ran and failed a moment ago)."""
-    error = known_error or _run_in_savepoint(session, run.handler, _view(event, stripe))
+    error = known_error or _run_in_savepoint(session, registry, run.handler, _view(event, stripe))
     if error is None:
         outcome.done.append(run.handler)
         return
@@ -117,7 +128,9 @@ def apply_one(
     outcome.failures.append(RunFailure(run.handler, run.attempts, error, dead, countdown))
 
 
-def _run_in_savepoint(session: Session, handler: str, view: EventView) -> Exception | None:
+def _run_in_savepoint(
+    session: Session, registry: HandlerRegistry, handler: str, view: EventView
+) -> Exception | None:
     """Run a handler; when it fails, roll back to before it and return its error.
 
     Only what the handler and its own changes raise is its failure. Releasing the savepoint
@@ -127,7 +140,7 @@ def _run_in_savepoint(session: Session, handler: str, view: EventView) -> Except
     would commit with a retry due, and the retry apply it again."""
     savepoint = session.begin_nested()
     try:
-        call_handler(session, handler, view)
+        call_handler(session, registry, handler, view)
     except Exception as error:  # noqa: BLE001 - every handler failure is counted; the policy decides
         savepoint.rollback()
         return error
@@ -140,6 +153,7 @@ def apply_new_runs(
     event: RecordedEvent,
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
+    registry: HandlerRegistry,
     failure: HandlerFailed | None,
     isolate: bool,
 ) -> tuple[RunsOutcome, list[HandlerRun]]:
@@ -150,11 +164,11 @@ def apply_new_runs(
     runs = [HandlerRun(event_id=event.id, handler=h, attempts=1) for h in event.handlers]
     for index, run in enumerate(runs):
         if index == 0 and not isolate:
-            apply_unisolated(session, event, run.handler, stripe)  # raises HandlerFailed
+            apply_unisolated(session, event, run.handler, stripe, registry)  # raises HandlerFailed
             outcome.done.append(run.handler)
         else:
             known = failure.error if failure and failure.names(event.id, run.handler) else None
-            apply_one(session, event, run, stripe, policy, outcome, known)
+            apply_one(session, event, run, stripe, policy, outcome, known, registry=registry)
         if run.handler in outcome.done:
             mark_done(run)
     return outcome, runs

@@ -16,7 +16,8 @@ from shared.infra.crypto import PayloadCipher
 from shared.infra.errors import is_transient
 from shared.infra.stripe_gateway import PaymentIntentReader
 from shared.ledger.event_rows import stored_payload
-from shared.ledger.handlers import EventView
+from shared.ledger.handlers import EventView, HandlerRegistry
+from shared.ledger.handlers import registry as default_registry
 from shared.ledger.retry import Retry, RetryPolicy
 from shared.ledger.runs.apply import call_handler
 from shared.ledger.runs.reporting import RunFailure, report_done, report_failure, report_worker_died
@@ -60,6 +61,7 @@ def execute_run(
     stripe: PaymentIntentReader | None = None,
     *,
     policy: RetryPolicy,
+    registry: HandlerRegistry = default_registry,
 ) -> RunOutcome:
     """Apply one handler to one event and mark the run done, in a single transaction.
 
@@ -75,7 +77,7 @@ def execute_run(
     if claimed is not None:
         return claimed
     with transaction(sessions) as session:
-        received_at = _apply(session, event_id, handler_name, lease, cipher, stripe)
+        received_at = _apply(session, registry, event_id, handler_name, lease, cipher, stripe)
     if received_at is None:
         return RunOutcome.ALREADY_FINISHED
     report_done(handler_name, received_at)
@@ -111,6 +113,7 @@ def _claim(
 
 def _apply(
     session: Session,
+    registry: HandlerRegistry,
     event_id: str,
     handler_name: str,
     lease: dt.timedelta,
@@ -128,9 +131,8 @@ def _apply(
     event = session.get(StripeEvent, event_id)
     assert event is not None  # handler_runs.event_id is a foreign key
     payload = stored_payload(event, cipher)
-    call_handler(
-        session, handler_name, EventView(event.id, event.type, event.created, payload, stripe)
-    )
+    view = EventView(event.id, event.type, event.created, payload, stripe)
+    call_handler(session, registry, handler_name, view)
     mark_done(run)
     return event.received_at
 
@@ -165,12 +167,16 @@ def run_handler_once(
     cipher: PayloadCipher,
     stripe: PaymentIntentReader | None,
     policy: RetryPolicy,
+    *,
+    registry: HandlerRegistry = default_registry,
 ) -> Retry | None:
     """One delivery of a handler task: apply the run, or count its failure. Returns when to
     try again (the Celery task only translates this into ``self.retry``), or None when the run
     needs nothing more from this message."""
     try:
-        outcome = execute_run(sessions, event_id, handler, cipher, stripe, policy=policy)
+        outcome = execute_run(
+            sessions, event_id, handler, cipher, stripe, policy=policy, registry=registry
+        )
     except Exception as error:  # noqa: BLE001 - every handler failure is counted; the policy decides
         return _failed(sessions, event_id, handler, error, policy)
     if outcome is RunOutcome.LEASED:
