@@ -183,3 +183,34 @@ def test_the_dev_tools_find_the_repository_they_live_in():
     from devtools.processes import REPO_ROOT
 
     assert REPO_ROOT == ROOT
+
+
+# The ledger's rooms in the order an event walks through them; a room may use the rooms after
+# it and the shared modules beside them (event_rules, event_rows, retry, statement_limits,
+# handlers), never one before it.
+LEDGER_ROOMS = ("recovery", "ingest", "runs")
+LEDGER_SHARED = ("event_rules", "event_rows", "retry", "statement_limits", "handlers", "retention")
+
+
+def _room(module: str) -> str:
+    return module.split(".")[2] if module.count(".") >= 2 else module
+
+
+def test_the_ledgers_rooms_never_call_back_up_the_journey():
+    """An event's walk through the ledger never returns to a room it left: ingest uses runs,
+    recovery uses both, and the shared modules use no room at all."""
+    backwards = set()
+    for path, tree in _ledger_trees():
+        here = _room(".".join(Path(path).with_suffix("").parts))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.ImportFrom) and node.module):
+                continue
+            if not node.module.startswith("shared.ledger."):
+                continue
+            there = _room(node.module)
+            if there == here or there in LEDGER_SHARED:
+                continue
+            allowed = here in LEDGER_ROOMS and there in LEDGER_ROOMS[LEDGER_ROOMS.index(here) :]
+            if not allowed:
+                backwards.add((path, node.module))
+    assert backwards == set()
