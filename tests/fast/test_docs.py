@@ -1,6 +1,7 @@
 """docs/architecture.md names code that exists: every name it lists right after a file
 ("`path.py` `a`, `b`": a function, a class, a method, a constant) is defined in that file, so
-the design cannot drift from the code unnoticed."""
+the design cannot drift from the code unnoticed. And it names public entry points only, never a
+private helper (`_name`), which a refactor may rename or inline without touching the design."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ PATH = re.compile(r"`((?:api|workers|shared|cli|bench|tests)/[\w/]+\.py)`")
 NAME = r"`([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?:\(\))?`"
 # A path, then the names it holds: `a`, `b`, `c` (a comma list right after it).
 NAMES_AFTER = re.compile(r"\s*" + NAME + r"((?:\s*,\s*" + NAME + r")*)")
+# Whatever the document puts in backticks, one span at a time.
+SPAN = re.compile(r"`([^`\n]+)`")
+DOTTED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 
 
 @cache
@@ -65,3 +69,30 @@ def test_every_name_the_architecture_gives_is_defined_where_it_says():
     ]
     assert len(named) > 50  # the check reads the document it means to
     assert missing == []
+
+
+def private_names_in(text: str) -> list[tuple[int, str]]:
+    """(line, name) for every name or dotted name in backticks whose last part is private: it
+    starts with an underscore and is not a dunder (`Task.__call__` is public protocol)."""
+    found = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        for span in SPAN.findall(line):
+            name = span.removesuffix("()")
+            if not DOTTED.fullmatch(name):
+                continue
+            last = name.rsplit(".", 1)[-1]
+            dunder = last.startswith("__") and last.endswith("__")
+            if last.startswith("_") and not dunder:
+                found.append((number, name))
+    return found
+
+
+def test_the_architecture_names_public_entry_points_not_private_helpers():
+    private = [f"line {number}: {name}" for number, name in private_names_in(DOC.read_text())]
+    # The check sees a private name when there is one, and lets a dunder be.
+    assert private_names_in("`A.__call__` `A._claim()` `m._x` `_y`") == [
+        (1, "A._claim"),
+        (1, "m._x"),
+        (1, "_y"),
+    ]
+    assert private == []
