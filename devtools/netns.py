@@ -71,28 +71,74 @@ def _free_subnet(number: int) -> ipaddress.IPv4Network:
     raise RuntimeError(f"no free /30 left in {HOSTS_NETWORK}")
 
 
-class Host:
-    """A network namespace with a veth pair to the root namespace. ``Host.create()`` makes
-    one; ``remove()`` undoes everything (idempotent; the processes run on it first stopped)."""
+class Link:
+    """One veth pair between a host and the root namespace, on a /30 of its own: ``gateway``
+    outside, ``address`` inside."""
 
-    def __init__(self, label: str) -> None:
-        number = next(_numbers)
-        tag = f"{os.getpid():x}{number}"
-        self.label = label
-        self.namespace = f"payments-{label}-{tag}"
-        # Interface names are at most 15 characters: "pm" + pid in hex (6 at most) + counter.
+    def __init__(self, tag: str) -> None:
+        # Interface names are at most 15 characters: "pm" + pid in hex (6 at most) + counters.
         self.outside = f"pm{tag}r"
         self.inside = f"pm{tag}n"
-        subnet = _free_subnet(number)
-        self.subnet = subnet
+        self.subnet: ipaddress.IPv4Network | None = None
+        self.gateway = self.address = ""
+
+    def make(self, namespace: str) -> None:
+        # Chosen as it is taken, so that the next link sees it in use.
+        subnet = self.subnet = _free_subnet(next(_numbers))
         self.gateway = str(subnet.network_address + 1)
         self.address = str(subnet.network_address + 2)
+        ip("link", "add", self.outside, "type", "veth", "peer", "name", self.inside)
+        ip("link", "set", self.inside, "netns", namespace)
+        ip("addr", "add", f"{self.gateway}/30", "dev", self.outside)
+        ip("link", "set", self.outside, "up")
+        ip("route", "add", "blackhole", str(self.subnet), "metric", BLACKHOLE_METRIC)
+        ip("addr", "add", f"{self.address}/30", "dev", self.inside, namespace=namespace)
+        ip("link", "set", self.inside, "up", namespace=namespace)
+        mac = Path(f"/sys/class/net/{self.outside}/address").read_text().strip()
+        ip(
+            *("neigh", "replace", self.gateway, "lladdr", mac, "dev", self.inside),
+            *("nud", "permanent"),
+            namespace=namespace,
+        )
+
+    def remove(self) -> None:
+        # Deleting either end of a veth pair deletes both.
+        ip("link", "del", self.outside, check=False)
+        if self.subnet is not None:
+            route = ("route", "del", "blackhole", str(self.subnet), "metric", BLACKHOLE_METRIC)
+            ip(*route, check=False)
+
+
+class Host:
+    """A network namespace with ``links`` veth pairs to the root namespace (one, unless a test
+    cuts the host off one service and not another: each service then listens on its own
+    link's gateway). ``Host.create()`` makes one; ``remove()`` undoes everything (idempotent;
+    the processes run on it first stopped)."""
+
+    def __init__(self, label: str, links: int = 1) -> None:
+        tag = f"{os.getpid():x}{next(_numbers)}"
+        self.label = label
+        self.namespace = f"payments-{label}-{tag}"
+        self.links = [Link(f"{tag}{n}" if links > 1 else tag) for n in range(links)]
         self.processes: list[Process] = []
         self._created = False
 
+    # The first link's ends, for a host of one link.
+    @property
+    def gateway(self) -> str:
+        return self.links[0].gateway
+
+    @property
+    def address(self) -> str:
+        return self.links[0].address
+
+    @property
+    def outside(self) -> str:
+        return self.links[0].outside
+
     @classmethod
-    def create(cls, label: str) -> Host:
-        host = cls(label)
+    def create(cls, label: str, links: int = 1) -> Host:
+        host = cls(label, links)
         try:
             host._make()
         except BaseException:
@@ -103,32 +149,26 @@ class Host:
     def _make(self) -> None:
         ip("netns", "add", self.namespace)
         self._created = True
-        ip("link", "add", self.outside, "type", "veth", "peer", "name", self.inside)
-        ip("link", "set", self.inside, "netns", self.namespace)
-        ip("addr", "add", f"{self.gateway}/30", "dev", self.outside)
-        ip("link", "set", self.outside, "up")
-        ip("route", "add", "blackhole", str(self.subnet), "metric", BLACKHOLE_METRIC)
-        inside = self.namespace
-        ip("link", "set", "lo", "up", namespace=inside)
-        ip("addr", "add", f"{self.address}/30", "dev", self.inside, namespace=inside)
-        ip("link", "set", self.inside, "up", namespace=inside)
-        mac = Path(f"/sys/class/net/{self.outside}/address").read_text().strip()
-        ip(
-            *("neigh", "replace", self.gateway, "lladdr", mac, "dev", self.inside),
-            *("nud", "permanent"),
-            namespace=inside,
-        )
+        ip("link", "set", "lo", "up", namespace=self.namespace)
+        for link in self.links:
+            link.make(self.namespace)
 
-    def cut(self) -> None:
-        """Partition the host from everything outside it, silently, both ways."""
-        ip("link", "set", self.outside, "down")
+    def cut(self, link: int | None = None) -> None:
+        """Partition the host from everything outside it (or from what is reached through
+        one of its links), silently, both ways."""
+        for one in self._links(link):
+            ip("link", "set", one.outside, "down")
 
-    def restore(self) -> None:
+    def restore(self, link: int | None = None) -> None:
         """Heal the partition: the same addresses, so open connections carry on."""
-        ip("link", "set", self.outside, "up")
+        for one in self._links(link):
+            ip("link", "set", one.outside, "up")
 
-    def is_cut(self) -> bool:
-        return "state DOWN" in ip("-o", "link", "show", self.outside)
+    def is_cut(self, link: int = 0) -> bool:
+        return "state DOWN" in ip("-o", "link", "show", self.links[link].outside)
+
+    def _links(self, link: int | None) -> list[Link]:
+        return self.links if link is None else [self.links[link]]
 
     def run(
         self, name: str, args: list[str], env: dict[str, str], cwd: Path = REPO_ROOT
@@ -147,9 +187,8 @@ class Host:
             # Stopping a stopped Process again does no harm.
             with contextlib.suppress(Exception):
                 process.stop()
-        # Deleting either end of a veth pair deletes both.
-        ip("link", "del", self.outside, check=False)
-        ip("route", "del", "blackhole", str(self.subnet), "metric", BLACKHOLE_METRIC, check=False)
+        for link in self.links:
+            link.remove()
         if self._created:
             ip("netns", "del", self.namespace, check=False)
             self._created = False

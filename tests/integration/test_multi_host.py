@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -44,7 +44,7 @@ from sqlalchemy import Engine, text
 
 from bench.own_postgres import OwnPostgres
 from devtools import stripe_events
-from devtools.netns import Host
+from devtools.netns import Host, Link
 from devtools.processes import (
     ARTIFACTS,
     REPO_ROOT,
@@ -116,7 +116,7 @@ CREATE TABLE test_poison (handler text PRIMARY KEY);
 class HostsPostgres(OwnPostgres):
     """bench's throwaway cluster, listening on the hosts' gateways too and trusting them."""
 
-    def start_for(self, hosts: list[Host]) -> None:
+    def start_for(self, hosts: Sequence[Host | Link]) -> None:
         with (self.data / "pg_hba.conf").open("a") as hba:
             for host in hosts:
                 hba.write(f"host all all {host.address}/32 trust\n")
