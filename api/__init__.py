@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
     install_request_hooks(app, settings)
     register_error_handlers(app)
 
-    runtime = build_runtime(settings)
+    runtime = build_runtime(settings, answers_callers=True)
     producer = make_producer(settings)
     api = ApiContext(
         runtime=runtime,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,59 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 PING_IDLE_SECONDS = 1.0
 
 
+@dataclass(frozen=True)
+class DatabaseBounds:
+    """How long a connection waits on PostgreSQL, on both sides, before it gives up.
+
+    A host that stops answering (a crash, a partition: no RST, no FIN) would otherwise hold a
+    wait for the kernel's TCP retries (minutes) and, on the server, its transaction and row
+    locks for as long as Linux's keepalive defaults (two hours). Keepalives end an idle dead
+    connection within ``keepalive_seconds``, on our side and, through the session's own
+    settings, on the server's, which then rolls the dead client's transaction back and frees
+    its locks. ``tcp_user_timeout`` ends one whose sent bytes go unacknowledged. A session idle
+    in a transaction longer than ``idle_in_transaction_seconds`` is ended by the server.
+    ``statement_seconds`` and ``lock_seconds`` bound each statement where a caller waits for
+    the answer (the web process); workers bound theirs per transaction (limit_statements)."""
+
+    connect_seconds: int = 5
+    keepalive_idle_seconds: int = 10
+    keepalive_interval_seconds: int = 5
+    keepalive_count: int = 3
+    idle_in_transaction_seconds: float = 600.0
+    statement_seconds: float | None = None
+    lock_seconds: float | None = None
+
+    @property
+    def keepalive_seconds(self) -> int:
+        """A dead idle connection is known within this."""
+        return self.keepalive_idle_seconds + self.keepalive_interval_seconds * self.keepalive_count
+
+    def connect_args(self) -> dict[str, Any]:
+        server = {
+            "tcp_keepalives_idle": self.keepalive_idle_seconds,
+            "tcp_keepalives_interval": self.keepalive_interval_seconds,
+            "tcp_keepalives_count": self.keepalive_count,
+            "idle_in_transaction_session_timeout": _ms(self.idle_in_transaction_seconds),
+        }
+        if self.statement_seconds is not None:
+            server["statement_timeout"] = _ms(self.statement_seconds)
+        if self.lock_seconds is not None:
+            server["lock_timeout"] = _ms(self.lock_seconds)
+        return {
+            "connect_timeout": self.connect_seconds,
+            "keepalives": 1,
+            "keepalives_idle": self.keepalive_idle_seconds,
+            "keepalives_interval": self.keepalive_interval_seconds,
+            "keepalives_count": self.keepalive_count,
+            "tcp_user_timeout": self.keepalive_seconds * 1000,
+            "options": " ".join(f"-c {name}={value}" for name, value in server.items()),
+        }
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
 def make_engine(
     database_url: str,
     *,
@@ -30,6 +84,7 @@ def make_engine(
     max_overflow: int = 10,
     ping_idle_seconds: float = PING_IDLE_SECONDS,
     autocommit: bool = False,
+    bounds: DatabaseBounds = DatabaseBounds(),
 ) -> Engine:
     """``autocommit``: every statement commits by itself, in one round trip (no BEGIN and no
     COMMIT of psycopg2's sent around it). Its own pool: switching a pooled connection into and
@@ -43,7 +98,7 @@ def make_engine(
         # An error's text must never carry bound values (metadata, keys): it reaches logs,
         # handler_runs.last_error, /admin/dlq and Sentry.
         hide_parameters=True,
-        connect_args={"connect_timeout": 5, "application_name": "payments"},
+        connect_args={**bounds.connect_args(), "application_name": "payments"},
         **isolation,
     )
     _ping_when_idle(engine, ping_idle_seconds)

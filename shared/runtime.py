@@ -7,7 +7,7 @@ once and the same way everywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import stripe
 from sqlalchemy import Engine
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 # disputes) in every process that builds a runtime, web, workers and CLI alike.
 import shared.payments.handlers  # noqa: F401
 from shared.config import Settings
-from shared.db import make_engine, make_session_factory
+from shared.db import DatabaseBounds, make_engine, make_session_factory
 from shared.infra.crypto import PayloadCipher
 from shared.infra.stripe_gateway import StripeGateway, make_stripe_client
 from shared.ledger.event_rules import EventScope
@@ -42,20 +42,39 @@ class Runtime:
     registry: HandlerRegistry
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    """Build it after fork, never before: a database connection is not shared across fork."""
+# The web process answers callers who wait: a statement or a lock wait past these is a 503 the
+# caller can retry, not a request held for as long as the database takes.
+WEB_STATEMENT_SECONDS = 5.0
+WEB_LOCK_SECONDS = 2.0
+
+
+def database_bounds(policy: RetryPolicy, *, answers_callers: bool) -> DatabaseBounds:
+    """A worker's transaction may wait idle (a handler calling Stripe) for as long as its
+    lease; past that its work is another's, so the server may end it and free its locks."""
+    bounds = DatabaseBounds(idle_in_transaction_seconds=policy.lease_seconds)
+    if not answers_callers:
+        return bounds
+    return replace(bounds, statement_seconds=WEB_STATEMENT_SECONDS, lock_seconds=WEB_LOCK_SECONDS)
+
+
+def build_runtime(settings: Settings, *, answers_callers: bool = False) -> Runtime:
+    """Build it after fork, never before: a database connection is not shared across fork.
+    ``answers_callers``: the web process, whose every statement has a caller waiting."""
     load_handler_modules(settings.handler_modules)
     client = make_stripe_client(settings)
+    policy = RetryPolicy.from_settings(settings)
+    bounds = database_bounds(policy, answers_callers=answers_callers)
+    url = settings.database_url
     return Runtime(
         settings=settings,
-        sessions=make_session_factory(make_engine(settings.database_url)),
+        sessions=make_session_factory(make_engine(url, bounds=bounds)),
         # Statements hold a connection for a millisecond: a few suffice. An engine opens
         # nothing until used, so processes that never write this way pay nothing.
-        statements=make_engine(settings.database_url, pool_size=2, max_overflow=3, autocommit=True),
+        statements=make_engine(url, pool_size=2, max_overflow=3, autocommit=True, bounds=bounds),
         cipher=PayloadCipher(settings.encryption_keys),
         stripe_client=client,
         gateway=StripeGateway(client),
-        policy=RetryPolicy.from_settings(settings),
+        policy=policy,
         scope=EventScope.of(settings),
         registry=registry,
     )

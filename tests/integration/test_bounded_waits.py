@@ -1,0 +1,177 @@
+"""Every wait bounded (issue 25): the web process on a host cut off from PostgreSQL, then from
+the broker, answers 503 within its bound instead of hanging for the kernel's TCP retries, and
+works again once the link is back, with no restart.
+
+The host is a network namespace (devtools.netns) with two links: the test's own PostgreSQL
+listens on the first link's gateway, its own Redis (broker and rate-limit store) on the
+second's. Cutting one link makes that service's packets vanish both ways, as in a partition or
+a host crash: no RST, no FIN. The web process is the Procfile's `web` line (gunicorn, gevent
+workers) run on the host; the test's client reaches it through the link that is not cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from devtools import stripe_events
+from devtools.netns import Host
+from devtools.processes import (
+    Process,
+    free_port,
+    port_open,
+    procfile_command,
+    redis_server_args,
+    wait_until,
+)
+from shared.config import load_settings
+from shared.db import upgrade
+from tests.conftest import API_CLIENT_KEY, ENCRYPTION_KEY, WEBHOOK_SECRET
+from tests.integration.test_multi_host import HostsPostgres, process_env
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+
+DB_LINK, BROKER_LINK = 0, 1
+# The promise: a request whose dependency stopped answering is answered within this. Today's
+# bounds: a pooled connection's ping (statement bound 5 s + 2 s margin), then a new connection's
+# connect timeout (5 s); the webhook's publish patience (5 s) on a dead Redis socket.
+ANSWER_BOUND_SECONDS = 15.0
+# What the client waits before calling it a hang (the unbounded wait is about 2 minutes).
+CLIENT_PATIENCE_SECONDS = 60.0
+
+
+@dataclass
+class Web:
+    host: Host
+    port: int
+    process: Process
+
+    def url(self, path: str, via: int) -> str:
+        return f"http://{self.host.links[via].address}:{self.port}{path}"
+
+    def timed(self, method: str, path: str, via: int, **kwargs: Any) -> tuple[int, float]:
+        """The answer's status and how long it took; 0 if none came within the patience."""
+        started = time.monotonic()
+        try:
+            response = requests.request(
+                method, self.url(path, via), timeout=CLIENT_PATIENCE_SECONDS, **kwargs
+            )
+        except requests.Timeout:
+            return 0, time.monotonic() - started
+        return response.status_code, time.monotonic() - started
+
+
+def _settings(postgres: HostsPostgres, host: Host, redis_port: int) -> dict[str, str]:
+    redis_url = f"redis://{host.links[BROKER_LINK].gateway}:{redis_port}/0"
+    return {
+        "DATABASE_URL": postgres.url_via(host.links[DB_LINK].gateway),
+        "REDIS_URL": redis_url,
+        "STRIPE_SECRET_KEY": "sk_test_" + "x" * 24,
+        "STRIPE_PUBLISHABLE_KEY": "pk_test_" + "x" * 24,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        # Never reached: the database claim comes before any Stripe call.
+        "STRIPE_API_BASE": "http://127.0.0.1:9",
+        "PAYMENTS_ENCRYPTION_KEYS": ENCRYPTION_KEY,
+        "API_CLIENT_KEYS": f"tests:{API_CLIENT_KEY}",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+@contextlib.contextmanager
+def web_on_a_host() -> Iterator[Web]:
+    with contextlib.ExitStack() as cleanup:
+        workdir = Path(tempfile.mkdtemp(prefix="payments-bounded-waits-"))
+        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+        host = Host.create("web", links=2)
+        cleanup.callback(host.remove)
+        postgres = HostsPostgres(workdir)
+        postgres.start_for([host.links[DB_LINK]])
+        cleanup.callback(postgres.stop)
+        upgrade(
+            load_settings(_settings(postgres, host, 0)).database_url.replace(
+                host.links[DB_LINK].gateway, "127.0.0.1"
+            )
+        )
+        redis_port = free_port()
+        redis_args = [*redis_server_args(redis_port), "--bind", "127.0.0.1"]
+        redis_args += [host.links[BROKER_LINK].gateway, "--protected-mode", "no"]
+        redis = Process(f"bounded-waits-redis-{os.getpid()}", redis_args, dict(os.environ))
+        cleanup.callback(redis.stop)
+        wait_until(lambda: port_open(redis_port), 20, "Redis start")
+        port = free_port()
+        args = procfile_command("web", port)
+        args[args.index("--bind") + 1] = f"0.0.0.0:{port}"
+        env = process_env(_settings(postgres, host, redis_port))
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "metrics")
+        (workdir / "metrics").mkdir()
+        process = host.run(f"bounded-waits-web-{os.getpid()}", args, env)
+        web = Web(host, port, process)
+        wait_until(lambda: _answers(web), 60, "the web process answering")
+        yield web
+
+
+def _answers(web: Web) -> bool:
+    assert web.process.alive(), web.process.output()[-5000:]
+    with contextlib.suppress(requests.RequestException):
+        return requests.get(web.url("/healthz", DB_LINK), timeout=2).status_code == 200
+    return False
+
+
+AUTH = {"Authorization": f"Bearer {API_CLIENT_KEY}"}
+
+
+def _status_read(web: Web, via: int) -> tuple[int, float]:
+    return web.timed("GET", "/api/payments/pi_never_created", via, headers=AUTH)
+
+
+def _create_payment(web: Web, via: int) -> tuple[int, float]:
+    body = {"amount": 1000, "currency": "usd"}
+    headers = {**AUTH, "Idempotency-Key": f"bounded-{time.monotonic_ns()}"}
+    return web.timed("POST", "/api/create-payment", via, json=body, headers=headers)
+
+
+def _webhook(web: Web, via: int) -> tuple[int, float]:
+    event = stripe_events.event(
+        "payment_intent.processing", stripe_events.payment_intent(status="processing")
+    )
+    body, headers = stripe_events.signed(event, WEBHOOK_SECRET)
+    return web.timed("POST", "/webhook", via, data=body, headers=headers)
+
+
+def test_the_web_answers_503_within_its_bound_when_the_database_stops_answering():
+    with web_on_a_host() as web:
+        # Warm: pooled connections in every gevent worker that answers.
+        assert _status_read(web, BROKER_LINK)[0] == 404
+        web.host.cut(DB_LINK)
+        try:
+            read = _status_read(web, BROKER_LINK)
+            create = _create_payment(web, BROKER_LINK)
+        finally:
+            web.host.restore(DB_LINK)
+        timings = {"status read": read, "create-payment": create}
+        for what, (status, seconds) in timings.items():
+            assert status == 503 and seconds < ANSWER_BOUND_SECONDS, (what, status, seconds)
+        # Back with no restart: the pool drops what the cut killed and connects again.
+        wait_until(lambda: _status_read(web, BROKER_LINK)[0] == 404, 30, "reads answering again")
+
+
+def test_the_webhook_answers_503_within_its_bound_when_the_broker_stops_answering():
+    with web_on_a_host() as web:
+        assert _webhook(web, DB_LINK)[0] == 200
+        web.host.cut(BROKER_LINK)
+        try:
+            status, seconds = _webhook(web, DB_LINK)
+        finally:
+            web.host.restore(BROKER_LINK)
+        assert status == 503 and seconds < ANSWER_BOUND_SECONDS, (status, seconds)
+        wait_until(lambda: _webhook(web, DB_LINK)[0] == 200, 30, "webhooks queued again")
