@@ -16,6 +16,7 @@ from celery.signals import (
 
 from shared.config import load_settings
 from shared.db import make_engine, make_session_factory
+from shared.infra.broker_watchdog import PROBE_INTERVAL_SECONDS, BrokerWatchdog, broker_probe
 from shared.infra.redis_transport import guard_closed_connections
 from shared.infra.task_auth import AuthenticatedTask, SigningCelery
 from shared.infra.topology import declare_dead_letters
@@ -86,10 +87,27 @@ def _note_broker(sender: Any = None, **_: Any) -> None:
     _notes.append(notes)
 
 
+_watchdogs: list[BrokerWatchdog] = []
+
+
+@worker_ready.connect
+def _watch_broker(**_: Any) -> None:
+    # Outside the event loop, which freezes when the broker stops answering (celery#4804).
+    bound = load_settings().broker_unreachable_exit_seconds
+    if bound:
+        watchdog = BrokerWatchdog(
+            broker_probe(app), bound_seconds=bound, interval_seconds=PROBE_INTERVAL_SECONDS
+        )
+        watchdog.start()
+        _watchdogs.append(watchdog)
+
+
 @worker_shutdown.connect
 def _forget_broker(**_: Any) -> None:
     while _notes:
         _notes.pop().stop()
+    while _watchdogs:
+        _watchdogs.pop().stop()
 
 
 @beat_init.connect

@@ -174,6 +174,9 @@ def _maintenance(env: Mapping[str, str]) -> Fields:
         "sweep_interval_seconds": _positive_int(
             env, "SWEEP_INTERVAL_SECONDS", DEFAULT_SWEEP_INTERVAL_SECONDS
         ),
+        "broker_unreachable_exit_seconds": _non_negative_int(
+            env, "BROKER_UNREACHABLE_EXIT_SECONDS", 60
+        ),
         "sweep_pending_seconds": _positive_int(
             env, "SWEEP_PENDING_SECONDS", DEFAULT_SWEEP_PENDING_SECONDS
         ),

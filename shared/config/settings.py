@@ -96,6 +96,9 @@ class Settings:
     retry_base_seconds: int = DEFAULT_RETRY_BASE_SECONDS
     # The longest one handler attempt may run before Celery kills it (and it counts as failed).
     handler_time_limit_seconds: int = 300
+    # A worker that has not reached its broker for this long exits (status 69) for its
+    # supervisor to restart it (shared.infra.broker_watchdog); 0 never does.
+    broker_unreachable_exit_seconds: int = 60
     sweep_interval_seconds: int = DEFAULT_SWEEP_INTERVAL_SECONDS
     sweep_pending_seconds: int = DEFAULT_SWEEP_PENDING_SECONDS
     reconcile_interval_seconds: int = DEFAULT_RECONCILE_INTERVAL_SECONDS

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from devtools import stripe_events
 from devtools.netns import Host
 from devtools.processes import (
     Process,
+    celery_worker_args,
     free_port,
     port_open,
     procfile_command,
@@ -87,12 +89,21 @@ def _settings(postgres: HostsPostgres, host: Host, redis_port: int) -> dict[str,
     }
 
 
+@dataclass
+class Services:
+    """The host, and the test's own PostgreSQL and Redis, each reached through its own link."""
+
+    host: Host
+    workdir: Path
+    env: dict[str, str]
+
+
 @contextlib.contextmanager
-def web_on_a_host() -> Iterator[Web]:
+def services_for(label: str) -> Iterator[Services]:
     with contextlib.ExitStack() as cleanup:
         workdir = Path(tempfile.mkdtemp(prefix="payments-bounded-waits-"))
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-        host = Host.create("web", links=2)
+        host = Host.create(label, links=2)
         cleanup.callback(host.remove)
         postgres = HostsPostgres(workdir)
         postgres.start_for([host.links[DB_LINK]])
@@ -108,14 +119,20 @@ def web_on_a_host() -> Iterator[Web]:
         redis = Process(f"bounded-waits-redis-{os.getpid()}", redis_args, dict(os.environ))
         cleanup.callback(redis.stop)
         wait_until(lambda: port_open(redis_port), 20, "Redis start")
-        port = free_port()
-        args = procfile_command("web", port)
-        args[args.index("--bind") + 1] = f"0.0.0.0:{port}"
         env = process_env(_settings(postgres, host, redis_port))
         env["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "metrics")
         (workdir / "metrics").mkdir()
-        process = host.run(f"bounded-waits-web-{os.getpid()}", args, env)
-        web = Web(host, port, process)
+        yield Services(host, workdir, env)
+
+
+@contextlib.contextmanager
+def web_on_a_host() -> Iterator[Web]:
+    with services_for("web") as services:
+        port = free_port()
+        args = procfile_command("web", port)
+        args[args.index("--bind") + 1] = f"0.0.0.0:{port}"
+        process = services.host.run(f"bounded-waits-web-{os.getpid()}", args, services.env)
+        web = Web(services.host, port, process)
         wait_until(lambda: _answers(web), 60, "the web process answering")
         yield web
 
@@ -175,3 +192,26 @@ def test_the_webhook_answers_503_within_its_bound_when_the_broker_stops_answerin
             web.host.restore(BROKER_LINK)
         assert status == 503 and seconds < ANSWER_BOUND_SECONDS, (status, seconds)
         wait_until(lambda: _webhook(web, DB_LINK)[0] == 200, 30, "webhooks queued again")
+
+
+# The worker's promise: out of reach of its broker for BROKER_UNREACHABLE_EXIT_SECONDS (20 here),
+# it exits within that plus one probe interval and one probe's timeout (5 s each).
+WORKER_EXIT_BOUND_SECONDS = 35.0
+
+
+def test_a_worker_cut_off_from_its_broker_exits_for_its_supervisor_within_the_bound():
+    with services_for("worker") as services:
+        env = {**services.env, "BROKER_UNREACHABLE_EXIT_SECONDS": "20"}
+        args = celery_worker_args(f"bounded-{os.getpid()}@worker", concurrency=1)
+        worker = services.host.run(f"bounded-waits-worker-{os.getpid()}", args, env)
+        wait_until(lambda: " ready." in worker.output() or not worker.alive(), 60, "worker ready")
+        assert worker.alive(), worker.output()[-5000:]
+        services.host.cut(BROKER_LINK)
+        started = time.monotonic()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.proc.wait(WORKER_EXIT_BOUND_SECONDS + 60)
+        took = time.monotonic() - started
+        services.host.restore(BROKER_LINK)
+        assert worker.proc.returncode == 69, (worker.proc.returncode, worker.output()[-3000:])
+        assert took < WORKER_EXIT_BOUND_SECONDS, took
+        assert "broker unreachable for" in worker.output()

@@ -217,6 +217,10 @@ def settings_env(brokers: Brokers, postgres: HostsPostgres, address: str) -> dic
         "RETRY_BASE_SECONDS": "1",
         "SWEEP_INTERVAL_SECONDS": "5",
         "SWEEP_PENDING_SECONDS": "20",
+        # The cut host carries on by itself once the link is back: a cut shorter than this. A
+        # longer one ends the worker for its supervisor to restart (test_bounded_waits.py);
+        # here nothing would restart it.
+        "BROKER_UNREACHABLE_EXIT_SECONDS": "600",
         "LOG_LEVEL": "INFO",
     }
 
