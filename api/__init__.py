@@ -42,7 +42,8 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
     register_error_handlers(app)
 
     runtime = build_runtime(settings, answers_callers=True)
-    producer = make_producer(settings)
+    # A caller waits on every publish: a broker that stops answering costs a webhook seconds.
+    producer = make_producer(settings, connect_timeout_seconds=2.0)
     api = ApiContext(
         runtime=runtime,
         payments=PaymentService(

@@ -173,9 +173,12 @@ def _time_limit_settings(time_limit_seconds: float) -> dict[str, Any]:
     return {"task_annotations": {RUN_HANDLER_TASK: limits, INGEST_EVENT_TASK: limits}}
 
 
-def make_producer(settings: Settings) -> Celery:
+def make_producer(settings: Settings, *, connect_timeout_seconds: float | None = None) -> Celery:
+    """``connect_timeout_seconds``: for a process whose caller waits on each publish."""
     app = SigningCelery("payments-producer", set_as_current=False)
     app.conf.update(celery_settings(settings))
+    if connect_timeout_seconds is not None:
+        app.conf.broker_connection_timeout = connect_timeout_seconds
     # The tasks it sends are signed with these (shared.infra.task_auth).
     app.use_keys(settings.encryption_keys)
     return app

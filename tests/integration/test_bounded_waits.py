@@ -12,6 +12,7 @@ workers) run on the host; the test's client reaches it through the link that is 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -28,18 +29,17 @@ import requests
 from devtools import stripe_events
 from devtools.netns import Host
 from devtools.processes import (
+    ARTIFACTS,
     Process,
     celery_worker_args,
     free_port,
-    port_open,
     procfile_command,
-    redis_server_args,
     wait_until,
 )
-from shared.config import load_settings
+from devtools.rabbitmq import RABBITMQ_BIN
 from shared.db import upgrade
 from tests.conftest import API_CLIENT_KEY, ENCRYPTION_KEY, WEBHOOK_SECRET
-from tests.integration.test_multi_host import HostsPostgres, process_env
+from tests.integration.test_multi_host import Brokers, HostsPostgres, process_env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
@@ -73,11 +73,9 @@ class Web:
         return response.status_code, time.monotonic() - started
 
 
-def _settings(postgres: HostsPostgres, host: Host, redis_port: int) -> dict[str, str]:
-    redis_url = f"redis://{host.links[BROKER_LINK].gateway}:{redis_port}/0"
+def _settings(postgres: HostsPostgres, host: Host) -> dict[str, str]:
     return {
         "DATABASE_URL": postgres.url_via(host.links[DB_LINK].gateway),
-        "REDIS_URL": redis_url,
         "STRIPE_SECRET_KEY": "sk_test_" + "x" * 24,
         "STRIPE_PUBLISHABLE_KEY": "pk_test_" + "x" * 24,
         "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
@@ -99,7 +97,7 @@ class Services:
 
 
 @contextlib.contextmanager
-def services_for(label: str) -> Iterator[Services]:
+def services_for(label: str, broker: str = "redis") -> Iterator[Services]:
     with contextlib.ExitStack() as cleanup:
         workdir = Path(tempfile.mkdtemp(prefix="payments-bounded-waits-"))
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
@@ -108,26 +106,21 @@ def services_for(label: str) -> Iterator[Services]:
         postgres = HostsPostgres(workdir)
         postgres.start_for([host.links[DB_LINK]])
         cleanup.callback(postgres.stop)
-        upgrade(
-            load_settings(_settings(postgres, host, 0)).database_url.replace(
-                host.links[DB_LINK].gateway, "127.0.0.1"
-            )
+        upgrade(postgres.url.replace("postgresql://", "postgresql+psycopg2://", 1))
+        brokers = Brokers(broker, workdir, [host.links[BROKER_LINK]])
+        cleanup.callback(brokers.stop)
+        brokers.start()
+        env = process_env(
+            {**_settings(postgres, host), **brokers.env(host.links[BROKER_LINK].gateway)}
         )
-        redis_port = free_port()
-        redis_args = [*redis_server_args(redis_port), "--bind", "127.0.0.1"]
-        redis_args += [host.links[BROKER_LINK].gateway, "--protected-mode", "no"]
-        redis = Process(f"bounded-waits-redis-{os.getpid()}", redis_args, dict(os.environ))
-        cleanup.callback(redis.stop)
-        wait_until(lambda: port_open(redis_port), 20, "Redis start")
-        env = process_env(_settings(postgres, host, redis_port))
         env["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "metrics")
         (workdir / "metrics").mkdir()
         yield Services(host, workdir, env)
 
 
 @contextlib.contextmanager
-def web_on_a_host() -> Iterator[Web]:
-    with services_for("web") as services:
+def web_on_a_host(broker: str = "redis") -> Iterator[Web]:
+    with services_for("web", broker) as services:
         port = free_port()
         args = procfile_command("web", port)
         args[args.index("--bind") + 1] = f"0.0.0.0:{port}"
@@ -142,6 +135,23 @@ def _answers(web: Web) -> bool:
     with contextlib.suppress(requests.RequestException):
         return requests.get(web.url("/healthz", DB_LINK), timeout=2).status_code == 200
     return False
+
+
+BROKERS = [
+    "redis",
+    pytest.param(
+        "rabbitmq",
+        marks=pytest.mark.skipif(not RABBITMQ_BIN.exists(), reason="RabbitMQ is not installed"),
+    ),
+]
+
+
+def record(what: str, status: int, seconds: float) -> None:
+    """Each measured wait, for the closing note and for whoever reads a failure:
+    test-artifacts/[gw<n>/]bounded-waits.jsonl."""
+    line = {"what": what, "status": status, "seconds": round(seconds, 2)}
+    with (ARTIFACTS / "bounded-waits.jsonl").open("a") as out:
+        out.write(json.dumps(line) + "\n")
 
 
 AUTH = {"Authorization": f"Bearer {API_CLIENT_KEY}"}
@@ -177,19 +187,22 @@ def test_the_web_answers_503_within_its_bound_when_the_database_stops_answering(
             web.host.restore(DB_LINK)
         timings = {"status read": read, "create-payment": create}
         for what, (status, seconds) in timings.items():
+            record(f"web, database cut: {what}", status, seconds)
             assert status == 503 and seconds < ANSWER_BOUND_SECONDS, (what, status, seconds)
         # Back with no restart: the pool drops what the cut killed and connects again.
         wait_until(lambda: _status_read(web, BROKER_LINK)[0] == 404, 30, "reads answering again")
 
 
-def test_the_webhook_answers_503_within_its_bound_when_the_broker_stops_answering():
-    with web_on_a_host() as web:
+@pytest.mark.parametrize("broker", BROKERS)
+def test_the_webhook_answers_503_within_its_bound_when_the_broker_stops_answering(broker):
+    with web_on_a_host(broker) as web:
         assert _webhook(web, DB_LINK)[0] == 200
         web.host.cut(BROKER_LINK)
         try:
             status, seconds = _webhook(web, DB_LINK)
         finally:
             web.host.restore(BROKER_LINK)
+        record(f"web, {broker} cut: /webhook", status, seconds)
         assert status == 503 and seconds < ANSWER_BOUND_SECONDS, (status, seconds)
         wait_until(lambda: _webhook(web, DB_LINK)[0] == 200, 30, "webhooks queued again")
 
@@ -199,8 +212,9 @@ def test_the_webhook_answers_503_within_its_bound_when_the_broker_stops_answerin
 WORKER_EXIT_BOUND_SECONDS = 35.0
 
 
-def test_a_worker_cut_off_from_its_broker_exits_for_its_supervisor_within_the_bound():
-    with services_for("worker") as services:
+@pytest.mark.parametrize("broker", BROKERS)
+def test_a_worker_cut_off_from_its_broker_exits_for_its_supervisor_within_the_bound(broker):
+    with services_for("worker", broker) as services:
         env = {**services.env, "BROKER_UNREACHABLE_EXIT_SECONDS": "20"}
         args = celery_worker_args(f"bounded-{os.getpid()}@worker", concurrency=1)
         worker = services.host.run(f"bounded-waits-worker-{os.getpid()}", args, env)
@@ -212,6 +226,7 @@ def test_a_worker_cut_off_from_its_broker_exits_for_its_supervisor_within_the_bo
             worker.proc.wait(WORKER_EXIT_BOUND_SECONDS + 60)
         took = time.monotonic() - started
         services.host.restore(BROKER_LINK)
+        record(f"worker, {broker} cut: exit", worker.proc.returncode or 0, took)
         assert worker.proc.returncode == 69, (worker.proc.returncode, worker.output()[-3000:])
         assert took < WORKER_EXIT_BOUND_SECONDS, took
         assert "broker unreachable for" in worker.output()

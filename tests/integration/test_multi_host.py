@@ -140,7 +140,7 @@ class Brokers:
     """The test's own Redis (REDIS_URL; the broker too unless on RabbitMQ), and on RabbitMQ
     a node of its own, both listening on loopback and on the hosts' gateways."""
 
-    def __init__(self, kind: str, workdir: Path, hosts: list[Host]) -> None:
+    def __init__(self, kind: str, workdir: Path, hosts: Sequence[Host | Link]) -> None:
         self.kind = kind
         self.redis_port = free_port()
         gateways = [host.gateway for host in hosts]

@@ -20,9 +20,11 @@ from shared.task_names import INGEST_EVENT_TASK
 # all for a broker failing over (see EventPublisher._publish_confirmed).
 PUBLISH_RETRY_PAUSES_SECONDS = (0.1, 0.3, 0.6, 1.0, 1.0, 1.0)
 PUBLISH_PATIENCE_SECONDS = 5.0
-# A publish from the webhook request must fail fast so we can answer 503 and Stripe redelivers.
+# A publish from the webhook request must fail fast so we can answer 503 and Stripe redelivers:
+# on a broker that stops answering, a confirm's wait and one reconnect (the web producer's
+# connect timeout, 2 s) fit the patience.
 WEBHOOK_PUBLISH_RETRY_POLICY = {
-    "max_retries": 2,
+    "max_retries": 1,
     "interval_start": 0,
     "interval_step": 0.2,
     "interval_max": 0.5,
