@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 import requests
+import sqlalchemy
 
 from devtools import stripe_events
 from devtools.netns import Host
@@ -94,6 +96,8 @@ class Services:
     host: Host
     workdir: Path
     env: dict[str, str]
+    # The database as the test itself reaches it, on loopback.
+    local_database_url: str
 
 
 @contextlib.contextmanager
@@ -106,7 +110,8 @@ def services_for(label: str, broker: str = "redis") -> Iterator[Services]:
         postgres = HostsPostgres(workdir)
         postgres.start_for([host.links[DB_LINK]])
         cleanup.callback(postgres.stop)
-        upgrade(postgres.url.replace("postgresql://", "postgresql+psycopg2://", 1))
+        local_database_url = postgres.url.replace("postgresql://", "postgresql+psycopg2://", 1)
+        upgrade(local_database_url)
         brokers = Brokers(broker, workdir, [host.links[BROKER_LINK]])
         cleanup.callback(brokers.stop)
         brokers.start()
@@ -115,7 +120,7 @@ def services_for(label: str, broker: str = "redis") -> Iterator[Services]:
         )
         env["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "metrics")
         (workdir / "metrics").mkdir()
-        yield Services(host, workdir, env)
+        yield Services(host, workdir, env, local_database_url)
 
 
 @contextlib.contextmanager
@@ -230,3 +235,47 @@ def test_a_worker_cut_off_from_its_broker_exits_for_its_supervisor_within_the_bo
         assert worker.proc.returncode == 69, (worker.proc.returncode, worker.output()[-3000:])
         assert took < WORKER_EXIT_BOUND_SECONDS, took
         assert "broker unreachable for" in worker.output()
+
+
+# PostgreSQL's promise: the locks of a client that vanished mid-transaction are freed within
+# the server's keepalive bound (10 s idle + 3 x 5 s probes), well before the idle-in-transaction
+# timeout; without keepalives Linux keeps such a connection for about two hours.
+LOCKS_FREED_BOUND_SECONDS = 40.0
+
+HOLD_A_LOCK = """
+import sys, time
+from sqlalchemy import text
+from shared.db import make_engine
+engine = make_engine(sys.argv[1])
+with engine.begin() as conn:
+    conn.execute(text("SELECT id FROM checkpoints_for_test WHERE id = 1 FOR UPDATE"))
+    print("locked", flush=True)
+    time.sleep(3600)
+"""
+
+
+def test_the_locks_of_a_host_cut_off_mid_transaction_are_freed_within_the_bound():
+    with services_for("holder") as services:
+        url = services.env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg2://", 1)
+        local = sqlalchemy.create_engine(services.local_database_url)
+        with local.begin() as conn:
+            conn.execute(sqlalchemy.text("CREATE TABLE checkpoints_for_test (id int PRIMARY KEY)"))
+            conn.execute(sqlalchemy.text("INSERT INTO checkpoints_for_test VALUES (1)"))
+        args = [sys.executable, "-c", HOLD_A_LOCK, url]
+        holder = services.host.run(f"bounded-waits-holder-{os.getpid()}", args, services.env)
+        wait_until(lambda: "locked" in holder.output() or not holder.alive(), 30, "the lock held")
+        assert holder.alive(), holder.output()[-3000:]
+        services.host.cut(DB_LINK)
+        started = time.monotonic()
+        try:
+            with local.begin() as conn:
+                conn.execute(sqlalchemy.text("SET lock_timeout = '90s'"))
+                conn.execute(
+                    sqlalchemy.text("SELECT id FROM checkpoints_for_test WHERE id = 1 FOR UPDATE")
+                )
+            took = time.monotonic() - started
+        finally:
+            services.host.restore(DB_LINK)
+            local.dispose()
+        record("postgres, client host cut mid-transaction: locks freed", 0, took)
+        assert took < LOCKS_FREED_BOUND_SECONDS, took
