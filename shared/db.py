@@ -56,6 +56,10 @@ class DatabaseBounds:
             "tcp_keepalives_idle": self.keepalive_idle_seconds,
             "tcp_keepalives_interval": self.keepalive_interval_seconds,
             "tcp_keepalives_count": self.keepalive_count,
+            # Keepalives only probe a connection with nothing unacknowledged: a client cut off
+            # before it acknowledged the server's last answer would otherwise hold its locks
+            # for the kernel's retransmissions (about 15 minutes).
+            "tcp_user_timeout": self.keepalive_seconds * 1000,
             "idle_in_transaction_session_timeout": _ms(self.idle_in_transaction_seconds),
         }
         if self.statement_seconds is not None:
