@@ -33,6 +33,7 @@ from devtools.processes import (
     venv_script,
     wait_until,
 )
+from devtools.rabbitmq import RABBITMQ_BIN, OwnRabbitNode
 from shared.observability.sentry import init_sentry
 from tests.conftest import (
     API_CLIENT_KEY,
@@ -230,6 +231,24 @@ def test_readyz_names_the_broker_when_its_redis_dies(settings, database):
         response = client.get("/readyz")
     finally:
         own_redis.stop()
+    assert response.status_code == 503
+    assert "broker" in response.get_json()["failed"]
+    assert response.get_json()["checks"]["database"] is True
+    assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.skipif(not RABBITMQ_BIN.exists(), reason="RabbitMQ is not installed")
+def test_readyz_names_the_broker_when_its_rabbitmq_dies(settings, database, tmp_path):
+    node = OwnRabbitNode(tmp_path)
+    try:
+        node.start()
+        client = create_app(replace(settings, broker_url=node.url)).test_client()
+        assert client.get("/readyz").get_json()["checks"]["broker"] is True
+
+        node.kill()
+        response = client.get("/readyz")
+    finally:
+        node.stop()
     assert response.status_code == 503
     assert "broker" in response.get_json()["failed"]
     assert response.get_json()["checks"]["database"] is True

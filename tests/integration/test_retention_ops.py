@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
+from collections.abc import Iterator
 
-from sqlalchemy import insert, select
+import pytest
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from devtools.processes import REPO_ROOT, run_payments, wait_until
@@ -16,14 +18,29 @@ from shared.models import HandlerRun, RunStatus, StripeEvent
 from shared.task_names import PRUNE_TASK
 
 
-def _old_event(sessions: sessionmaker[Session], days: int, status: RunStatus) -> str:
+@pytest.fixture
+def old_events(sessions: sessionmaker[Session]) -> Iterator[list[str]]:
+    """The ids of the rows a test makes; whatever prune left is deleted after it. Their payload
+    is no token any key decrypts: left behind, it would fail a later test on this database that
+    reads every stored event (key rotation)."""
+    made: list[str] = []
+    yield made
+    with sessions.begin() as session:
+        session.execute(delete(HandlerRun).where(HandlerRun.event_id.in_(made)))
+        session.execute(delete(StripeEvent).where(StripeEvent.id.in_(made)))
+
+
+def _old_event(
+    sessions: sessionmaker[Session], days: int, status: RunStatus, made: list[str]
+) -> str:
     event_id = f"evt_old_{uuid.uuid4().hex[:16]}"
+    made.append(event_id)
     received = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
     with sessions.begin() as session:
         session.execute(
             insert(StripeEvent).values(
                 id=event_id,
-                type="payment_intent.succeeded",
+                type="test.retention_old",
                 created=received,
                 livemode=False,
                 payload_encrypted="token",
@@ -41,10 +58,12 @@ def _exists(sessions: sessionmaker[Session], event_id: str) -> bool:
         return found.first() is not None
 
 
-def test_the_prune_command_refuses_too_short_counts_then_prunes(base_env, sessions, database):
+def test_the_prune_command_refuses_too_short_counts_then_prunes(
+    base_env, sessions, database, old_events
+):
     env = {**os.environ, **base_env, "PYTHONPATH": str(REPO_ROOT)}
-    done = _old_event(sessions, 400, RunStatus.DONE)
-    dead = _old_event(sessions, 400, RunStatus.DEAD)
+    done = _old_event(sessions, 400, RunStatus.DONE, old_events)
+    dead = _old_event(sessions, 400, RunStatus.DEAD, old_events)
 
     refused = run_payments("events", "prune", "--older-than", "7", env=env)
     assert refused.returncode != 0 and "younger than 31 days" in refused.stderr
@@ -60,8 +79,8 @@ def test_the_prune_command_refuses_too_short_counts_then_prunes(base_env, sessio
     assert _exists(sessions, dead)
 
 
-def test_the_scheduled_task_prunes_through_the_worker(settings, sessions, worker):
-    old = _old_event(sessions, 400, RunStatus.DONE)
+def test_the_scheduled_task_prunes_through_the_worker(settings, sessions, worker, old_events):
+    old = _old_event(sessions, 400, RunStatus.DONE, old_events)
     producer = make_producer(settings)
     try:
         producer.send_task(PRUNE_TASK)

@@ -148,9 +148,20 @@ def test_oversized_body_gets_413_and_nothing_is_queued(client, quiet_redis):
     assert queued(quiet_redis) == []
 
 
-def test_broker_refusing_gets_503_so_stripe_redelivers(quiet_settings):
+@pytest.mark.parametrize(
+    "broker",
+    [
+        {"redis_url": "redis://127.0.0.1:{port}/0"},
+        # The direct Redis publish is not used on AMQP: Celery publishes, with its retry policy.
+        {"broker_url": "amqp://guest:guest@127.0.0.1:{port}//"},
+    ],
+    ids=["redis", "rabbitmq"],
+)
+def test_broker_refusing_gets_503_so_stripe_redelivers(quiet_settings, broker):
     # Nothing listens on this port: the publish cannot succeed.
-    unreachable = replace(quiet_settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    port = free_port()
+    named = {field: url.format(port=port) for field, url in broker.items()}
+    unreachable = replace(quiet_settings, **named)
     client = create_app(unreachable).test_client()
     body, headers = stripe_events.signed(an_event(), WEBHOOK_SECRET)
 
