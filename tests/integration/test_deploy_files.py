@@ -284,3 +284,43 @@ def test_every_file_an_image_copies_exists():
                 continue
             missing += [f"{name}: {src}" for src in words[1:-1] if not (context / src).exists()]
     assert missing == []
+
+
+def test_the_rabbitmq_profile_is_a_three_node_cluster_the_app_can_use():
+    services = compose()["services"]
+    nodes = {name: services[name] for name in ("rabbitmq1", "rabbitmq2", "rabbitmq3")}
+    config = (REPO_ROOT / "shared" / "ops" / "rabbitmq" / "rabbitmq.conf").read_text()
+    for name, node in nodes.items():
+        assert node["profiles"] == ["rabbitmq"] and node["hostname"] == name
+        assert f"rabbit@{name}" in config
+        mounts = node["volumes"]
+        assert "./shared/ops/rabbitmq/rabbitmq.conf:/etc/rabbitmq/rabbitmq.conf:ro" in mounts
+        assert f"{name}data:/var/lib/rabbitmq" in mounts
+        assert "healthcheck" in node
+    assert "classic_config" in config
+    # Every app process takes the broker from BROKER_URL, and waits for the cluster when it runs.
+    for name in ("web", "worker", "beat", "flower"):
+        assert services[name]["environment"]["BROKER_URL"] == "${BROKER_URL:-}", name
+        assert services[name]["depends_on"]["rabbitmq1"]["required"] is False, name
+
+
+def test_the_rabbitmq_nodes_refuse_to_start_without_their_secrets():
+    """Compose reads a profile's variables even when it is off, so a ${VAR:?} there would stop
+    every `docker compose up`: the node's own entrypoint refuses empty ones instead."""
+    node = compose()["services"]["rabbitmq1"]
+    assert node["environment"]["RABBITMQ_DEFAULT_PASS"] == "${RABBITMQ_PASSWORD:-}"
+    assert node["environment"]["RABBITMQ_ERLANG_COOKIE"] == "${RABBITMQ_ERLANG_COOKIE:-}"
+    check = node["entrypoint"][-1]
+    shell = {
+        "RABBITMQ_DEFAULT_PASS": "",
+        "RABBITMQ_ERLANG_COOKIE": "cookie",
+        "PATH": "/usr/bin:/bin",
+    }
+    # As the container runs it, with Compose's $$ turned into $ and the server not started.
+    script = check.replace("$$", "$").replace("exec docker-entrypoint.sh rabbitmq-server", "true")
+    refused = subprocess.run(["sh", "-c", script], env=shell, capture_output=True, text=True)
+    assert refused.returncode == 1 and "set RABBITMQ_PASSWORD" in refused.stderr
+    started = subprocess.run(
+        ["sh", "-c", script], env={**shell, "RABBITMQ_DEFAULT_PASS": "pw"}, capture_output=True
+    )
+    assert started.returncode == 0
