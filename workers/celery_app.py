@@ -93,6 +93,10 @@ _watchdogs: list[BrokerWatchdog] = []
 @worker_ready.connect
 def _watch_broker(**_: Any) -> None:
     # Outside the event loop, which freezes when the broker stops answering (celery#4804).
+    _start_watchdog()
+
+
+def _start_watchdog() -> None:
     bound = load_settings().broker_unreachable_exit_seconds
     if bound:
         watchdog = BrokerWatchdog(
@@ -118,6 +122,8 @@ def _prepare_beat(sender: Any = None, **_: Any) -> None:
         os.makedirs(os.path.dirname(schedule), exist_ok=True)
     # Beat's tasks are signed as everything else this service queues.
     app.use_keys(load_settings().encryption_keys)
+    # Beat's publish retries on a broker that stops answering: bounded the same way.
+    _start_watchdog()
 
 
 @worker_process_shutdown.connect

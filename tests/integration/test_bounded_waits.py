@@ -36,6 +36,7 @@ from devtools.processes import (
     celery_worker_args,
     free_port,
     procfile_command,
+    venv_script,
     wait_until,
 )
 from devtools.rabbitmq import RABBITMQ_BIN
@@ -224,21 +225,36 @@ WORKER_EXIT_BOUND_SECONDS = 25.0
 @pytest.mark.parametrize("broker", BROKERS)
 def test_a_worker_cut_off_from_its_broker_exits_for_its_supervisor_within_the_bound(broker):
     with services_for("worker", broker) as services:
-        env = {**services.env, "BROKER_UNREACHABLE_EXIT_SECONDS": "10"}
         args = celery_worker_args(f"bounded-{os.getpid()}@worker", concurrency=1)
-        worker = services.host.run(f"bounded-waits-worker-{os.getpid()}", args, env)
-        wait_until(lambda: " ready." in worker.output() or not worker.alive(), 60, "worker ready")
-        assert worker.alive(), worker.output()[-5000:]
-        services.host.cut(BROKER_LINK)
-        started = time.monotonic()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            worker.proc.wait(WORKER_EXIT_BOUND_SECONDS + 60)
-        took = time.monotonic() - started
-        services.host.restore(BROKER_LINK)
-        record(f"worker, {broker} cut: exit", worker.proc.returncode or 0, took)
-        assert worker.proc.returncode == 69, (worker.proc.returncode, worker.output()[-3000:])
-        assert took < WORKER_EXIT_BOUND_SECONDS, took
-        assert "broker unreachable for" in worker.output()
+        _exits_when_cut_off(services, broker, "worker", args, " ready.")
+
+
+def test_beat_cut_off_from_its_broker_exits_for_its_supervisor_within_the_bound():
+    with services_for("beat") as services:
+        schedule = str(services.workdir / "celerybeat-schedule")
+        args = [venv_script("celery"), "-A", "workers.celery_app", "beat", "-s", schedule]
+        _exits_when_cut_off(services, "redis", "beat", [*args, "--loglevel", "INFO"], "Starting")
+
+
+def _exits_when_cut_off(
+    services: Services, broker: str, what: str, args: list[str], started_line: str
+) -> None:
+    env = {**services.env, "BROKER_UNREACHABLE_EXIT_SECONDS": "10"}
+    process = services.host.run(f"bounded-waits-{what}-{os.getpid()}", args, env)
+    wait_until(
+        lambda: started_line in process.output() or not process.alive(), 60, f"{what} started"
+    )
+    assert process.alive(), process.output()[-5000:]
+    services.host.cut(BROKER_LINK)
+    started = time.monotonic()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.proc.wait(WORKER_EXIT_BOUND_SECONDS + 60)
+    took = time.monotonic() - started
+    services.host.restore(BROKER_LINK)
+    record(f"{what}, {broker} cut: exit", process.proc.returncode or 0, took)
+    assert process.proc.returncode == 69, (process.proc.returncode, process.output()[-3000:])
+    assert took < WORKER_EXIT_BOUND_SECONDS, took
+    assert "broker unreachable for" in process.output()
 
 
 # PostgreSQL's promise: the locks of a client that vanished mid-transaction are freed within
@@ -283,3 +299,37 @@ def test_the_locks_of_a_host_cut_off_mid_transaction_are_freed_within_the_bound(
             local.dispose()
         record("postgres, client host cut mid-transaction: locks freed", 0, took)
         assert took < LOCKS_FREED_BOUND_SECONDS, took
+
+
+# An operator's command on a host cut off from the database stops with an error within the
+# connect timeout (5 s) and the wait for the answer, instead of hanging.
+CLI_BOUND_SECONDS = 15.0
+
+
+def test_an_operators_command_on_a_host_cut_off_the_database_ends_within_the_bound():
+    with services_for("operator") as services:
+        args = [venv_script("payments"), "dlq", "list"]
+        assert (
+            subprocess.run(
+                ["ip", "netns", "exec", services.host.namespace, *args],
+                env=services.env,
+                capture_output=True,
+                timeout=60,
+            ).returncode
+            == 0
+        )
+        services.host.cut(DB_LINK)
+        started = time.monotonic()
+        try:
+            done = subprocess.run(
+                ["ip", "netns", "exec", services.host.namespace, *args],
+                env=services.env,
+                capture_output=True,
+                text=True,
+                timeout=CLI_BOUND_SECONDS + 60,
+            )
+        finally:
+            services.host.restore(DB_LINK)
+        took = time.monotonic() - started
+        record("cli, database cut: payments dlq list", done.returncode, took)
+        assert done.returncode != 0 and took < CLI_BOUND_SECONDS, (done.returncode, took)
