@@ -80,11 +80,39 @@ PROBE_TIMEOUT_SECONDS = 5.0
 
 def broker_probe(app: Celery) -> Callable[[], None]:
     """A fresh connection to the app's broker, a channel opened on it (on Redis, a PING), and
-    closed again: it fails when the broker does not answer within the probe timeout."""
+    closed again. A broker of several nodes (or sentinels) is reached if any one answers: each
+    is tried in turn with its own timeout, so a dead first node cannot hide the live ones (the
+    worker itself fails over to them)."""
+    urls = _broker_urls(app)
 
     def probe() -> None:
-        with app.connection_for_write(connect_timeout=PROBE_TIMEOUT_SECONDS) as connection:
-            connection.ensure_connection(max_retries=1, timeout=PROBE_TIMEOUT_SECONDS)
-            connection.default_channel  # noqa: B018 - opening it is the probe
+        failures = []
+        for url in urls:
+            try:
+                _reach(app, url)
+            except Exception as exc:  # noqa: BLE001 - the next node may answer
+                failures.append(exc)
+                continue
+            return
+        raise failures[-1]
 
     return probe
+
+
+def _broker_urls(app: Celery) -> list[str]:
+    with app.connection_for_write() as connection:
+        return list(connection.alt) or [connection.as_uri(include_password=True)]
+
+
+def _reach(app: Celery, url: str) -> None:
+    # Whatever the app's own options say: a probe that could wait for ever would never report.
+    bounded = {
+        "socket_connect_timeout": PROBE_TIMEOUT_SECONDS,
+        "socket_timeout": PROBE_TIMEOUT_SECONDS,
+    }
+    options = {**(app.conf.broker_transport_options or {}), **bounded}
+    with app.connection_for_write(
+        url=url, connect_timeout=PROBE_TIMEOUT_SECONDS, transport_options=options
+    ) as connection:
+        connection.ensure_connection(max_retries=1, timeout=PROBE_TIMEOUT_SECONDS)
+        connection.default_channel  # noqa: B018 - opening it is the probe

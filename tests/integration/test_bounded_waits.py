@@ -333,3 +333,35 @@ def test_an_operators_command_on_a_host_cut_off_the_database_ends_within_the_bou
         took = time.monotonic() - started
         record("cli, database cut: payments dlq list", done.returncode, took)
         assert done.returncode != 0 and took < CLI_BOUND_SECONDS, (done.returncode, took)
+
+
+PROBE_THROUGH_A_CUT_NODE = """
+import sys, time
+from celery import Celery
+from shared.infra.broker_watchdog import broker_probe
+started = time.monotonic()
+broker_probe(Celery(broker=sys.argv[1], set_as_current=False))()
+print(f"reached in {time.monotonic() - started:.1f} s", flush=True)
+"""
+
+
+def test_the_watchdog_reaches_a_broker_whose_first_node_is_cut_off():
+    """A worker fails over to the nodes that answer, so its watchdog must too: a first node that
+    swallows packets must not make it call the broker unreachable and end a working worker."""
+    with services_for("failover") as services:
+        redis_url = services.env["REDIS_URL"]
+        port = redis_url.rsplit(":", 1)[1].split("/")[0]
+        silent = f"redis://{services.host.links[DB_LINK].gateway}:{port}/0"
+        services.host.cut(DB_LINK)
+        try:
+            probe = [sys.executable, "-c", PROBE_THROUGH_A_CUT_NODE, f"{silent};{redis_url}"]
+            done = subprocess.run(
+                ["ip", "netns", "exec", services.host.namespace, *probe],
+                env=services.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            services.host.restore(DB_LINK)
+        assert done.returncode == 0 and "reached" in done.stdout, done.stderr[-2000:]

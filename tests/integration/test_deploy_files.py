@@ -301,7 +301,8 @@ def test_the_rabbitmq_profile_is_a_three_node_cluster_the_app_can_use():
     # Every app process takes the broker from BROKER_URL, and waits for the cluster when it runs.
     for name in ("web", "worker", "beat", "flower"):
         assert services[name]["environment"]["BROKER_URL"] == "${BROKER_URL:-}", name
-        assert services[name]["depends_on"]["rabbitmq1"]["required"] is False, name
+        for node in nodes:
+            assert services[name]["depends_on"][node]["required"] is False, (name, node)
 
 
 def test_the_rabbitmq_nodes_refuse_to_start_without_their_secrets():
