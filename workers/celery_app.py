@@ -90,9 +90,10 @@ def _note_broker(sender: Any = None, **_: Any) -> None:
 _watchdogs: list[BrokerWatchdog] = []
 
 
-@worker_ready.connect
+@worker_init.connect
 def _watch_broker(**_: Any) -> None:
-    # Outside the event loop, which freezes when the broker stops answering (celery#4804).
+    # Outside the event loop, which freezes when the broker stops answering (celery#4804); from
+    # the start, so a worker that never reaches its broker (restarted during a cut) ends too.
     _start_watchdog()
 
 

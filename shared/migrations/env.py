@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from shared.db import DatabaseBounds
 from shared.models import Base
 
 config = context.config
@@ -20,7 +21,12 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url") or "", poolclass=pool.NullPool)
+    engine = create_engine(
+        config.get_main_option("sqlalchemy.url") or "",
+        poolclass=pool.NullPool,
+        # Bounded as every other connection: a database that stops answering ends the migration.
+        connect_args=DatabaseBounds().connect_args(),
+    )
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata)
         with context.begin_transaction():

@@ -365,3 +365,22 @@ def test_the_watchdog_reaches_a_broker_whose_first_node_is_cut_off():
         finally:
             services.host.restore(DB_LINK)
         assert done.returncode == 0 and "reached" in done.stdout, done.stderr[-2000:]
+
+
+def test_a_worker_started_during_a_cut_exits_for_its_supervisor_within_the_bound():
+    """The supervisor's restart may come while the broker is still out of reach: the restarted
+    worker, which never gets ready, must end within the bound too instead of retrying for ever."""
+    with services_for("restarted") as services:
+        env = {**services.env, "BROKER_UNREACHABLE_EXIT_SECONDS": "10"}
+        services.host.cut(BROKER_LINK)
+        args = celery_worker_args(f"restarted-{os.getpid()}@worker", concurrency=1)
+        started = time.monotonic()
+        worker = services.host.run(f"bounded-waits-restarted-{os.getpid()}", args, env)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.proc.wait(WORKER_EXIT_BOUND_SECONDS + 60)
+        took = time.monotonic() - started
+        services.host.restore(BROKER_LINK)
+        record("worker started during a redis cut: exit", worker.proc.returncode or 0, took)
+        assert worker.proc.returncode == 69, (worker.proc.returncode, worker.output()[-3000:])
+        # Its start (imports, the database) comes out of the same bound here.
+        assert took < WORKER_EXIT_BOUND_SECONDS + 10, took
