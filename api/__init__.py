@@ -23,7 +23,7 @@ from api.webhook import webhook_blueprint
 from shared.config import Settings, load_settings
 from shared.infra.broker import make_producer
 from shared.infra.stripe_gateway import PaymentGateway
-from shared.ledger.receive.publisher import EventPublisher
+from shared.ledger.receive.publisher import WEBHOOK_BROKER_CONNECT_SECONDS, EventPublisher
 from shared.observability.logs import install_redaction
 from shared.payments import PaymentService
 from shared.payments.checkout_sessions import CheckoutSessions
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
 
     runtime = build_runtime(settings, answers_callers=True)
     # A caller waits on every publish: a broker that stops answering costs a webhook seconds.
-    producer = make_producer(settings, connect_timeout_seconds=2.0)
+    producer = make_producer(settings, connect_timeout_seconds=WEBHOOK_BROKER_CONNECT_SECONDS)
     api = ApiContext(
         runtime=runtime,
         payments=PaymentService(

@@ -44,13 +44,10 @@ def on_starting(server: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    from shared.infra.green import GreenWaits, make_psycopg2_cooperative
-    from shared.runtime import WEB_STATEMENT_SECONDS
+    from shared.infra.green import make_psycopg2_cooperative
+    from shared.runtime import web_green_waits
 
-    # Connected, an answer is owed within the statement timeout: the server answers a statement
-    # it cancels too. A margin past that, the server is gone.
-    waits = GreenWaits(connect_seconds=5.0, query_seconds=WEB_STATEMENT_SECONDS + 2.0)
-    make_psycopg2_cooperative(waits)
+    make_psycopg2_cooperative(web_green_waits())
 
 
 def child_exit(server: Any, worker: Any) -> None:

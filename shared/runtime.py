@@ -19,6 +19,7 @@ import shared.payments.handlers  # noqa: F401
 from shared.config import Settings
 from shared.db import DatabaseBounds, make_engine, make_session_factory
 from shared.infra.crypto import PayloadCipher
+from shared.infra.green import GreenWaits
 from shared.infra.stripe_gateway import StripeGateway, make_stripe_client
 from shared.ledger.event_rules import EventScope
 from shared.ledger.handlers import HandlerRegistry, load_handler_modules, registry
@@ -55,6 +56,16 @@ def database_bounds(policy: RetryPolicy, *, answers_callers: bool) -> DatabaseBo
     if not answers_callers:
         return bounds
     return replace(bounds, statement_seconds=WEB_STATEMENT_SECONDS, lock_seconds=WEB_LOCK_SECONDS)
+
+
+def web_green_waits() -> GreenWaits:
+    """The web's waits under gevent, from the same bounds as its sessions. Connected, an answer
+    is owed within the statement timeout (the server answers a statement it cancels too); a
+    margin past that, the server is gone."""
+    return GreenWaits(
+        connect_seconds=DatabaseBounds().connect_seconds,
+        query_seconds=WEB_STATEMENT_SECONDS + 2.0,
+    )
 
 
 def build_runtime(settings: Settings, *, answers_callers: bool = False) -> Runtime:

@@ -9,8 +9,8 @@ That callback connects through ``PQconnectPoll``, which ignores libpq's ``connec
 and a server that stops answering (no RST, no FIN) would hold a request for the kernel's TCP
 retries. So each wait has its own bound: the connect timeout while connecting, and the
 statement timeout plus a margin once connected (past it the server would have answered, even
-if only to cancel). At the bound the connection is closed and the request gets the database's
-503, as for any connection lost.
+if only to cancel). At the bound the connection's socket is shut down and the request gets the
+database's 503, as for any connection lost.
 """
 
 from __future__ import annotations

@@ -231,10 +231,7 @@ def test_readyz_names_the_broker_when_its_redis_dies(settings, database):
         response = client.get("/readyz")
     finally:
         own_redis.stop()
-    assert response.status_code == 503
-    assert "broker" in response.get_json()["failed"]
-    assert response.get_json()["checks"]["database"] is True
-    assert client.get("/healthz").status_code == 200
+    _names_the_dead_broker(client, response)
 
 
 @pytest.mark.skipif(not RABBITMQ_BIN.exists(), reason="RabbitMQ is not installed")
@@ -249,6 +246,11 @@ def test_readyz_names_the_broker_when_its_rabbitmq_dies(settings, database, tmp_
         response = client.get("/readyz")
     finally:
         node.stop()
+    _names_the_dead_broker(client, response)
+
+
+def _names_the_dead_broker(client: Any, response: Any) -> None:
+    """Not ready, for the broker alone; still alive."""
     assert response.status_code == 503
     assert "broker" in response.get_json()["failed"]
     assert response.get_json()["checks"]["database"] is True

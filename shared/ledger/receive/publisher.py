@@ -21,8 +21,9 @@ from shared.task_names import INGEST_EVENT_TASK
 PUBLISH_RETRY_PAUSES_SECONDS = (0.1, 0.3, 0.6, 1.0, 1.0, 1.0)
 PUBLISH_PATIENCE_SECONDS = 5.0
 # A publish from the webhook request must fail fast so we can answer 503 and Stripe redelivers:
-# on a broker that stops answering, a confirm's wait and one reconnect (the web producer's
-# connect timeout, 2 s) fit the patience.
+# on a broker that stops answering, a confirm's wait and one reconnect within the web producer's
+# connect timeout fit the patience.
+WEBHOOK_BROKER_CONNECT_SECONDS = 2.0
 WEBHOOK_PUBLISH_RETRY_POLICY = {
     "max_retries": 1,
     "interval_start": 0,
