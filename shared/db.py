@@ -106,7 +106,34 @@ def make_engine(
         **isolation,
     )
     _ping_when_idle(engine, ping_idle_seconds)
+    _fail_fast_while_unreachable(engine, bounds.connect_seconds)
     return engine
+
+
+def _fail_fast_while_unreachable(engine: Engine, connect_seconds: float) -> None:
+    """After a connect that waited out its whole timeout (packets vanish: a partition, a dead
+    host), the next ones in the following ``connect_seconds`` fail at once instead of waiting
+    again: a worker holding many messages gives each back at once rather than one timeout at a
+    time, and a web process answers 503 without tying up a slot. A refused connect fails fast
+    by itself and is not counted; nor is any that got an answer."""
+    timed_out_at: list[float] = []
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        if timed_out_at and time.monotonic() - timed_out_at[0] < connect_seconds:
+            ago = time.monotonic() - timed_out_at[0]
+            raise dialect.loaded_dbapi.OperationalError(
+                f"database unreachable: a connect timed out {ago:.1f} s ago"
+            )
+        started = time.monotonic()
+        try:
+            connection = dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.OperationalError:
+            if time.monotonic() - started > connect_seconds / 2:
+                timed_out_at[:] = [time.monotonic()]
+            raise
+        timed_out_at.clear()
+        return connection
 
 
 def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:

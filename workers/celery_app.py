@@ -17,6 +17,7 @@ from celery.signals import (
 from shared.config import load_settings
 from shared.db import make_engine, make_session_factory
 from shared.infra.broker_watchdog import PROBE_INTERVAL_SECONDS, BrokerWatchdog, broker_probe
+from shared.infra.database_watch import DatabaseWatch, QueueSwitch, database_probe
 from shared.infra.redis_transport import guard_closed_connections
 from shared.infra.task_auth import AuthenticatedTask, SigningCelery
 from shared.infra.topology import declare_dead_letters
@@ -91,10 +92,21 @@ _watchdogs: list[BrokerWatchdog] = []
 
 
 @worker_init.connect
-def _watch_broker(**_: Any) -> None:
+def _watch_broker(sender: Any = None, **_: Any) -> None:
     # Outside the event loop, which freezes when the broker stops answering (celery#4804); from
     # the start, so a worker that never reaches its broker (restarted during a cut) ends too.
     _start_watchdog()
+    _watch_database(sender.hostname)
+
+
+_database_watches: list[DatabaseWatch] = []
+
+
+def _watch_database(hostname: str) -> None:
+    switch = QueueSwitch(app, hostname)
+    watch = DatabaseWatch(database_probe(load_settings().database_url), switch.pause, switch.resume)
+    watch.start()
+    _database_watches.append(watch)
 
 
 def _start_watchdog() -> None:
@@ -113,6 +125,8 @@ def _forget_broker(**_: Any) -> None:
         _notes.pop().stop()
     while _watchdogs:
         _watchdogs.pop().stop()
+    while _database_watches:
+        _database_watches.pop().stop()
 
 
 @beat_init.connect

@@ -40,8 +40,13 @@ from devtools.processes import (
     wait_until,
 )
 from devtools.rabbitmq import RABBITMQ_BIN
+from shared.config import load_settings
 from shared.db import upgrade
+from shared.infra.broker import make_producer
+from shared.infra.crypto import PayloadCipher
+from shared.ledger.receive.publisher import EventPublisher
 from tests.conftest import API_CLIENT_KEY, ENCRYPTION_KEY, WEBHOOK_SECRET
+from tests.integration.test_multi_host import TABLES as HANDLER_TABLES
 from tests.integration.test_multi_host import Brokers, HostsPostgres, process_env
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
@@ -99,6 +104,8 @@ class Services:
     env: dict[str, str]
     # The database as the test itself reaches it, on loopback.
     local_database_url: str
+    # What a process in the root namespace (another host) is given: both services on loopback.
+    root_env: dict[str, str]
 
 
 @contextlib.contextmanager
@@ -121,7 +128,12 @@ def services_for(label: str, broker: str = "redis") -> Iterator[Services]:
         )
         env["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "metrics")
         (workdir / "metrics").mkdir()
-        yield Services(host, workdir, env, local_database_url)
+        root_env = {
+            **env,
+            **brokers.env("127.0.0.1"),
+            "DATABASE_URL": postgres.url_via("127.0.0.1"),
+        }
+        yield Services(host, workdir, env, local_database_url, root_env)
 
 
 @contextlib.contextmanager
@@ -333,6 +345,146 @@ def test_an_operators_command_on_a_host_cut_off_the_database_ends_within_the_bou
         took = time.monotonic() - started
         record("cli, database cut: payments dlq list", done.returncode, took)
         assert done.returncode != 0 and took < CLI_BOUND_SECONDS, (done.returncode, took)
+
+
+# A worker cut off from the database, its broker still answering, gives its work up for another
+# host: the keepalives of its sessions (10 s idle + 3 x 5 s probes; 25 s for what is sent and
+# never acknowledged) end its wait for an answer, the attempt fails as transient, its retry goes
+# back to the broker, and a worker that reaches the database does it. PostgreSQL ends the cut
+# host's transaction on the same keepalive bound, freeing the rows the other worker needs.
+WORK_HANDED_OVER_BOUND_SECONDS = 45.0
+HANDED_OVER_EVENTS = 6
+WORKER_SETTINGS = {
+    "HANDLER_MODULES": "tests.support.test_handlers",
+    "RETRY_BASE_SECONDS": "1",
+    "RECONCILE_INTERVAL_SECONDS": "3600",
+}
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_a_worker_cut_off_from_the_database_hands_its_work_to_another_host_within_the_bound(
+    broker,
+):
+    with services_for("dbcut", broker) as services, contextlib.ExitStack() as cleanup:
+        ledger = _Ledger(sqlalchemy.create_engine(services.local_database_url), services)
+        cleanup.callback(ledger.engine.dispose)
+        worker_a = _worker(services.host.run, "a", services.env)
+        cleanup.callback(worker_a.stop)
+        publish = _publisher(services.root_env, cleanup)
+        with ledger.effects_held():
+            ids = publish(HANDED_OVER_EVENTS)
+            wait_until(
+                lambda: ledger.blocked_on_a_lock() > 0 or not worker_a.alive(),
+                30,
+                "the cut host's worker inside an event's transaction",
+            )
+            services.host.cut(DB_LINK)
+            cut_at = time.monotonic()
+        worker_b = _worker(Process, "b", services.root_env)
+        cleanup.callback(worker_b.stop)
+        try:
+            wait_until(
+                lambda: ledger.done(ids) == set(ids),
+                WORK_HANDED_OVER_BOUND_SECONDS + 60,
+                "the cut host's work done by the other host",
+            )
+            took = time.monotonic() - cut_at
+        finally:
+            services.host.restore(DB_LINK)
+        record(f"worker, database cut ({broker}): its work done by another host", 0, took)
+        assert took < WORK_HANDED_OVER_BOUND_SECONDS, (took, worker_a.output()[-5000:])
+        assert ledger.applied_by(ids).get("b", 0) > 0, ledger.applied_by(ids)
+
+        # Back with no restart: with the other host gone, only the cut one can do new events.
+        worker_b.stop()
+        fresh = publish(4)
+        wait_until(lambda: ledger.done(fresh) == set(fresh), 60, "the cut host working again")
+        assert ledger.applied_by(fresh) == {"a": 2 * len(fresh)}
+        assert ledger.effects_applied_more_than_once() == []
+        assert worker_a.alive(), worker_a.output()[-5000:]
+
+
+def _worker(run: Any, label: str, env: dict[str, str]) -> Process:
+    name = f"bounded-{label}-{os.getpid()}@{label}"
+    args = celery_worker_args(name, concurrency=2)
+    worker: Process = run(
+        f"bounded-waits-worker-{label}-{os.getpid()}", args, {**env, **WORKER_SETTINGS}
+    )
+    wait_until(lambda: " ready." in worker.output() or not worker.alive(), 60, f"worker {label}")
+    assert worker.alive(), worker.output()[-5000:]
+    return worker
+
+
+def _publisher(env: dict[str, str], cleanup: contextlib.ExitStack) -> Any:
+    """Publishes ``count`` test.flaky events as the webhook receiver queues them."""
+    settings = load_settings(env)
+    producer = make_producer(settings)
+    cleanup.callback(producer.close)
+    publisher = EventPublisher(producer)
+    cipher = PayloadCipher(settings.encryption_keys)
+
+    def publish(count: int) -> list[str]:
+        events = [
+            stripe_events.event("test.flaky", {"id": stripe_events.new_id("obj"), "object": "test"})
+            for _ in range(count)
+        ]
+        for event in events:
+            publisher.publish(event, "webhook", cipher)
+        return [event["id"] for event in events]
+
+    return publish
+
+
+@dataclass
+class _Ledger:
+    """The test's handlers' effects, read on loopback: who applied what (by client address)."""
+
+    engine: sqlalchemy.Engine
+    services: Services
+
+    def __post_init__(self) -> None:
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(HANDLER_TABLES)
+
+    @contextlib.contextmanager
+    def effects_held(self) -> Iterator[None]:
+        """While this holds, every handler waits at its effect, inside its event's transaction."""
+        with self.engine.connect() as conn:
+            conn.execute(sqlalchemy.text("LOCK TABLE test_effects IN SHARE MODE"))
+            yield
+            conn.rollback()
+
+    def _rows(self, query: str, **params: Any) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sqlalchemy.text(query), params).all())
+
+    def blocked_on_a_lock(self) -> int:
+        address = self.services.host.links[DB_LINK].address
+        query = (
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE host(client_addr) = :address AND wait_event_type = 'Lock'"
+        )
+        return int(self._rows(query, address=address)[0][0])
+
+    def done(self, ids: list[str]) -> set[str]:
+        query = (
+            "SELECT event_id FROM handler_runs WHERE event_id = ANY(:ids) "
+            "GROUP BY event_id HAVING bool_and(status = 'done') AND count(*) = 2"
+        )
+        return {row[0] for row in self._rows(query, ids=ids)}
+
+    def applied_by(self, ids: list[str]) -> dict[str, int]:
+        query = (
+            "SELECT host(client_addr), count(*) FROM test_effects "
+            "WHERE event_id = ANY(:ids) GROUP BY 1"
+        )
+        cut_host = self.services.host.links[DB_LINK].address
+        labels = {cut_host: "a", "127.0.0.1": "b"}
+        return {labels.get(address, address): n for address, n in self._rows(query, ids=ids)}
+
+    def effects_applied_more_than_once(self) -> list[Any]:
+        query = "SELECT event_id, handler FROM test_effects GROUP BY 1, 2 HAVING count(*) > 1"
+        return self._rows(query)
 
 
 PROBE_THROUGH_A_CUT_NODE = """
