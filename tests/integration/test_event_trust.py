@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from devtools.processes import (
     REPO_ROOT,
     Process,
     celery_worker_args,
+    declare_worker_queues,
     free_port,
     port_open,
     python_module,
@@ -51,6 +53,7 @@ from tests.conftest import (
     WEBHOOK_SECRET,
     WORKER_METRICS_PORT,
 )
+from tests.support.brokers import rabbitmq_vhost
 
 SERVED_ACCOUNT = "acct_1ServedByUs0000"
 OTHER_ACCOUNT = "acct_1NotOurs00000000"
@@ -196,6 +199,22 @@ def test_publisher_queues_only_encrypted_events(quiet_settings, quiet_redis):
     (message,) = [json.loads(m) for m in raw]
     args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
     assert event["id"] not in args[0]
+    assert PayloadCipher((ENCRYPTION_KEY,)).decrypt(args[0])["id"] == event["id"]
+
+
+@pytest.mark.skipif(not shutil.which("rabbitmqctl"), reason="RabbitMQ is not installed")
+def test_publisher_queues_only_encrypted_events_on_rabbitmq(quiet_settings):
+    event = a_payment_event()
+    with rabbitmq_vhost(f"payments-trust-{os.getpid()}") as url:
+        producer = make_producer(replace(quiet_settings, broker_url=url))
+        declare_worker_queues(producer)
+        EventPublisher(producer).publish(event, "webhook", PayloadCipher((ENCRYPTION_KEY,)))
+        with producer.connection_for_write() as connection:
+            message = connection.default_channel.basic_get(EVENTS_QUEUE, no_ack=True)
+        producer.close()
+    assert message is not None
+    assert event["id"] not in message.body
+    args, _kwargs, _embed = json.loads(message.body)
     assert PayloadCipher((ENCRYPTION_KEY,)).decrypt(args[0])["id"] == event["id"]
 
 

@@ -1,17 +1,23 @@
-"""Each task lands in exactly one queue, on a real Redis with every queue declared."""
+"""Each task lands in exactly one queue, on a real Redis and on a real RabbitMQ (quorum queues,
+a virtual host of the test's own) with every queue declared as a worker declares it. The
+receiver's direct Redis publish exists on Redis only, and so do its tests."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
+from dataclasses import replace
 
 import kombu.exceptions
 import pytest
 
-from devtools.processes import declare_worker_queues, free_port
+from devtools.processes import declare_worker_queues, free_port, wait_until
 from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE, make_producer
 from shared.infra.redis_publish import RedisTaskPublisher
 from shared.task_names import INGEST_EVENT_TASK, RUN_HANDLER_TASK
+from tests.support.brokers import rabbitmq_in_flight, rabbitmq_queue_types, rabbitmq_vhost
 
 
 @pytest.mark.parametrize(
@@ -29,6 +35,31 @@ def test_task_is_routed_to_its_queue_only(quiet_settings, quiet_redis, task, que
         EVENTS_QUEUE: int(queue == EVENTS_QUEUE),
         HANDLERS_QUEUE: int(queue == HANDLERS_QUEUE),
     }
+
+
+@pytest.mark.skipif(not shutil.which("rabbitmqctl"), reason="RabbitMQ is not installed")
+@pytest.mark.parametrize(
+    ("task", "queue"), [(INGEST_EVENT_TASK, EVENTS_QUEUE), (RUN_HANDLER_TASK, HANDLERS_QUEUE)]
+)
+def test_task_is_routed_to_its_quorum_queue_only_on_rabbitmq(quiet_settings, task, queue):
+    vhost = f"payments-routing-{os.getpid()}-{queue}"
+    with rabbitmq_vhost(vhost) as url:
+        producer = make_producer(replace(quiet_settings, broker_url=url))
+        declare_worker_queues(producer)
+        producer.send_task(task, args=["x", "y"])
+        producer.close()
+        expected = {
+            EVENTS_QUEUE: int(queue == EVENTS_QUEUE),
+            HANDLERS_QUEUE: int(queue == HANDLERS_QUEUE),
+        }
+
+        def lengths() -> dict[str, int]:
+            counts = rabbitmq_in_flight(vhost)
+            return {name: counts[name] for name in (EVENTS_QUEUE, HANDLERS_QUEUE)}
+
+        wait_until(lambda: lengths() == expected, 10, f"the task in {queue} only")
+        types = rabbitmq_queue_types(vhost)
+        assert (types[EVENTS_QUEUE], types[HANDLERS_QUEUE]) == ("quorum", "quorum")
 
 
 def _stored(quiet_redis, queue: str) -> dict:
