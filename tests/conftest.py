@@ -44,6 +44,28 @@ from tests.support.brokers import (
 )
 from tests.support.fake_sentry import FakeSentry
 
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests first, dealt out over the parallel processes. pytest-xdist's worksteal
+    hands each process a contiguous share of this order: each share starts with its long tests,
+    so none is left to run by itself at the end while the other processes idle. (No long test
+    shares a module-scoped fixture: moving one never sets a fixture up twice.)"""
+    processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    long = [item for item in items if item.get_closest_marker("long")]
+    if processes < 2 or not long:
+        return
+    rest = [item for item in items if not item.get_closest_marker("long")]
+    ordered: list[pytest.Item] = []
+    for index in range(processes):
+        share = long[index::processes]
+        size = (index + 1) * len(items) // processes - index * len(items) // processes
+        taken = max(0, size - len(share))
+        ordered += share + rest[:taken]
+        rest = rest[taken:]
+    items[:] = ordered + rest
+
+
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 # Each test session runs its own Redis on a spare port: parallel runs never share queues, and
 # the machine's Redis (a dev stack's broker) is never flushed.

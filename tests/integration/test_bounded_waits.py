@@ -49,7 +49,10 @@ from tests.conftest import API_CLIENT_KEY, ENCRYPTION_KEY, WEBHOOK_SECRET
 from tests.integration.test_multi_host import TABLES as HANDLER_TABLES
 from tests.integration.test_multi_host import Brokers, HostsPostgres, process_env
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
+    pytest.mark.long,
+]
 
 DB_LINK, BROKER_LINK = 0, 1
 # The promise: a request whose dependency stopped answering is answered within this. Today's

@@ -121,6 +121,7 @@ def test_transient_failures_dead_letter_after_max_attempts(api, sessions):
     assert "ConnectionError: simulated outage" in (dead["tests.flaky"].last_error or "")
 
 
+@pytest.mark.long
 def test_permanent_failure_is_dead_lettered_then_succeeds_on_replay(
     api, sessions, cli, poison, settle
 ):
@@ -397,6 +398,7 @@ def test_admin_api_lists_and_replays_dead_runs(api, sessions, poison):
     assert unknown.status_code == 400
 
 
+@pytest.mark.long
 def test_handler_that_kills_its_worker_ends_dead_not_redelivered_for_ever(api, sessions, settings):
     event_id = send(api, "test.crash")
 

@@ -76,7 +76,10 @@ from tests.conftest import ENCRYPTION_KEY, WEBHOOK_SECRET
 # handlers, as the workers do (conftest imports this module too, for its tables).
 from tests.support import test_handlers  # noqa: F401
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
+    pytest.mark.long,
+]
 
 EVENTS = 300
 PUBLISH_SECONDS = 24.0

@@ -89,6 +89,7 @@ def node(tmp_path: Path) -> Iterator[OwnRabbitNode]:
         node.stop()
 
 
+@pytest.mark.long
 def test_a_quorum_queue_keeps_every_confirmed_message_through_a_node_kill(cluster):
     assert cluster.running_nodes() == {node.nodename for node in cluster.nodes}
     queue = quorum_queue("payments-quorum-probe")

@@ -335,6 +335,7 @@ def test_the_cli_captures_and_cancels(api, stand_in, settings, cli):
     assert f"payment {pending}: canceled in the ledger" in canceled.stdout
 
 
+@pytest.mark.long
 def test_the_cli_says_what_went_wrong(api, stand_in, cli):
     intent_id = paid(api, stand_in)
 
