@@ -191,7 +191,17 @@ def test_worker_logs_carry_task_and_event_ids(api, worker, settle):
         "payment_intent.processing", stripe_events.payment_intent(status="processing")
     )
     assert api.post_webhook(*stripe_events.signed(event, WEBHOOK_SECRET)).status_code == 200
+    # And one whose first attempt fails inside its batch: the failure is reported there.
+    flaky = stripe_events.event(
+        "test.flaky", {"id": stripe_events.new_id("obj"), "object": "test", "fail_times": 1}
+    )
+    assert api.post_webhook(*stripe_events.signed(flaky, WEBHOOK_SECRET)).status_code == 200
     api.wait_for_status(event["data"]["object"]["id"], "processing")
+    wait_until(
+        lambda: f"run {flaky['id']}/tests.flaky failed" in worker.output(),
+        30,
+        "the flaky run's failure reported",
+    )
     # Every task of this event has returned (a task is acknowledged only then), so every line
     # it logged is in the file.
     settle()

@@ -207,9 +207,11 @@ def _one_try(
             applied[event.id] = _Applied(new, outcome, [])
         if rows:
             session.execute(INSERT_RUN_OUTCOMES, rows)
-    for one in applied.values():
+    for event in events:
+        one = applied[event.id]
         if one.recorded is not None:
-            _report(one.outcome, one.recorded)
+            with bound(**_log_ids(event)):
+                _report(one.outcome, one.recorded)
     return applied
 
 
