@@ -11,6 +11,7 @@ from __future__ import annotations
 from flask import Flask
 
 from api.admin import make_admin_blueprint
+from api.admin_effects import admin_effects_blueprint
 from api.admin_payments import admin_payments_blueprint
 from api.bodies import MAX_WEBHOOK_BYTES, read_capped_body
 from api.checkout import checkout_blueprint
@@ -67,4 +68,5 @@ def create_app(settings: Settings | None = None, *, gateway: PaymentGateway | No
     app.register_blueprint(ops_blueprint(api, limits))
     app.register_blueprint(make_admin_blueprint(api, limits))
     app.register_blueprint(admin_payments_blueprint(api, limits))
+    app.register_blueprint(admin_effects_blueprint(api, limits))
     return app

@@ -10,7 +10,9 @@ from cli.admin import admin
 from cli.db import db
 from cli.dev import dev
 from cli.dlq import dlq
+from cli.effects import effects
 from cli.events import events
+from cli.handlers import handlers_command
 from cli.keys import keys
 from cli.ops import doctor_command, worker_check
 from cli.payments import cancel, capture, payments, refund
@@ -27,6 +29,8 @@ for command in (
     db,
     webhook,
     dlq,
+    effects,
+    handlers_command,
     events,
     reconcile_command,
     worker_check,

@@ -8,6 +8,7 @@ import click
 from sqlalchemy import func, select
 
 from cli.common import format_table, operator_runtime
+from shared.effects.relay import rotate_effect_payloads
 from shared.infra.crypto import generate_key, rotate_stored_payloads
 from shared.models import StripeEvent
 
@@ -43,3 +44,4 @@ def keys_rotate() -> None:
             [[str(total), str(rotated), str(encrypted), str(total - rotated - encrypted)]],
         )
     )
+    click.echo(f"side effects re-encrypted: {rotate_effect_payloads(rt.sessions, rt.cipher)}")

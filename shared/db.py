@@ -161,8 +161,11 @@ def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
             raise DisconnectionError() from exc
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+def make_session_factory(engine: Engine, cipher: Any = None) -> sessionmaker[Session]:
+    """``cipher`` (a PayloadCipher): what the ledger's sessions encrypt handlers' effects with
+    (shared.effects.outbox); a session without one refuses to take an effect."""
+    info = {"payload_cipher": cipher} if cipher is not None else {}
+    return sessionmaker(bind=engine, expire_on_commit=False, info=info)
 
 
 def execute_alone(

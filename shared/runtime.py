@@ -76,13 +76,14 @@ def build_runtime(settings: Settings, *, answers_callers: bool = False) -> Runti
     policy = RetryPolicy.from_settings(settings)
     bounds = database_bounds(policy, answers_callers=answers_callers)
     url = settings.database_url
+    cipher = PayloadCipher(settings.encryption_keys)
     return Runtime(
         settings=settings,
-        sessions=make_session_factory(make_engine(url, bounds=bounds)),
+        sessions=make_session_factory(make_engine(url, bounds=bounds), cipher),
         # Statements hold a connection for a millisecond: a few suffice. An engine opens
         # nothing until used, so processes that never write this way pay nothing.
         statements=make_engine(url, pool_size=2, max_overflow=3, autocommit=True, bounds=bounds),
-        cipher=PayloadCipher(settings.encryption_keys),
+        cipher=cipher,
         stripe_client=client,
         gateway=StripeGateway(client),
         policy=policy,

@@ -15,6 +15,7 @@ def start_worker_metrics(settings: Settings) -> WSGIServer:
     from prometheus_client import make_wsgi_app
 
     from shared.db import make_engine, make_session_factory
+    from shared.effects.relay import count_dead_effects
     from shared.infra.broker import make_producer, queue_depths
     from shared.infra.topology import dead_letter_depth
     from shared.ledger.recovery.dead_letters import count_dead
@@ -29,6 +30,7 @@ def start_worker_metrics(settings: Settings) -> WSGIServer:
             lambda: count_dead(sessions),
             lambda: queue_depths(producer),
             lambda: dead_letter_depth(producer),
+            lambda: count_dead_effects(sessions),
         ),
     )
     app = make_wsgi_app(registry)

@@ -11,6 +11,8 @@ from typing import Any
 from celery import Task
 
 from shared.config import load_settings
+from shared.effects.kinds import EffectSettings, kinds_with_builtins
+from shared.effects.relay import RELAY_PASS_SECONDS, relay_due
 from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE, enqueue_run
 from shared.infra.task_batches import BatchItem, batching_strategy, redelivered
 from shared.infra.topology import broker_countdown
@@ -43,6 +45,7 @@ from shared.task_names import (
     INGEST_EVENT_TASK,
     PRUNE_TASK,
     RECONCILE_TASK,
+    RELAY_EFFECTS_TASK,
     RUN_HANDLER_TASK,
     SWEEP_TASK,
 )
@@ -271,3 +274,16 @@ def reconcile_events() -> int:
     for event_id, handler in result.pending_runs:
         _enqueue(event_id, handler)
     return result.recovered
+
+
+@app.task(
+    name=RELAY_EFFECTS_TASK,
+    ignore_result=True,
+    soft_time_limit=RELAY_PASS_SECONDS * 3,
+    time_limit=RELAY_PASS_SECONDS * 3 + 10,
+)
+def relay_effects() -> int:
+    rt = runtime()
+    kinds = kinds_with_builtins(EffectSettings.of(rt.settings))
+    deadline = time.monotonic() + RELAY_PASS_SECONDS
+    return relay_due(rt.sessions, kinds, rt.cipher, rt.policy, deadline=deadline).delivered

@@ -106,6 +106,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         **_stores(env),
         **_delivery(env),
         **_maintenance(env),
+        **_effects(env),
         **_protection(env),
         **_observability(env),
         **_callers(env),
@@ -188,6 +189,17 @@ def _maintenance(env: Mapping[str, str]) -> Fields:
         ),
         "reconcile_lookback_seconds": _lookback(env),
         "event_retention_days": _retention_days(env),
+    }
+
+
+def _effects(env: Mapping[str, str]) -> Fields:
+    """The relay of handlers' side effects and what the built-in kinds reach."""
+    return {
+        "effects_relay_interval_seconds": _positive_int(env, "EFFECTS_RELAY_INTERVAL_SECONDS", 2),
+        "effects_timeout_seconds": _positive_int(env, "EFFECTS_TIMEOUT_SECONDS", 10),
+        "smtp_host": env.get("SMTP_HOST", "localhost"),
+        "smtp_port": _positive_int(env, "SMTP_PORT", 25),
+        "effects_email_from": env.get("EFFECTS_EMAIL_FROM", "payments@localhost"),
     }
 
 

@@ -100,6 +100,14 @@ class Settings:
     # supervisor to restart it (shared.infra.broker_watchdog); 0 never does.
     broker_unreachable_exit_seconds: int = 60
     sweep_interval_seconds: int = DEFAULT_SWEEP_INTERVAL_SECONDS
+    # How often beat starts a relay pass over the outbox of handlers' side effects.
+    effects_relay_interval_seconds: int = 2
+    # The built-in effects: the longest any one network wait of a delivery may take, and the
+    # SMTP server and sender of the email effect.
+    effects_timeout_seconds: int = 10
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    effects_email_from: str = "payments@localhost"
     sweep_pending_seconds: int = DEFAULT_SWEEP_PENDING_SECONDS
     reconcile_interval_seconds: int = DEFAULT_RECONCILE_INTERVAL_SECONDS
     # Beat prunes events (and their finished runs) older than this; 0 keeps them for ever.

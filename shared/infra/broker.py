@@ -25,6 +25,7 @@ from shared.task_names import (
     INGEST_EVENT_TASK,
     PRUNE_TASK,
     RECONCILE_TASK,
+    RELAY_EFFECTS_TASK,
     RUN_HANDLER_TASK,
     SWEEP_TASK,
 )
@@ -33,6 +34,10 @@ from shared.task_names import (
 PRUNE_INTERVAL_SECONDS = 3600.0
 EVENTS_QUEUE = "events"
 HANDLERS_QUEUE = "handlers"
+# Handlers' side effects wait on servers outside (SMTP, HTTP): a queue and worker of their own,
+# so a slow one never holds up the ledger's processes.
+EFFECTS_QUEUE = "effects"
+WORK_QUEUES = (EVENTS_QUEUE, HANDLERS_QUEUE, EFFECTS_QUEUE)
 
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
@@ -114,7 +119,7 @@ def _delivery_settings(settings: Settings) -> dict[str, Any]:
 def _routing_settings(settings: Settings) -> dict[str, Any]:
     limit = delivery_limit(settings.handler_max_attempts)
     return {
-        "task_queues": task_queues(settings.broker, (EVENTS_QUEUE, HANDLERS_QUEUE), limit),
+        "task_queues": task_queues(settings.broker, WORK_QUEUES, limit),
         "task_default_exchange": HANDLERS_QUEUE,
         "task_default_routing_key": HANDLERS_QUEUE,
         "task_default_queue": HANDLERS_QUEUE,
@@ -125,6 +130,7 @@ def _routing_settings(settings: Settings) -> dict[str, Any]:
             SWEEP_TASK: {"queue": EVENTS_QUEUE},
             RECONCILE_TASK: {"queue": EVENTS_QUEUE},
             PRUNE_TASK: {"queue": EVENTS_QUEUE},
+            RELAY_EFFECTS_TASK: {"queue": EFFECTS_QUEUE},
         },
         "task_create_missing_queues": False,
     }
@@ -143,6 +149,11 @@ def _schedule_settings(settings: Settings) -> dict[str, Any]:
                 "task": RECONCILE_TASK,
                 "schedule": float(settings.reconcile_interval_seconds),
                 "options": {"expires": float(settings.reconcile_interval_seconds)},
+            },
+            "relay-effects": {
+                "task": RELAY_EFFECTS_TASK,
+                "schedule": float(settings.effects_relay_interval_seconds),
+                "options": {"expires": float(settings.effects_relay_interval_seconds)},
             },
             **_prune_schedule(settings),
         }
@@ -191,7 +202,7 @@ def queue_depths(app: Celery) -> dict[str, int]:
     depths = {}
     with app.connection_for_read() as connection:
         channel = connection.default_channel
-        for name in (EVENTS_QUEUE, HANDLERS_QUEUE):
+        for name in WORK_QUEUES:
             declared = app.amqp.queues[name](channel).queue_declare()
             depths[name] = int(declared.message_count)
     return depths

@@ -81,6 +81,11 @@ HANDLER_RUNS = Counter(
     "Handler run attempts by outcome (done, retry, dead).",
     ["handler", "status"],
 )
+EFFECTS_DELIVERED = Counter(
+    "effects_deliveries_total",
+    "Deliveries of handlers' side effects by kind and outcome (done, retry, dead).",
+    ["kind", "result"],
+)
 DEAD_LETTERED = Counter(
     "handler_runs_dead_lettered_total",
     "Handler runs that used up their attempts and went to the dead-letter list.",
@@ -157,8 +162,10 @@ class LedgerCollector(Collector):
         count_dead: Callable[[], int],
         queue_depths: Callable[[], dict[str, int]],
         broker_dead_letters: Callable[[], int | None] = lambda: None,
+        count_dead_effects: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._count_dead = count_dead
+        self._count_dead_effects = count_dead_effects
         self._queue_depths = queue_depths
         self._broker_dead_letters = broker_dead_letters
 
@@ -170,6 +177,7 @@ class LedgerCollector(Collector):
             # The scrape must answer even with the database down.
             log.warning("dead_letters: database unreachable", exc_info=True)
         yield dead
+        yield from self._collect_dead_effects()
         depth = GaugeMetricFamily("queue_depth", "Messages waiting in a queue.", labels=["queue"])
         try:
             for queue, length in self._queue_depths().items():
@@ -179,6 +187,17 @@ class LedgerCollector(Collector):
             log.warning("queue_depth: broker unreachable", exc_info=True)
         yield depth
         yield from self._collect_broker_dead_letters()
+
+    def _collect_dead_effects(self) -> Iterable[Metric]:
+        try:
+            count = self._count_dead_effects()
+        except Exception:
+            log.warning("effects_dead: database unreachable", exc_info=True)
+            return
+        if count is not None:
+            gauge = GaugeMetricFamily("effects_dead", "Side effects in the dead-letter list.")
+            gauge.add_metric([], count)
+            yield gauge
 
     def _collect_broker_dead_letters(self) -> Iterable[Metric]:
         try:

@@ -17,7 +17,8 @@ from tests.support import locks
 
 OPS = REPO_ROOT / "shared" / "ops"
 LONG_RUNNING = {
-    "postgres", "redis", "ratelimit", "proxy", "web", "worker", "beat", "flower", "localstripe",
+    "postgres", "redis", "ratelimit", "proxy", "web", "worker", "effects", "beat", "flower",
+    "localstripe",
 }  # fmt: skip
 
 
@@ -162,7 +163,7 @@ def test_procfile_has_every_process():
         for line in (REPO_ROOT / "Procfile").read_text().splitlines()
         if line.strip()
     }
-    assert names == {"web", "worker", "beat", "flower", "stripe"}
+    assert names == {"web", "worker", "effects", "beat", "flower", "stripe"}
 
 
 SECRETS = (

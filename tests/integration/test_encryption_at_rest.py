@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from devtools import stripe_events
 from devtools.processes import REPO_ROOT, run_payments
+from shared.db import make_session_factory
+from shared.effects.outbox import Effects
+from shared.effects.relay import rotate_effect_payloads
 from shared.infra.crypto import PayloadCipher, rotate_stored_payloads
 from shared.ledger.event_rows import record_event, stored_payload
-from shared.models import StripeEvent
+from shared.models import OutboxEffect, StripeEvent
 from tests.conftest import ENCRYPTION_KEY, NEXT_ENCRYPTION_KEY
 
 
@@ -75,6 +78,11 @@ def test_rotation_reencrypts_old_rows_and_encrypts_plaintext_ones(sessions, sett
             {"p": json.dumps(legacy_plaintext), "id": legacy_plaintext["id"]},
         )
     assert "Jenny Rosen" in raw_row(sessions, legacy_plaintext["id"])
+    # A side effect asked for under the old key: its URL may be a credential.
+    with make_session_factory(sessions.kw["bind"], old_cipher).begin() as session:
+        Effects(session, under_old_key["id"], "tests.rotation").http(
+            "notice", "https://hooks.example/T0KEN", {"n": 1}
+        )
 
     # The new key goes first; the old one stays to decrypt until rotation is done.
     env = {
@@ -95,6 +103,13 @@ def test_rotation_reencrypts_old_rows_and_encrypts_plaintext_ones(sessions, sett
             # Readable with the new key alone: the old one can now be retired.
             assert stored_payload(row, new_only)["id"] == event["id"]
     assert "Jenny Rosen" not in raw_row(sessions, legacy_plaintext["id"])
+    with sessions() as session:
+        effect = session.scalars(
+            select(OutboxEffect).where(OutboxEffect.event_id == under_old_key["id"])
+        ).one()
+        assert new_only.decrypt(effect.payload_encrypted)["url"] == "https://hooks.example/T0KEN"
 
     # Put the suite's key back in front for the rest of the tests.
-    rotate_stored_payloads(sessions, PayloadCipher((ENCRYPTION_KEY, NEXT_ENCRYPTION_KEY)))
+    suite_first = PayloadCipher((ENCRYPTION_KEY, NEXT_ENCRYPTION_KEY))
+    rotate_stored_payloads(sessions, suite_first)
+    rotate_effect_payloads(sessions, suite_first)

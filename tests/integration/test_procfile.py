@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -92,6 +93,7 @@ def test_worker_and_beat_start_by_themselves_and_consume(
     clean_copy: Path, procfile_env, database
 ) -> None:
     worker = honcho(clean_copy, "worker", procfile_env, free_port())
+    effects = honcho(clean_copy, "effects", procfile_env, free_port())
     beat = honcho(clean_copy, "beat", procfile_env, free_port())
     try:
 
@@ -109,6 +111,15 @@ def test_worker_and_beat_start_by_themselves_and_consume(
             "beat to write its schedule",
         )
         assert beat.alive(), beat.output()
+        # Beat's relay passes reach the effects worker, on its own queue.
+        relayed = re.compile(r"Task payments\.relay_effects\[[0-9a-f-]+\] succeeded")
+        wait_until(
+            lambda: bool(relayed.search(effects.output())) or not effects.alive(),
+            60,
+            "the effects worker running beat's relay passes",
+        )
+        assert effects.alive(), effects.output()
     finally:
         beat.stop()
+        effects.stop()
         worker.stop()

@@ -101,3 +101,14 @@ def slow(session: Session, event: EventView) -> None:
 def effect(session: Session, event: EventView) -> None:
     _count_call(session, event, "tests.effect")
     _effect(session, event, "tests.effect")
+
+
+@registry.handles("test.outbox", name="tests.outbox")
+def outbox(session: Session, event: EventView) -> None:
+    """Asks for a receipt email and an HTTP notice; then fails, when told to, after asking."""
+    assert event.effects is not None
+    obj = event.object
+    event.effects.email("receipt", obj["to"], f"Receipt for {obj['id']}", "Thank you.")
+    event.effects.http("notice", obj["url"], {"object": obj["id"]})
+    if obj.get("fail_after_asking"):
+        raise ValueError("failed after asking for its effects")

@@ -1,8 +1,10 @@
 """The handler registry: which handlers run for which Stripe event types.
 
 A handler is a function ``(session, event) -> None`` that applies its effect inside the session's
-transaction; the run is marked done in that same transaction, so the effect happens once. Its
-registered name is stored in ``handler_runs`` and must stay stable across releases.
+transaction; the run is marked done in that same transaction, so the effect happens once. What
+reaches outside the database goes through ``event.effects`` (shared.effects.outbox), committed
+with the run and delivered after it. Its registered name is stored in ``handler_runs`` and must
+stay stable across releases.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import packages_distributions
 from typing import Any
 
 from sqlalchemy.orm import Session
+from stripe import Event, StripeObject
 
+from shared.effects.outbox import Effects
 from shared.infra.stripe_gateway import PaymentIntentReader
 from shared.validation import CALLER_METADATA_KEY
 
@@ -29,11 +34,37 @@ class EventView:
     # Read access to Stripe's current objects, for handlers that must settle a tie; None where
     # the caller has no Stripe client (handlers then fall back to the event alone).
     stripe: PaymentIntentReader | None = None
+    # Side effects, asked for in the handler's transaction and delivered once it commits; set
+    # for each handler call (shared.ledger.runs.apply.call_handler).
+    effects: Effects | None = None
 
     @property
     def object(self) -> dict[str, Any]:
+        """The event's object, as the JSON Stripe sent."""
         obj: dict[str, Any] = self.payload["data"]["object"]
         return obj
+
+    @property
+    def stripe_object(self) -> StripeObject:
+        """The event's object as the Stripe SDK builds it (``stripe.PaymentIntent``,
+        ``stripe.Charge``...), with attribute access: ``event.stripe_object.amount``."""
+        obj: StripeObject = Event.construct_from(self.payload, None).data.object
+        return obj
+
+    @property
+    def account(self) -> str | None:
+        """The connected account the event is about (Connect), or None for the platform's own."""
+        account = self.payload.get("account")
+        return account if isinstance(account, str) else None
+
+    @property
+    def livemode(self) -> bool:
+        return bool(self.payload.get("livemode"))
+
+    @property
+    def api_version(self) -> str | None:
+        version = self.payload.get("api_version")
+        return version if isinstance(version, str) else None
 
     @property
     def payments_caller(self) -> str | None:
@@ -84,6 +115,32 @@ class HandlerRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._handlers)
+
+    def describe(self) -> list[HandlerInfo]:
+        """Each handler: its name, the event types it runs for and where its code is."""
+        types: dict[str, list[str]] = defaultdict(list)
+        for event_type, names in self._by_type.items():
+            for name in names:
+                types[name].append(event_type)
+        return [
+            HandlerInfo(name, sorted(types[name]), _source(self._handlers[name]))
+            for name in self.names()
+        ]
+
+
+@dataclass(frozen=True)
+class HandlerInfo:
+    name: str
+    event_types: list[str]
+    # The handler's module, and the installed distribution it comes from when there is one.
+    source: str
+
+
+def _source(func: Handler) -> str:
+    module = getattr(func, "__module__", "?")
+    top = module.split(".")[0]
+    distributions = packages_distributions().get(top, [])
+    return f"{module} ({distributions[0]})" if distributions else module
 
 
 class UnknownHandler(LookupError):

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
+from shared.effects.outbox import Effects
 from shared.infra.stripe_gateway import PaymentIntentReader
 from shared.ledger.event_rows import RecordedEvent
 from shared.ledger.handlers import EventView, HandlerRegistry
@@ -40,9 +42,10 @@ from shared.models import HandlerRun, RunStatus
 def call_handler(
     session: Session, registry: HandlerRegistry, handler: str, view: EventView
 ) -> None:
-    """Apply one handler to one event in the caller's transaction. Its pending ORM changes are
-    flushed here, so what they raise is its own failure, not the next handler's."""
-    registry.get(handler)(session, view)
+    """Apply one handler to one event in the caller's transaction, the effects it asks for
+    written in that transaction too. Its pending ORM changes are flushed here, so what they
+    raise is its own failure, not the next handler's."""
+    registry.get(handler)(session, replace(view, effects=Effects(session, view.id, handler)))
     session.flush()
 
 

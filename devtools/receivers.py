@@ -1,0 +1,137 @@
+"""Servers that receive what handlers' effects send, for tests and the dev stack: an SMTP server
+that keeps every message, and an HTTP endpoint that keeps every POST (and answers with the
+statuses it is told to). Both speak the real protocols to the real clients (smtplib,
+requests), on loopback ports of their own.
+
+The SMTP server is a small one of ours: aiosmtpd, the usual choice, is not in this machine's
+package index. It speaks what smtplib needs (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT).
+"""
+
+from __future__ import annotations
+
+import email
+import json
+import socketserver
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    """What a receiver got, in order; safe to read while it runs."""
+
+    items: list[Any] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, item: Any) -> None:
+        with self.lock:
+            self.items.append(item)
+
+    def all(self) -> list[Any]:
+        with self.lock:
+            return list(self.items)
+
+
+class _SmtpSession(socketserver.StreamRequestHandler):
+    server: _SmtpServer
+
+    def _say(self, line: str) -> None:
+        self.wfile.write(line.encode() + b"\r\n")
+
+    def handle(self) -> None:
+        self._say("220 payments-test-smtp ready")
+        while line := self.rfile.readline():
+            verb = line.decode(errors="replace").strip().split(" ", 1)[0].upper()
+            if verb in ("EHLO", "HELO"):
+                self._say("250 payments-test-smtp")
+            elif verb == "DATA":
+                self._say("354 end with <CRLF>.<CRLF>")
+                self.server.received.add(email.message_from_bytes(self._data()))
+                self._say("250 queued")
+            elif verb == "QUIT":
+                self._say("221 bye")
+                return
+            elif verb in ("MAIL", "RCPT", "RSET", "NOOP"):
+                self._say("250 ok")
+            else:
+                self._say("502 not implemented")
+
+    def _data(self) -> bytes:
+        lines = []
+        while (line := self.rfile.readline()) not in (b".\r\n", b".\n", b""):
+            lines.append(line[1:] if line.startswith(b"..") else line)
+        return b"".join(lines)
+
+
+class _SmtpServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    received: Received
+
+
+@contextmanager
+def smtp_sink() -> Iterator[tuple[int, Received]]:
+    """An SMTP server on a loopback port: yields the port and the messages it received."""
+    server = _SmtpServer(("127.0.0.1", 0), _SmtpSession)
+    server.received = Received()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], server.received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass(frozen=True)
+class Post:
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+class _PostHandler(BaseHTTPRequestHandler):
+    server: _PostServer
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(length) or b"null")
+        self.server.received.add(Post(self.path, dict(self.headers.items()), body))
+        status = self.server.statuses.pop(0) if self.server.statuses else 200
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _PostServer(ThreadingHTTPServer):
+    daemon_threads = True
+    received: Received
+    statuses: list[int]
+
+
+@contextmanager
+def http_receiver(statuses: list[int] | None = None) -> Iterator[tuple[str, Received]]:
+    """An HTTP endpoint on a loopback port that keeps every POST and answers ``statuses`` in
+    turn (200 once they are used up): yields its base URL and what it received."""
+    server = _PostServer(("127.0.0.1", 0), _PostHandler)
+    server.received = Received()
+    server.statuses = list(statuses or [])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def message_ids(messages: list[Message]) -> list[str]:
+    return [str(message["Message-ID"]) for message in messages]
