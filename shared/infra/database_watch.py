@@ -43,6 +43,8 @@ class DatabaseWatch:
         self._resume = resume
         self._interval = interval_seconds
         self.paused = False
+        self._pause_confirmed = False
+        self._resume_asked = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="database-watch", daemon=True)
 
@@ -53,7 +55,9 @@ class DatabaseWatch:
         self._stop.set()
 
     def check(self) -> None:
-        """One probe. A pause or resume the worker did not confirm is asked again next time."""
+        """One probe. A switch the worker did not confirm is asked again at the next probe: its
+        reply may be lost while the command itself went through, so once a pause was asked the
+        worker is treated as paused until a resume is confirmed (both are idempotent)."""
         try:
             self._probe()
         except Exception as exc:  # noqa: BLE001 - any failure to reach the database counts
@@ -62,11 +66,16 @@ class DatabaseWatch:
                     "database unreachable (%s): this worker takes no work until it answers",
                     _first_line(exc),
                 )
-                self.paused = self._pause()
+            if not (self.paused and self._pause_confirmed):
+                self._pause_confirmed = self._pause()
+            self.paused = True
             return
         if self.paused:
-            log.warning("database reachable again: this worker takes work again")
-            self.paused = not self._resume()
+            if not self._resume_asked:
+                log.warning("database reachable again: this worker takes work again")
+            self._resume_asked = True
+            if self._resume():
+                self.paused = self._pause_confirmed = self._resume_asked = False
 
     def _watch(self) -> None:
         while not self._stop.wait(self._interval):

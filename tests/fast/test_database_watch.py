@@ -67,10 +67,28 @@ def test_a_switch_the_worker_did_not_confirm_is_asked_again():
     assert worker.calls == ["pause", "pause"]
     worker.confirms = True
     dog.check()
+    dog.check()
+    assert worker.calls == ["pause", "pause", "pause"]
     worker.reachable, worker.confirms = True, False
     dog.check()
     dog.check()
-    assert worker.calls == ["pause", "pause", "pause", "resume", "resume"]
+    worker.confirms = True
+    dog.check()
+    dog.check()
+    assert worker.calls == ["pause", "pause", "pause", "resume", "resume", "resume"]
+
+
+def test_a_pause_whose_reply_was_lost_is_still_undone_once_the_database_answers():
+    """The command may have reached the worker although its reply did not reach the watch."""
+    worker = Worker()
+    dog = watch(worker)
+    worker.reachable, worker.confirms = False, False
+    dog.check()
+    worker.reachable, worker.confirms = True, True
+    dog.check()
+    assert worker.calls == ["pause", "resume"]
+    dog.check()
+    assert worker.calls == ["pause", "resume"]
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ def test_rabbitmq_brokers_are_accepted_one_node_or_several(base_env):
     assert settings["broker_url"] == nodes
     assert settings["broker_transport_options"] == {"confirm_publish": True}
     queue_types = {q.name: q.queue_arguments["x-queue-type"] for q in settings["task_queues"]}
-    assert queue_types == {"events": "quorum", "handlers": "quorum"}
+    assert queue_types == {"events": "quorum", "handlers": "quorum", "effects": "quorum"}
 
 
 def test_celerys_own_broker_variables_may_only_agree():
