@@ -17,7 +17,6 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from api.context import ApiContext, Limits
 from api.errors import error_response
-from shared.infra.broker import enqueue_run
 from shared.ledger.event_rows import EventNotFound
 from shared.ledger.event_rules import EventRefused
 from shared.ledger.handlers import UnknownHandler
@@ -30,6 +29,7 @@ from shared.ledger.recovery.dead_letters import (
 )
 from shared.ledger.recovery.reconcile import StripeEventSource
 from shared.ledger.recovery.replay import replay_event
+from shared.ledger.runs.enqueue import enqueue_handler_run
 from shared.observability.logs import bind
 from shared.operators import OK, AuditEntry, AuditTrail, operator_for
 
@@ -176,7 +176,8 @@ def _bad_input(exc: AdminInputError) -> tuple[Response, int]:
 
 
 def _enqueuer(api: ApiContext) -> Callable[[str, str], None]:
-    return lambda event_id, handler: enqueue_run(api.producer, event_id, handler)
+    registry = api.runtime.registry
+    return lambda event_id, handler: enqueue_handler_run(api.producer, registry, event_id, handler)
 
 
 def _dlq_list(api: ApiContext) -> Response:

@@ -9,9 +9,9 @@ from typing import Any
 import click
 
 from cli.common import DATE, format_table, operator_runtime
-from shared.infra.broker import enqueue_run
 from shared.infra.timeutil import as_utc
 from shared.ledger.recovery.dead_letters import RunFilter, count_dead, list_dead, replay_dead
+from shared.ledger.runs.enqueue import enqueue_handler_run
 
 
 def _filters(
@@ -108,7 +108,9 @@ def dlq_replay(
             rt.sessions,
             run_ids=run_ids,
             filters=filters,
-            enqueue=lambda event_id, name: enqueue_run(producer, event_id, name),
+            enqueue=lambda event_id, name: enqueue_handler_run(
+                producer, rt.registry, event_id, name
+            ),
             progress=bar.update,
             batch_size=100,
         )

@@ -8,7 +8,6 @@ import datetime as dt
 import click
 
 from cli.common import format_table, operator_runtime
-from shared.infra.broker import enqueue_run
 from shared.ledger.event_rows import EventNotFound
 from shared.ledger.event_rules import EventRefused
 from shared.ledger.handlers import UnknownHandler
@@ -22,6 +21,7 @@ from shared.ledger.retention import (
     horizon_for,
     prune,
 )
+from shared.ledger.runs.enqueue import enqueue_handler_run
 
 
 @click.group()
@@ -45,7 +45,7 @@ def events_replay(event_id: str, handler: str | None) -> None:
             cipher=rt.cipher,
             handler=handler,
             fetch_event=source.retrieve,
-            enqueue=lambda evt, name: enqueue_run(producer, evt, name),
+            enqueue=lambda evt, name: enqueue_handler_run(producer, rt.registry, evt, name),
             scope=rt.scope,
             registry=rt.registry,
         )
@@ -115,7 +115,7 @@ def quarantine_retry(ids: tuple[int, ...], retry_all: bool) -> None:
     )
     for result in results:
         for name in result.pending_handlers:
-            enqueue_run(producer, result.event_id or "", name)
+            enqueue_handler_run(producer, rt.registry, result.event_id or "", name)
     click.echo(
         format_table(
             ["id", "outcome", "event"],

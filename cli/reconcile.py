@@ -7,9 +7,9 @@ import datetime as dt
 import click
 
 from cli.common import DATE, format_table, operator_runtime
-from shared.infra.broker import enqueue_run
 from shared.infra.timeutil import as_utc
 from shared.ledger.recovery.reconcile import reconcile_with_stripe
+from shared.ledger.runs.enqueue import enqueue_handler_run
 
 
 @click.command("reconcile")
@@ -22,7 +22,7 @@ def reconcile_command(since: dt.datetime | None) -> None:
     if result.skipped:
         raise click.ClickException("another reconciler is running; try again shortly")
     for event_id, name in result.pending_runs:
-        enqueue_run(producer, event_id, name)
+        enqueue_handler_run(producer, rt.registry, event_id, name)
     click.echo(
         format_table(
             ["since", "listed", "recovered", "runs queued"],

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 # Imported for what it does: it registers the service's own handlers (PaymentIntents, refunds,
 # disputes) in every process that builds a runtime, web, workers and CLI alike.
 import shared.payments.handlers  # noqa: F401
-from shared.config import Settings
+from shared.config import ConfigError, Settings
 from shared.db import DatabaseBounds, make_engine, make_session_factory
 from shared.infra.crypto import PayloadCipher
 from shared.infra.green import GreenWaits
@@ -68,10 +68,21 @@ def web_green_waits() -> GreenWaits:
     )
 
 
+def check_handler_queues(handlers: HandlerRegistry, settings: Settings) -> None:
+    """A handler's queue nobody declared would swallow its runs: refuse to start instead."""
+    missing = handlers.queues() - set(settings.handler_queues)
+    if missing:
+        raise ConfigError(
+            f"handlers run on queue(s) HANDLER_QUEUES does not list: {', '.join(sorted(missing))}"
+            " (list them, and run a worker on each)"
+        )
+
+
 def build_runtime(settings: Settings, *, answers_callers: bool = False) -> Runtime:
     """Build it after fork, never before: a database connection is not shared across fork.
     ``answers_callers``: the web process, whose every statement has a caller waiting."""
     load_handler_modules(settings.handler_modules)
+    check_handler_queues(registry, settings)
     client = make_stripe_client(settings)
     policy = RetryPolicy.from_settings(settings)
     bounds = database_bounds(policy, answers_callers=answers_callers)

@@ -13,7 +13,7 @@ from celery import Task
 from shared.config import load_settings
 from shared.effects.kinds import EffectSettings, kinds_with_builtins
 from shared.effects.relay import RELAY_PASS_SECONDS, relay_due
-from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE, enqueue_run
+from shared.infra.broker import EVENTS_QUEUE, HANDLERS_QUEUE
 from shared.infra.task_batches import BatchItem, batching_strategy, redelivered
 from shared.infra.topology import broker_countdown
 from shared.ledger.event_rows import IngestResult
@@ -26,6 +26,7 @@ from shared.ledger.recovery.reconcile import reconcile_with_stripe
 from shared.ledger.recovery.sweeper import sweep_pending
 from shared.ledger.retention import prune
 from shared.ledger.retry import INGEST_MAX_COUNTDOWN_SECONDS, GiveUp, Retry
+from shared.ledger.runs.enqueue import enqueue_handler_run, retry_options
 from shared.ledger.runs.task import run_handler_once
 from shared.observability.health import record_canary
 from shared.observability.logs import bind, clear_context
@@ -60,8 +61,8 @@ def runtime() -> Runtime:
     return build_runtime(load_settings())
 
 
-def _enqueue(event_id: str, handler: str) -> None:
-    enqueue_run(app, event_id, handler)
+def _enqueue(event_id: str, handler: str, countdown: float | None = None) -> None:
+    enqueue_handler_run(app, runtime().registry, event_id, handler, countdown)
 
 
 def ingest_in_batches(task: Task, app: Any, consumer: Any, **kwargs: Any) -> Any:
@@ -145,7 +146,7 @@ def _start_runs(result: IngestResult, retries: dict[str, Retry]) -> None:
     for handler in result.pending_handlers:
         _enqueue(result.event_id, handler)
     for handler, retry in retries.items():
-        enqueue_run(app, result.event_id, handler, countdown=retry.countdown)
+        _enqueue(result.event_id, handler, retry.countdown)
 
 
 def _ingest(
@@ -213,13 +214,15 @@ def _retry_or_quarantine(task: Task, body: str, source: str, first_attempt_at: f
 def run_handler(self: Task, event_id: str, handler: str) -> None:
     bind(event_id=event_id)
     rt = runtime()
+    policy = rt.registry.retry_policy(handler, rt.policy)
     retry = run_handler_once(
-        rt.sessions, event_id, handler, rt.cipher, rt.gateway, rt.policy, registry=rt.registry
+        rt.sessions, event_id, handler, rt.cipher, rt.gateway, policy, registry=rt.registry
     )
     if retry is not None:
         # By queue name, not by how this message came: on RabbitMQ a delayed retry arrives
         # through the delay exchanges, and resending it that way would lose its route.
-        raise self.retry(countdown=_countdown(retry.countdown), queue=HANDLERS_QUEUE)
+        options = retry_options(rt.registry, handler, policy, default_queue=HANDLERS_QUEUE)
+        raise self.retry(countdown=_countdown(retry.countdown), **options)
 
 
 def _countdown(seconds: float) -> float | None:

@@ -13,6 +13,7 @@ from shared.config.readers import (
     _database_url,
     _encryption_keys,
     _flag,
+    _handler_queues,
     _limit,
     _log_format,
     _log_level,
@@ -166,6 +167,7 @@ def _delivery(env: Mapping[str, str]) -> Fields:
         "handler_modules": tuple(
             part.strip() for part in env.get("HANDLER_MODULES", "").split(",") if part.strip()
         ),
+        "handler_queues": _handler_queues(env),
     }
 
 

@@ -242,3 +242,11 @@ def _limit(env: Mapping[str, str], name: str, default: str) -> str:
             f"{name} must be like '60 per minute' or '10/second;500/hour', got {value!r}"
         ) from None
     return value
+
+
+def _handler_queues(env: Mapping[str, str]) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in env.get("HANDLER_QUEUES", "").split(",") if part.strip())
+    taken = {"events", "handlers", "effects"} & set(names)
+    if taken:
+        raise ConfigError(f"HANDLER_QUEUES may not name the service's own queues: {sorted(taken)}")
+    return names

@@ -119,6 +119,9 @@ class Settings:
     operators: tuple[Operator, ...] = ()
     # Extra modules whose handlers the workers load (our own are always loaded).
     handler_modules: tuple[str, ...] = ()
+    # The queues handlers of their own run on (@registry.handles(..., queue=...)): declared by
+    # every process, each for a worker of its own to consume.
+    handler_queues: tuple[str, ...] = ()
     # Per client address on /api/*, in flask-limiter's notation ("60 per minute").
     rate_limit: str = "60 per minute"
     rate_limit_storage_url: str | None = None

@@ -119,7 +119,9 @@ def _delivery_settings(settings: Settings) -> dict[str, Any]:
 def _routing_settings(settings: Settings) -> dict[str, Any]:
     limit = delivery_limit(settings.handler_max_attempts)
     return {
-        "task_queues": task_queues(settings.broker, WORK_QUEUES, limit),
+        "task_queues": task_queues(
+            settings.broker, (*WORK_QUEUES, *settings.handler_queues), limit
+        ),
         "task_default_exchange": HANDLERS_QUEUE,
         "task_default_routing_key": HANDLERS_QUEUE,
         "task_default_queue": HANDLERS_QUEUE,
@@ -208,6 +210,20 @@ def queue_depths(app: Celery) -> dict[str, int]:
     return depths
 
 
-def enqueue_run(app: Celery, event_id: str, handler: str, countdown: float | None = None) -> None:
+def enqueue_run(
+    app: Celery,
+    event_id: str,
+    handler: str,
+    countdown: float | None = None,
+    *,
+    queue: str | None = None,
+    time_limit_seconds: float | None = None,
+) -> None:
+    """``queue`` and ``time_limit_seconds``: a handler's own, where it has them
+    (shared.ledger.runs.enqueue)."""
     countdown = broker_countdown(app.conf.broker_url, countdown)
-    app.send_task(RUN_HANDLER_TASK, args=[event_id, handler], countdown=countdown)
+    options: dict[str, Any] = {"queue": queue} if queue else {}
+    if time_limit_seconds:
+        options["time_limit"] = time_limit_seconds
+        options["soft_time_limit"] = soft_time_limit(time_limit_seconds)
+    app.send_task(RUN_HANDLER_TASK, args=[event_id, handler], countdown=countdown, **options)

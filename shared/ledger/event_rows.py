@@ -42,7 +42,11 @@ class RecordedEvent:
     received_at: dt.datetime
     # As stored: the storable copy (no client secret, no NUL) that was encrypted.
     payload: dict[str, Any]
+    # The handlers applied with the event's recording, in its transaction.
     handlers: list[str]
+    # The handlers of a queue of their own: their runs are created pending, for the caller to
+    # enqueue once the event is committed.
+    deferred: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -83,15 +87,17 @@ def _record(
     uncounted_attempts: int = 0,
 ) -> RecordedEvent | None:
     recorded = insert_events(session, [(event, source)], cipher, registry).get(event["id"])
-    if recorded is None or not recorded.handlers:
+    if recorded is None or not (recorded.handlers or recorded.deferred):
         return recorded
     claimed = (
         {"attempts": 1 + uncounted_attempts, "leased_until": func.now() + claim_lease}
         if claim_lease
         else {}
     )
-    # One statement for all of them.
+    # One statement for all of them; a deferred run is never claimed here.
     rows = [{"event_id": recorded.id, "handler": name, **claimed} for name in recorded.handlers]
+    unclaimed = {"attempts": 0, "leased_until": None} if claim_lease else {}
+    rows += [{"event_id": recorded.id, "handler": name, **unclaimed} for name in recorded.deferred]
     session.execute(insert(RUNS_TABLE).values(rows))
     return recorded
 
@@ -148,9 +154,11 @@ def _event_row(
 def _recorded_event(
     event: dict[str, Any], stored: dict[str, Any], at: dt.datetime, registry: HandlerRegistry
 ) -> RecordedEvent:
-    handlers = sorted(registry.handlers_for(event["type"]))
+    names = sorted(registry.handlers_for(event["type"]))
+    inline = [name for name in names if registry.policy_of(name).queue is None]
+    deferred = [name for name in names if name not in inline]
     created = utc_from_timestamp(event["created"])
-    return RecordedEvent(event["id"], event["type"], created, at, stored, handlers)
+    return RecordedEvent(event["id"], event["type"], created, at, stored, inline, deferred)
 
 
 def pending_handlers(session: Session, event_id: str) -> list[str]:

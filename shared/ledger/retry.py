@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shared.config import Settings
 from shared.infra.errors import is_transient
@@ -63,6 +63,18 @@ class RetryPolicy:
             cap_seconds=min(MAX_COUNTDOWN_SECONDS, settings.visibility_timeout_seconds / 4),
             time_limit_seconds=settings.handler_time_limit_seconds,
         )
+
+    def overridden(self, max_attempts: int | None, time_limit_seconds: int | None) -> RetryPolicy:
+        """This policy with a handler's own attempts and time limit, where it has them."""
+        policy = self
+        if max_attempts is not None:
+            permanent = min(self.max_permanent_attempts, max_attempts)
+            policy = replace(
+                policy, max_transient_attempts=max_attempts, max_permanent_attempts=permanent
+            )
+        if time_limit_seconds is not None:
+            policy = replace(policy, time_limit_seconds=time_limit_seconds)
+        return policy
 
     @property
     def lease_seconds(self) -> float:

@@ -20,6 +20,7 @@ from stripe import Event, StripeObject
 
 from shared.effects.outbox import Effects
 from shared.infra.stripe_gateway import PaymentIntentReader
+from shared.ledger.retry import RetryPolicy
 from shared.validation import CALLER_METADATA_KEY
 
 
@@ -80,19 +81,48 @@ class EventView:
 Handler = Callable[[Session, EventView], None]
 
 
+@dataclass(frozen=True)
+class HandlerPolicy:
+    """How one handler runs, where it differs from the service's defaults.
+
+    ``queue``: None runs it with the ledger's own handlers, in the transaction that records its
+    event (the fastest path, shared by every event of the batch); a queue name runs it as a task
+    of its own on that queue, after the event is recorded, for a worker of its own to take (a
+    slow handler then never holds up the ledger's). ``max_attempts`` and
+    ``time_limit_seconds`` replace HANDLER_MAX_ATTEMPTS and HANDLER_TIME_LIMIT_SECONDS for it
+    (a time limit only where it has a queue of its own: the ledger's handlers share their
+    transaction's)."""
+
+    queue: str | None = None
+    max_attempts: int | None = None
+    time_limit_seconds: int | None = None
+
+
 class HandlerRegistry:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
         self._by_type: dict[str, list[str]] = defaultdict(list)
+        self._policies: dict[str, HandlerPolicy] = {}
 
-    def handles(self, *event_types: str, name: str) -> Callable[[Handler], Handler]:
+    def handles(
+        self,
+        *event_types: str,
+        name: str,
+        queue: str | None = None,
+        max_attempts: int | None = None,
+        time_limit_seconds: int | None = None,
+    ) -> Callable[[Handler], Handler]:
         if not event_types:
             raise ValueError("a handler must name at least one event type")
+        if time_limit_seconds is not None and queue is None:
+            raise ValueError(f"{name}: a time limit of its own needs a queue of its own")
+        policy = HandlerPolicy(queue, max_attempts, time_limit_seconds)
 
         def register(func: Handler) -> Handler:
             if name in self._handlers and self._handlers[name] is not func:
                 raise ValueError(f"handler name {name!r} is already registered")
             self._handlers[name] = func
+            self._policies[name] = policy
             for event_type in event_types:
                 if name not in self._by_type[event_type]:
                     self._by_type[event_type].append(name)
@@ -102,6 +132,19 @@ class HandlerRegistry:
 
     def handlers_for(self, event_type: str) -> list[str]:
         return list(self._by_type.get(event_type, ()))
+
+    def policy_of(self, name: str) -> HandlerPolicy:
+        """A handler's own policy; the defaults for a name this release does not have."""
+        return self._policies.get(name, HandlerPolicy())
+
+    def retry_policy(self, name: str, default: RetryPolicy) -> RetryPolicy:
+        """The service's retry policy with this handler's own attempts and time limit."""
+        policy = self.policy_of(name)
+        return default.overridden(policy.max_attempts, policy.time_limit_seconds)
+
+    def queues(self) -> set[str]:
+        """The queues handlers of their own were given (each needs a worker consuming it)."""
+        return {policy.queue for policy in self._policies.values() if policy.queue}
 
     def event_types(self) -> list[str]:
         """Every event type some handler needs: what Stripe must send us, no more."""
@@ -123,7 +166,9 @@ class HandlerRegistry:
             for name in names:
                 types[name].append(event_type)
         return [
-            HandlerInfo(name, sorted(types[name]), _source(self._handlers[name]))
+            HandlerInfo(
+                name, sorted(types[name]), _source(self._handlers[name]), self.policy_of(name)
+            )
             for name in self.names()
         ]
 
@@ -134,6 +179,7 @@ class HandlerInfo:
     event_types: list[str]
     # The handler's module, and the installed distribution it comes from when there is one.
     source: str
+    policy: HandlerPolicy
 
 
 def _source(func: Handler) -> str:

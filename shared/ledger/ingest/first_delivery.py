@@ -46,7 +46,7 @@ from shared.ledger.ingest.queue_bodies import (
 from shared.ledger.retry import Retry, RetryPolicy
 from shared.ledger.runs.apply import HandlerFailed, apply_new_runs
 from shared.ledger.runs.reporting import RunsOutcome, report_outcome
-from shared.ledger.runs.rows import INSERT_RUN_OUTCOMES, outcome_row
+from shared.ledger.runs.rows import INSERT_RUN_OUTCOMES, outcome_row, pending_row
 from shared.ledger.statement_limits import limit_statements
 from shared.observability.logs import bound
 
@@ -74,7 +74,8 @@ class BatchResult:
 class _Applied:
     recorded: RecordedEvent | None
     outcome: RunsOutcome
-    # A known event's runs still pending, for the caller to start again.
+    # Runs pending after the commit, for the caller to start: a known event's still pending, or
+    # a new event's handlers that have a queue of their own.
     pending: list[str]
 
 
@@ -204,7 +205,8 @@ def _one_try(
                     session, new, stripe, policy, registry, failure, isolate
                 )
             rows.extend(outcome_row(run, outcome) for run in runs)
-            applied[event.id] = _Applied(new, outcome, [])
+            rows.extend(pending_row(event.id, name) for name in new.deferred)
+            applied[event.id] = _Applied(new, outcome, list(new.deferred))
         if rows:
             session.execute(INSERT_RUN_OUTCOMES, rows)
     for event in events:

@@ -45,7 +45,12 @@ def ingest(
         )
         if recorded is not None and claim_lease:
             return IngestResult(
-                recorded.id, recorded.type, True, [], list(recorded.handlers), recorded
+                recorded.id,
+                recorded.type,
+                True,
+                list(recorded.deferred),
+                list(recorded.handlers),
+                recorded,
             )
         pending = pending_handlers(session, event["id"])
     return IngestResult(event["id"], event["type"], recorded is not None, pending)

@@ -127,7 +127,8 @@ def apply_one(
     if error is None:
         outcome.done.append(run.handler)
         return
-    dead, countdown = note_failure(run, error_text(error), error, policy)
+    own = registry.retry_policy(run.handler, policy)
+    dead, countdown = note_failure(run, error_text(error), error, own)
     outcome.failures.append(RunFailure(run.handler, run.attempts, error, dead, countdown))
 
 

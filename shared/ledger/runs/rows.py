@@ -136,3 +136,16 @@ def outcome_row(run: HandlerRun, outcome: RunsOutcome) -> dict[str, Any]:
         "retry_in": None if retry is None else dt.timedelta(seconds=retry.countdown),
         "finished": status != RunStatus.PENDING,
     }
+
+
+def pending_row(event_id: str, handler: str) -> dict[str, Any]:
+    """A run of a handler with a queue of its own, written pending and untried for its task."""
+    return {
+        "event_id": event_id,
+        "handler": handler,
+        "status": RunStatus.PENDING,
+        "attempts": 0,
+        "last_error": None,
+        "retry_in": None,
+        "finished": False,
+    }
