@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import subprocess
 from dataclasses import replace
@@ -288,6 +289,23 @@ def test_operations_are_rate_limited_like_the_operator_api(settings, database):
     ]
 
     assert [g.status_code for g in guesses] == [401, 401, 401, 429]
+
+
+def test_every_operator_route_is_rate_limited(settings, database):
+    """Each route under /admin/, whatever blueprint serves it: the limiter tells views apart by
+    their names, and a view without one (a bare functools.partial) was silently not limited."""
+    limited = replace(settings, admin_rate_limit="3 per minute", rate_limit_storage_url="memory://")
+    rules = [r for r in create_app(limited).url_map.iter_rules() if r.rule.startswith("/admin")]
+    assert len(rules) >= 8
+    for rule in rules:
+        client = create_app(limited).test_client()
+        method = "POST" if "POST" in (rule.methods or ()) else "GET"
+        path = re.sub(r"<[^>]+>", "x", rule.rule)
+        guesses = [
+            client.open(path, method=method, headers={"Authorization": "Bearer guess"})
+            for _ in range(4)
+        ]
+        assert [g.status_code for g in guesses] == [401, 401, 401, 429], rule.rule
 
 
 @pytest.fixture
