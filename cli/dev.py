@@ -8,8 +8,11 @@ import click
 import requests
 
 from cli.common import needed_event_types, settings_or_exit
+from devtools import stripe_events
 from devtools.standin import StandIn
 from devtools.trigger import SCENARIOS, UnknownScenario, trigger
+from shared.config import Settings
+from shared.ledger.event_rules import expected_object
 
 
 @click.group()
@@ -42,17 +45,28 @@ def dev_authenticate(payment_intent_id: str, fail: bool) -> None:
 
 @dev.command("trigger")
 @click.argument("event")
-def dev_trigger(event: str) -> None:
-    """Create a payment at the stand-in and fire EVENT's scenario, like `stripe trigger`.
+@click.option(
+    "--web",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="Where an event with no scenario is sent, signed as Stripe signs it.",
+)
+def dev_trigger(event: str, web: str) -> None:
+    """Fire EVENT, like `stripe trigger`. A PaymentIntent's, a refund's and a dispute's events
+    come from a payment made at the stand-in, which sends them to the webhook: EVENT is
+    payment_intent.succeeded, payment_intent.payment_failed, payment_intent.requires_action,
+    payment_intent.amount_capturable_updated, charge.captured, payment_intent.canceled,
+    charge.refunded, charge.dispute.created, charge.dispute.funds_reinstated (won),
+    charge.dispute.closed (lost) or radar.early_fraud_warning.created. Any other type a
+    registered handler runs for (`payments handlers`) is sent straight to the webhook, a
+    Stripe-shaped event signed with the first webhook secret."""
 
-    EVENT: payment_intent.succeeded, payment_intent.payment_failed,
-    payment_intent.requires_action, payment_intent.amount_capturable_updated,
-    charge.captured, payment_intent.canceled, charge.refunded, charge.dispute.created,
-    charge.dispute.funds_reinstated (won), charge.dispute.closed (lost) or
-    radar.early_fraud_warning.created."""
-
+    settings = settings_or_exit()
+    if event not in SCENARIOS:
+        _send_synthetic(settings, event, web)
+        return
     try:
-        triggered = trigger(StandIn(settings_or_exit()), event)
+        triggered = trigger(StandIn(settings), event)
     except UnknownScenario as exc:
         raise click.BadParameter(str(exc), param_hint="EVENT") from None
     intent = triggered.intent
@@ -60,6 +74,24 @@ def dev_trigger(event: str) -> None:
     if dispute := triggered.dispute:
         click.echo(f"dispute {dispute['id']} ({dispute['reason']}) is {dispute['status']}")
     click.echo("events sent to the webhook: " + ", ".join(SCENARIOS[event].events))
+
+
+def _send_synthetic(settings: Settings, event_type: str, web: str) -> None:
+    known = needed_event_types(settings)
+    if event_type not in known:
+        raise click.BadParameter(
+            f"no scenario and no registered handler for {event_type!r}; "
+            f"scenarios: {', '.join(SCENARIOS)}",
+            param_hint="EVENT",
+        )
+    kind = expected_object(event_type) or event_type.rsplit(".", 1)[0]
+    obj = {"id": stripe_events.new_id(kind.split(".")[-1][:8]), "object": kind}
+    event = stripe_events.event(event_type, obj)
+    body, headers = stripe_events.signed(event, settings.stripe_webhook_secrets[0])
+    response = requests.post(f"{web}/webhook", data=body, headers=headers, timeout=10)
+    if response.status_code != 200:
+        raise click.ClickException(f"the webhook answered {response.status_code}: {response.text}")
+    click.echo(f"{event['id']} ({event_type}) sent to {web}/webhook: {response.status_code}")
 
 
 @dev.command("bootstrap")

@@ -62,6 +62,22 @@ def test_an_unknown_scenario_names_the_known_ones(base_env, live_api):
     assert "payment_intent.succeeded" in result.stderr
 
 
+def test_a_registered_type_with_no_scenario_is_sent_signed_to_the_webhook(
+    base_env, live_api, sessions, worker
+):
+    env = {**os.environ, **base_env, "PYTHONPATH": str(REPO_ROOT)}
+    result = run_payments("dev", "trigger", "test.flaky", "--web", live_api.url, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    match = re.search(r"\b(evt_\w+) \(test\.flaky\) sent", result.stdout)
+    assert match, result.stdout
+
+    def recorded() -> bool:
+        with sessions() as session:
+            return session.get(StripeEvent, match[1]) is not None
+
+    wait_until(recorded, 20, "the triggered event recorded")
+
+
 def test_dev_pay_says_why_a_card_was_declined(base_env, api):
     intent_id = api.create_payment({"amount": 1000, "currency": "usd"}).json()["paymentIntentId"]
     env = {**os.environ, **base_env, "PYTHONPATH": str(REPO_ROOT)}
