@@ -14,7 +14,7 @@ CHAOS_BROKER ?= redis
 # What runs a second time with RabbitMQ as the broker: every path an event takes through it.
 RABBITMQ_SUITE ?= tests/integration/test_end_to_end.py tests/integration/test_delivery_guarantees.py tests/integration/test_payment_lifecycle.py tests/integration/test_encryption_at_rest.py tests/integration/test_batched_ingest.py
 
-.PHONY: help install services migrate run test test-rabbitmq test-fast lint format clean chaos chaos-small lock bench bench-small bench-capacity bench-ledger
+.PHONY: help install services migrate run test test-rabbitmq test-example test-fast lint format clean chaos chaos-small lock bench bench-small bench-capacity bench-ledger
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -47,7 +47,8 @@ run: migrate ## run the whole stack (web, worker, flower, Stripe stand-in) with 
 test: install services lint ## lint, type-check and run the test suite on the real services, with coverage
 	@# The suite runs in JOBS processes (pytest-xdist; each has its own database, Redis, RabbitMQ
 	@# virtual host, stand-in, worker and ports) and, beside it, the end-to-end suite on RabbitMQ
-	@# in RABBITMQ_JOBS more: the tests mostly wait on processes, not on the CPU.
+	@# in RABBITMQ_JOBS more, then the example shop's tests: the tests mostly wait on processes,
+	@# not on the CPU.
 	@# Branch coverage, the processes the tests start included ([tool.coverage] in pyproject.toml),
 	@# in a data directory of each run's own: runs at once never combine or erase each other's.
 	@# The thresholds hold for the whole suite only (T=tests); they are printed even when a test
@@ -57,14 +58,18 @@ test: install services lint ## lint, type-check and run the test suite on the re
 	  COVERAGE_FILE="$$run/.coverage" $(BIN)/pytest -n $(JOBS) --cov --cov-report=term:skip-covered $(T); \
 	  status=$$?; echo "coverage thresholds skipped: T is not the whole suite"; exit $$status; \
 	fi; \
-	TEST_ARTIFACTS="$(CURDIR)/test-artifacts/rabbitmq" COVERAGE_FILE="$$run/rabbitmq/.coverage" \
+	( TEST_ARTIFACTS="$(CURDIR)/test-artifacts/rabbitmq" COVERAGE_FILE="$$run/rabbitmq/.coverage" \
 	  TEST_BROKER=rabbitmq $(BIN)/pytest -n $(RABBITMQ_JOBS) \
-	  -q --cov --cov-report= $(RABBITMQ_SUITE) >"$$run/rabbitmq.log" 2>&1 & rabbitmq=$$!; \
+	  -q --cov --cov-report= $(RABBITMQ_SUITE) >"$$run/rabbitmq.log" 2>&1; done=$$?; \
+	  $(MAKE) --no-print-directory test-example >"$$run/example.log" 2>&1 || done=1; \
+	  exit $$done ) & rabbitmq=$$!; \
 	COVERAGE_FILE="$$run/redis/.coverage" $(BIN)/pytest -n $(JOBS) -m "not alone" --cov --cov-report= \
 	  --durations=10 tests; status=$$?; \
 	wait $$rabbitmq || status=$$?; \
 	echo; echo "The end-to-end suite again, on RabbitMQ (quorum queues, a virtual host of its own)"; \
 	cat "$$run/rabbitmq.log"; \
+	echo; echo "The example shop (examples/shop), installed beside the service, on the handler kit"; \
+	cat "$$run/example.log"; \
 	echo; echo "The tests with a latency bound, alone on the machine"; \
 	COVERAGE_FILE="$$run/alone/.coverage" $(BIN)/pytest -q -m alone --cov --cov-report= tests \
 	  || status=$$?; \
@@ -81,6 +86,15 @@ test: install services lint ## lint, type-check and run the test suite on the re
 
 test-rabbitmq: install services ## the end-to-end suite with RabbitMQ as the broker (make test runs it beside the whole suite)
 	TEST_BROKER=rabbitmq $(BIN)/pytest -q $(RABBITMQ_SUITE)
+
+# The example shop is installed (without resolving: --no-deps, the locked build backend) into a
+# directory of its own that only its test run puts on its path: the service's own suites never
+# see its handlers.
+EXAMPLE_SITE := .run/example-shop
+test-example: install services ## the example shop's tests (examples/shop), on the handler kit
+	@rm -rf $(EXAMPLE_SITE)
+	$(BIN)/pip install -q --no-deps --no-build-isolation --target $(EXAMPLE_SITE) examples/shop
+	PYTHONPATH=$(EXAMPLE_SITE) $(BIN)/pytest -q -p no:cacheprovider examples/shop/tests
 
 test-fast: install services ## the fast layer only: ledger and payment logic, rolled back per test
 	$(BIN)/pytest -q tests/fast
@@ -111,7 +125,7 @@ bench: install services ## issue 12's figures, ours beside bare/naive comparator
 bench-small: install services ## the same measurements at tiny sizes, about a minute (what CI runs; nothing asserted)
 	@command -v wrk >/dev/null || { echo "make bench-small needs wrk: apt-get install -y -qq --no-install-recommends wrk" >&2; exit 1; }
 	$(BIN)/python -m bench.perf --small $(BENCH_ARGS)
-	$(BIN)/python -m bench.perf.ledger_scale --events 200000
+	$(BIN)/python -m bench.perf.ledger_scale --events 50000
 
 bench-capacity: install services ## the capacity model's figures: one web and one worker process on Redis and on RabbitMQ, CPU per event of each part (about 2 minutes)
 	$(BIN)/python -m bench.perf.capacity $(BENCH_ARGS)

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -192,9 +193,26 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+# Installed packages name the directories of their own Alembic branches here
+# ([project.entry-points."payments.migrations"] shop = "shop.migrations:VERSIONS"): `payments db
+# upgrade` runs them with the service's.
+MIGRATIONS_ENTRY_POINT_GROUP = "payments.migrations"
+
+
+def migration_locations() -> list[str]:
+    """The service's versions directory, then each installed package's branch."""
+    located = [str(MIGRATIONS_DIR / "versions")]
+    for entry_point in entry_points(group=MIGRATIONS_ENTRY_POINT_GROUP):
+        located.append(str(entry_point.load()))
+    return located
+
+
 def alembic_config(database_url: str) -> AlembicConfig:
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # One location per line: a path may hold a space.
+    config.set_main_option("path_separator", "newline")
+    config.set_main_option("version_locations", "\n".join(migration_locations()))
     # ConfigParser interpolation would choke on a '%' in a password.
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
@@ -223,4 +241,5 @@ def create_database_if_absent(database_url: str) -> bool:
 
 def upgrade(database_url: str) -> None:
     create_database_if_absent(database_url)
-    command.upgrade(alembic_config(database_url), "head")
+    # Every branch: the service's, and each installed package's.
+    command.upgrade(alembic_config(database_url), "heads")
