@@ -94,6 +94,8 @@ EXAMPLE_SITE := .run/example-shop
 test-example: install services ## the example shop's tests (examples/shop), on the handler kit
 	@rm -rf $(EXAMPLE_SITE)
 	$(BIN)/pip install -q --no-deps --no-build-isolation --target $(EXAMPLE_SITE) examples/shop
+	@# setuptools builds in the source tree: leave it as it was.
+	@rm -rf examples/shop/build examples/shop/*.egg-info
 	PYTHONPATH=$(EXAMPLE_SITE) $(BIN)/pytest -q -p no:cacheprovider examples/shop/tests
 
 test-fast: install services ## the fast layer only: ledger and payment logic, rolled back per test
