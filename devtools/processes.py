@@ -156,15 +156,17 @@ def redis_server_args(port: int) -> list[str]:
     ]
 
 
-def celery_worker_args(hostname: str, *, concurrency: int, loglevel: str = "INFO") -> list[str]:
-    """Our Celery worker on both queues, as the Procfile runs it."""
+def celery_worker_args(
+    hostname: str, *, concurrency: int, loglevel: str = "INFO", queues: str = "events,handlers"
+) -> list[str]:
+    """Our Celery worker on both queues, as the Procfile runs it (or on ``queues``)."""
     return [
         venv_script("celery"),
         "-A",
         "workers.celery_app",
         "worker",
         "-Q",
-        "events,handlers",
+        queues,
         "--concurrency",
         str(concurrency),
         "--loglevel",

@@ -13,6 +13,7 @@ import email
 import json
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,15 +27,22 @@ class Received:
     """What a receiver got, in order; safe to read while it runs."""
 
     items: list[Any] = field(default_factory=list)
+    # When each arrived (time.monotonic()), in the same order.
+    arrivals: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, item: Any) -> None:
         with self.lock:
             self.items.append(item)
+            self.arrivals.append(time.monotonic())
 
     def all(self) -> list[Any]:
         with self.lock:
             return list(self.items)
+
+    def times(self) -> list[float]:
+        with self.lock:
+            return list(self.arrivals)
 
 
 class _SmtpSession(socketserver.StreamRequestHandler):

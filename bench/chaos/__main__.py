@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+from bench.chaos.effects import EffectsTally, tally_effects, wait_for_effects
 from bench.chaos.faults import Poison, faults
 from bench.chaos.load import Ledger, LoadGenerator
 from bench.chaos.stack import REPO_ROOT, Stack, log
@@ -68,10 +69,11 @@ def parse_args() -> argparse.Namespace:
 
 def load_under_faults(
     stack: Stack, ledger: Ledger, args: argparse.Namespace
-) -> tuple[Tally, Tally, float]:
+) -> tuple[Tally, Tally, float, EffectsTally]:
     """Drive the load while the faults run, wait for convergence, then replay the poison.
 
-    Returns the tallies before and after the replay and the seconds the gaps took to close.
+    Returns the tallies before and after the replay, the seconds the gaps took to close, and
+    the side effects' tally once the outbox has drained.
     """
     load = LoadGenerator(stack, ledger, args)
     load.standin.register_webhook(f"{load.api}/webhook")
@@ -94,6 +96,7 @@ def load_under_faults(
         before = wait_for_quiet(stack, load, args.converge_timeout, poison_applied=False)
         converged = time.monotonic() - load_done
     log(f"poison removed; replaying {before.poisoned_dead} dead letters of chaos.poisoned")
+    poison_removed_at = time.monotonic()
     subprocess.run(
         [venv_script("payments"), "dlq", "replay", "--all", "--handler", "chaos.poisoned"],
         env=stack.env,
@@ -102,7 +105,8 @@ def load_under_faults(
         capture_output=True,
     )
     after = wait_for_quiet(stack, load, 120, poison_applied=True)
-    return before, after, converged
+    wait_for_effects(stack, 120)
+    return before, after, converged, tally_effects(stack, stack.effects_received, poison_removed_at)
 
 
 def main() -> int:
@@ -124,14 +128,14 @@ def main() -> int:
         threading.Thread(
             target=stack.supervise_worker, args=(supervisor_stop,), daemon=True
         ).start()
-        before, after, converged = load_under_faults(stack, ledger, args)
+        before, after, converged, effects = load_under_faults(stack, ledger, args)
     finally:
         supervisor_stop.set()
         ledger.accepted_log.close()
         stack.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return report(
-        Outcome(before, after, ledger, converged, stack.worker_crashes, stack.broker.name),
+        Outcome(before, after, ledger, converged, stack.worker_crashes, stack.broker.name, effects),
         args.poison,
     )
 

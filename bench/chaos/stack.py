@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import threading
 import time
@@ -22,6 +23,7 @@ from devtools.processes import (
     venv_script,
     wait_until,
 )
+from devtools.receivers import http_receiver
 from shared.config import load_settings
 from shared.db import upgrade
 
@@ -74,6 +76,10 @@ class Stack:
             # The API client the chaos run creates payments as.
             "API_CLIENT_KEYS": f"chaos:{CHAOS_API_CLIENT_KEY}",
         }
+        # The endpoint every chaos handler's side effect is sent to (bench.chaos.effects).
+        self.effects_endpoint = contextlib.ExitStack()
+        url, self.effects_received = self.effects_endpoint.enter_context(http_receiver())
+        self.env["CHAOS_EFFECTS_URL"] = f"{url}/notify"
         self.worker: Process | None = None
         self.others: list[Process] = []
         self.worker_starts = 0
@@ -132,7 +138,10 @@ class Stack:
         self.worker_starts += 1
         self.worker = Process(
             f"chaos-worker-{self.worker_starts}",
-            celery_worker_args(f"chaos{self.worker_starts}@%h", concurrency=4),
+            # The relay of side effects too: its kills come with the worker's.
+            celery_worker_args(
+                f"chaos{self.worker_starts}@%h", concurrency=4, queues="events,handlers,effects"
+            ),
             self.env,
         )
 
@@ -167,3 +176,4 @@ class Stack:
         self.broker.stop()
         self.redis.stop()
         self.postgres.stop()
+        self.effects_endpoint.close()

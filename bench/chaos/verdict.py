@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, create_engine, text
 
+from bench.chaos.effects import EffectsTally, effects_ok
 from bench.chaos.load import Ledger, LoadGenerator
 from bench.chaos.stack import Stack, log
 from shared.config import load_settings
@@ -154,6 +155,7 @@ class Outcome:
     converged: float
     worker_crashes: int
     broker: str
+    effects: EffectsTally
 
 
 def _refusals(ledger: Ledger) -> str:
@@ -185,6 +187,13 @@ def report(outcome: Outcome, poison_sent: int) -> int:
         ("payments, disputes, refunds not in their last state", after.wrong_status),
         ("seconds to converge", round(outcome.converged, 1)),
         ("worker exits restarted by the supervisor", outcome.worker_crashes),
+        ("side effects committed", outcome.effects.committed),
+        ("side effects delivered (distinct keys)", outcome.effects.delivered),
+        ("side effects lost", outcome.effects.lost),
+        ("side effects of rolled-back runs delivered", outcome.effects.rolled_back_delivered),
+        ("side effects the outbox never held, delivered", outcome.effects.unknown),
+        ("side effects delivered again, same key", outcome.effects.delivered_again),
+        ("side effects dead", outcome.effects.dead),
     ]
     width = max(len(name) for name, _ in rows)
     print("\n".join(f"{name.ljust(width)}  {value}" for name, value in rows))
@@ -196,6 +205,7 @@ def report(outcome: Outcome, poison_sent: int) -> int:
         and before.poisoned_dead == poison_sent
         and after.wrong_status == 0
         and len(ledger.accepted) >= 1
+        and effects_ok(outcome.effects)
         # A RabbitMQ cluster loses one node of three at a time here: a quorum is always up, so
         # the receiver must never have refused a delivery.
         and (outcome.broker != "rabbitmq" or ledger.deliveries_refused == 0)
