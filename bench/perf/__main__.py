@@ -29,12 +29,12 @@ from devtools.processes import REPO_ROOT
 
 PHASES = ("receiver", "pipeline", "payments")
 SMALL = {
-    "seconds": 3.0,
-    "warmup": 1.0,
+    "seconds": 1.5,
+    "warmup": 0.5,
     "rounds": 1,
-    "latency_seconds": 3.0,
+    "latency_seconds": 1.5,
     "events": 300,
-    "pipeline_seconds": 4.0,
+    "pipeline_seconds": 2.0,
     "create_calls": 30,
 }
 
