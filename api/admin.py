@@ -107,7 +107,7 @@ def make_admin_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
             methods=[method],
         )
     guard_operators(admin, api, scopes)
-    admin.register_error_handler(AdminInputError, _bad_input)
+    admin.register_error_handler(AdminInputError, bad_input)
     return admin
 
 
@@ -171,7 +171,7 @@ def _audit_outcome(audit: AuditTrail, response: Response) -> Response:
     return response
 
 
-def _bad_input(exc: AdminInputError) -> tuple[Response, int]:
+def bad_input(exc: AdminInputError) -> tuple[Response, int]:
     return error_response(400, "invalid_request", exc.message, field=exc.field)
 
 
@@ -180,13 +180,19 @@ def _enqueuer(api: ApiContext) -> Callable[[str, str], None]:
     return lambda event_id, handler: enqueue_handler_run(api.producer, registry, event_id, handler)
 
 
-def _dlq_list(api: ApiContext) -> Response:
+def list_limit() -> int:
+    """The ``limit`` query parameter of a list: 200 unless given, at most MAX_LIST."""
     try:
         limit = int(request.args.get("limit", 200))
     except ValueError:
         raise AdminInputError("limit", "must be an integer") from None
     if not 1 <= limit <= MAX_LIST:
         raise AdminInputError("limit", f"must be between 1 and {MAX_LIST}")
+    return limit
+
+
+def _dlq_list(api: ApiContext) -> Response:
+    limit = list_limit()
     sessions = api.runtime.sessions
     rows = list_dead(sessions, _filters(dict(request.args)), limit=limit)
     return jsonify({"runs": [run_view(r) for r in rows], "totalDead": count_dead(sessions)})

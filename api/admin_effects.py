@@ -8,9 +8,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from api.admin import MAX_LIST, AdminInputError, guard_operators
+from api.admin import AdminInputError, bad_input, guard_operators, list_limit
 from api.context import ApiContext, Limits
-from api.errors import error_response
 from shared.db import transaction
 from shared.effects.relay import effects_of, replay_dead_effects
 from shared.models import OutboxEffect, RunStatus
@@ -51,24 +50,15 @@ def admin_effects_blueprint(api: ApiContext, limits: Limits) -> Blueprint:
     guard_operators(
         blueprint, api, {"admin_effects.list": "read", "admin_effects.replay": "replay"}
     )
-    blueprint.register_error_handler(AdminInputError, _bad_input)
+    blueprint.register_error_handler(AdminInputError, bad_input)
     return blueprint
-
-
-def _bad_input(exc: AdminInputError) -> tuple[Response, int]:
-    return error_response(400, "invalid_request", exc.message, field=exc.field)
 
 
 def _list(api: ApiContext) -> Response:
     status = request.args.get("status") or None
     if status is not None and status not in STATUSES:
         raise AdminInputError("status", f"must be one of {', '.join(sorted(STATUSES))}")
-    try:
-        limit = int(request.args.get("limit", 200))
-    except ValueError:
-        raise AdminInputError("limit", "must be an integer") from None
-    if not 1 <= limit <= MAX_LIST:
-        raise AdminInputError("limit", f"must be between 1 and {MAX_LIST}")
+    limit = list_limit()
     with api.runtime.sessions() as session:
         rows = [effect_view(row) for row in effects_of(session, status, limit)]
     return jsonify({"effects": rows})
