@@ -10,6 +10,7 @@ package index. It speaks what smtplib needs (EHLO/HELO, MAIL, RCPT, DATA, RSET, 
 from __future__ import annotations
 
 import email
+import email.policy
 import json
 import socketserver
 import threading
@@ -52,6 +53,9 @@ class _SmtpSession(socketserver.StreamRequestHandler):
         self.wfile.write(line.encode() + b"\r\n")
 
     def handle(self) -> None:
+        self.server.connections.add(time.monotonic())
+        # Held: connected, and not a word until the test lets go (a server that hangs).
+        self.server.greet.wait()
         self._say("220 payments-test-smtp ready")
         while line := self.rfile.readline():
             verb = line.decode(errors="replace").strip().split(" ", 1)[0].upper()
@@ -59,7 +63,8 @@ class _SmtpSession(socketserver.StreamRequestHandler):
                 self._say("250 payments-test-smtp")
             elif verb == "DATA":
                 self._say("354 end with <CRLF>.<CRLF>")
-                self.server.received.add(email.message_from_bytes(self._data()))
+                message = email.message_from_bytes(self._data(), policy=email.policy.default)
+                self.server.received.add(message)
                 self._say("250 queued")
             elif verb == "QUIT":
                 self._say("221 bye")
@@ -80,20 +85,41 @@ class _SmtpServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
     received: Received
+    connections: Received
+    greet: threading.Event
+
+
+@dataclass
+class SmtpSink:
+    port: int
+    received: Received
+    # When each client connected.
+    connections: Received
+    # Cleared, the server accepts connections and says nothing until it is set again.
+    greet: threading.Event
+
+
+@contextmanager
+def holding_smtp_sink() -> Iterator[SmtpSink]:
+    """An SMTP server on a loopback port that can be told to hang (``greet.clear()``)."""
+    server = _SmtpServer(("127.0.0.1", 0), _SmtpSession)
+    server.received, server.connections, server.greet = Received(), Received(), threading.Event()
+    server.greet.set()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield SmtpSink(server.server_address[1], server.received, server.connections, server.greet)
+    finally:
+        server.greet.set()
+        server.shutdown()
+        server.server_close()
 
 
 @contextmanager
 def smtp_sink() -> Iterator[tuple[int, Received]]:
     """An SMTP server on a loopback port: yields the port and the messages it received."""
-    server = _SmtpServer(("127.0.0.1", 0), _SmtpSession)
-    server.received = Received()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], server.received
-    finally:
-        server.shutdown()
-        server.server_close()
+    with holding_smtp_sink() as sink:
+        yield sink.port, sink.received
 
 
 @dataclass(frozen=True)

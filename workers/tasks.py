@@ -287,6 +287,11 @@ def reconcile_events() -> int:
 )
 def relay_effects() -> int:
     rt = runtime()
-    kinds = kinds_with_builtins(EffectSettings.of(rt.settings))
+    effects = EffectSettings.of(rt.settings)
+    kinds = kinds_with_builtins(effects)
     deadline = time.monotonic() + RELAY_PASS_SECONDS
-    return relay_due(rt.sessions, kinds, rt.cipher, rt.policy, deadline=deadline).delivered
+    lease = effects.lease_seconds
+    outcome = relay_due(
+        rt.sessions, kinds, rt.cipher, rt.policy, deadline=deadline, lease_seconds=lease
+    )
+    return outcome.delivered

@@ -38,6 +38,13 @@ class EffectSettings:
     smtp_port: int = 25
     email_from: str = "payments@localhost"
 
+    @property
+    def lease_seconds(self) -> float:
+        """Longer than one delivery of a built-in kind can take: each of its network waits is
+        bounded by the timeout, and an SMTP conversation has at most seven of them (connect,
+        greeting, EHLO, MAIL, RCPT, DATA and its end); the rest is margin."""
+        return 12 * self.timeout_seconds
+
     @classmethod
     def of(cls, settings: Any) -> EffectSettings:
         """From the service's Settings."""

@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import transaction
-from shared.effects.kinds import Delivery, EffectKinds, FinalFailure
+from shared.effects.kinds import Delivery, EffectKinds, EffectSettings, FinalFailure
 from shared.infra.crypto import PayloadCipher
 from shared.ledger.retry import GiveUp, RetryPolicy
 from shared.ledger.runs.rows import error_text
@@ -30,12 +30,8 @@ from shared.observability.metrics import EFFECTS_DELIVERED
 
 log = logging.getLogger(__name__)
 
-# How long a relay holds an effect it took: longer than one delivery may take (each built-in
-# kind's network waits are bounded by EffectSettings.timeout_seconds), so a live relay is never
-# overtaken; a dead one's effect comes back after it.
-EFFECT_LEASE_SECONDS = 120.0
 # A pass takes no new effect after this long; the task's time limits leave room for the one in
-# hand, and stay below the lease.
+# hand.
 RELAY_PASS_SECONDS = 30.0
 
 
@@ -61,6 +57,7 @@ def relay_due(
     policy: RetryPolicy,
     *,
     deadline: float,
+    lease_seconds: float = EffectSettings().lease_seconds,
 ) -> RelayOutcome:
     """Deliver due effects until none is left or ``deadline`` (time.monotonic) has passed. A
     pass tries each effect once: one that failed waits for a later pass, however short its
@@ -68,7 +65,7 @@ def relay_due(
     outcome = RelayOutcome()
     tried: set[int] = set()
     while time.monotonic() < deadline:
-        effect = claim_one(sessions, tried)
+        effect = claim_one(sessions, tried, lease_seconds)
         if effect is None:
             break
         tried.add(effect.id)
@@ -76,8 +73,15 @@ def relay_due(
     return outcome
 
 
-def claim_one(sessions: sessionmaker[Session], tried: Collection[int] = ()) -> Claimed | None:
-    lease = dt.timedelta(seconds=EFFECT_LEASE_SECONDS)
+def claim_one(
+    sessions: sessionmaker[Session],
+    tried: Collection[int] = (),
+    lease_seconds: float = EffectSettings().lease_seconds,
+) -> Claimed | None:
+    """Take one due effect, counting its attempt, for ``lease_seconds``: longer than its
+    delivery may take, so a live relay is never overtaken; a dead one's effect comes back
+    after it."""
+    lease = dt.timedelta(seconds=lease_seconds)
     due = (
         select(OutboxEffect)
         .where(OutboxEffect.status == RunStatus.PENDING)
