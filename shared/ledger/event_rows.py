@@ -44,8 +44,8 @@ class RecordedEvent:
     payload: dict[str, Any]
     # The handlers applied with the event's recording, in its transaction.
     handlers: list[str]
-    # The handlers of a queue of their own: their runs are created pending, for the caller to
-    # enqueue once the event is committed.
+    # The handlers that run as tasks of their own (batch=False, or a queue of their own): their
+    # runs are created pending, for the caller to enqueue once the event is committed.
     deferred: list[str] = field(default_factory=list)
 
 
@@ -155,7 +155,7 @@ def _recorded_event(
     event: dict[str, Any], stored: dict[str, Any], at: dt.datetime, registry: HandlerRegistry
 ) -> RecordedEvent:
     names = sorted(registry.handlers_for(event["type"]))
-    inline = [name for name in names if registry.policy_of(name).queue is None]
+    inline = [name for name in names if registry.policy_of(name).in_batch]
     deferred = [name for name in names if name not in inline]
     created = utc_from_timestamp(event["created"])
     return RecordedEvent(event["id"], event["type"], created, at, stored, inline, deferred)

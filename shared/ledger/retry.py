@@ -64,9 +64,15 @@ class RetryPolicy:
             time_limit_seconds=settings.handler_time_limit_seconds,
         )
 
-    def overridden(self, max_attempts: int | None, time_limit_seconds: int | None) -> RetryPolicy:
-        """This policy with a handler's own attempts and time limit, where it has them."""
-        policy = self
+    def overridden(
+        self,
+        max_attempts: int | None,
+        time_limit_seconds: int | None,
+        base_seconds: float | None = None,
+    ) -> RetryPolicy:
+        """This policy with a handler's own attempts, time limit and first backoff ceiling,
+        where it has them."""
+        policy = self if base_seconds is None else replace(self, base_seconds=base_seconds)
         if max_attempts is not None:
             permanent = min(self.max_permanent_attempts, max_attempts)
             policy = replace(

@@ -84,9 +84,23 @@ def test_a_handlers_own_attempts_and_time_limit_replace_the_services():
     assert isinstance(own, RetryPolicy)
 
 
-def test_a_time_limit_of_its_own_needs_a_queue_of_its_own():
-    with pytest.raises(ValueError, match="queue of its own"):
+def test_a_time_limit_of_its_own_needs_a_task_of_its_own():
+    with pytest.raises(ValueError, match="batch=False or a queue"):
         HandlerRegistry().handles("fast.policy", name="fast.x", time_limit_seconds=5)
+    HandlerRegistry().handles("fast.policy", name="fast.x", time_limit_seconds=5, batch=False)
+
+
+def test_a_handler_out_of_the_batch_is_left_pending_for_the_handlers_queue(db, cipher):
+    handlers = HandlerRegistry()
+    handlers.handles("fast.policy", name="fast.alone", batch=False, retry_base_seconds=30)(
+        lambda session, event: CALLED.append("fast.alone")
+    )
+    CALLED.clear()
+    event = make_event("fast.policy")
+    _, _, pending = record_and_apply(db, event, "webhook", cipher, None, POLICY, registry=handlers)
+    assert pending == ["fast.alone"] and CALLED == []
+    assert handlers.policy_of("fast.alone").queue is None
+    assert handlers.retry_policy("fast.alone", POLICY).base_seconds == 30
 
 
 def test_every_handler_queue_must_be_declared():

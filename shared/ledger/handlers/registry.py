@@ -85,17 +85,25 @@ Handler = Callable[[Session, EventView], None]
 class HandlerPolicy:
     """How one handler runs, where it differs from the service's defaults.
 
-    ``queue``: None runs it with the ledger's own handlers, in the transaction that records its
-    event (the fastest path, shared by every event of the batch); a queue name runs it as a task
-    of its own on that queue, after the event is recorded, for a worker of its own to take (a
-    slow handler then never holds up the ledger's). ``max_attempts`` and
-    ``time_limit_seconds`` replace HANDLER_MAX_ATTEMPTS and HANDLER_TIME_LIMIT_SECONDS for it
-    (a time limit only where it has a queue of its own: the ledger's handlers share their
-    transaction's)."""
+    ``queue``: None runs it on the ledger's handlers queue; a queue name runs it on that queue,
+    for a worker of its own to take (a slow handler then never holds up the ledger's).
+    ``batch``: True (the default, and only without a queue of its own) applies it in the
+    transaction that records its event, with the rest of the batch (the fastest path, where a
+    handler that takes 30 s holds up every event of its batch); False runs it as a task of its
+    own once the event is committed. ``max_attempts``, ``retry_base_seconds`` and
+    ``time_limit_seconds`` replace HANDLER_MAX_ATTEMPTS, RETRY_BASE_SECONDS and
+    HANDLER_TIME_LIMIT_SECONDS for it (a time limit only where it runs as a task of its own:
+    the batch's handlers share their transaction's)."""
 
     queue: str | None = None
     max_attempts: int | None = None
     time_limit_seconds: int | None = None
+    retry_base_seconds: float | None = None
+    batch: bool = True
+
+    @property
+    def in_batch(self) -> bool:
+        return self.batch and self.queue is None
 
 
 class HandlerRegistry:
@@ -111,12 +119,14 @@ class HandlerRegistry:
         queue: str | None = None,
         max_attempts: int | None = None,
         time_limit_seconds: int | None = None,
+        retry_base_seconds: float | None = None,
+        batch: bool = True,
     ) -> Callable[[Handler], Handler]:
         if not event_types:
             raise ValueError("a handler must name at least one event type")
-        if time_limit_seconds is not None and queue is None:
-            raise ValueError(f"{name}: a time limit of its own needs a queue of its own")
-        policy = HandlerPolicy(queue, max_attempts, time_limit_seconds)
+        policy = HandlerPolicy(queue, max_attempts, time_limit_seconds, retry_base_seconds, batch)
+        if time_limit_seconds is not None and policy.in_batch:
+            raise ValueError(f"{name}: a time limit of its own needs batch=False or a queue")
 
         def register(func: Handler) -> Handler:
             if name in self._handlers and self._handlers[name] is not func:
@@ -140,7 +150,9 @@ class HandlerRegistry:
     def retry_policy(self, name: str, default: RetryPolicy) -> RetryPolicy:
         """The service's retry policy with this handler's own attempts and time limit."""
         policy = self.policy_of(name)
-        return default.overridden(policy.max_attempts, policy.time_limit_seconds)
+        return default.overridden(
+            policy.max_attempts, policy.time_limit_seconds, policy.retry_base_seconds
+        )
 
     def queues(self) -> set[str]:
         """The queues handlers of their own were given (each needs a worker consuming it)."""
