@@ -1,4 +1,4 @@
-"""The handler authors' test kit (shared.handler_testing, a pytest plugin): an event delivered
+"""The handler authors' test kit (devtools.handler_testing, a pytest plugin): an event delivered
 through the real ledger and registry shows each run and the effects asked for; twice, it
 changes nothing; a handler that fails after asking leaves no effect; out of order, each
 delivery is applied once."""
