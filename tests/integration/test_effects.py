@@ -230,4 +230,5 @@ def test_payments_handlers_lists_every_handler_with_its_source(base_env):
     lines = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
     assert "test.outbox" in lines["tests.outbox"]
     assert "tests.support.test_handlers" in lines["tests.outbox"]
+    assert "handlers (in its event's batch)" in lines["tests.outbox"]
     assert "shared.payments.handlers.intents" in lines["payments.sync_payment_intent"]
