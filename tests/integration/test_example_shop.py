@@ -1,7 +1,7 @@
 """The example shop (examples/shop) on the real stack: installed beside the service for the
 stack's processes only, its branch migrated by `payments db upgrade`, a payment's event through
 the web process, the ledger's worker, the relay's worker (killed mid-send) and beat, to an
-SMTP server: one order paid, one receipt.
+SMTP server: one order paid, one receipt; then a dispute to the shop's own HTTP endpoint, once.
 
 The relay's worker is SIGKILLed while it holds the receipt: connected to the SMTP server,
 which has not said a word yet. The effect is committed and not sent; once the lease ends a new
@@ -35,7 +35,7 @@ from devtools.processes import (
     venv_script,
     wait_until,
 )
-from devtools.receivers import SmtpSink, holding_smtp_sink
+from devtools.receivers import SmtpSink, holding_smtp_sink, http_receiver
 from tests.conftest import POSTGRES, REDIS_HOST, WEBHOOK_SECRET
 
 PSYCOPG2 = POSTGRES.replace("postgresql://", "postgresql+psycopg2://")
@@ -57,7 +57,9 @@ def _install_shop(into: Path) -> Path:
 
 
 @contextlib.contextmanager
-def shop_stack(base_env: dict[str, str], sink: SmtpSink) -> Iterator[dict[str, str]]:
+def shop_stack(
+    base_env: dict[str, str], sink: SmtpSink, disputes_url: str
+) -> Iterator[dict[str, str]]:
     workdir = Path(tempfile.mkdtemp(prefix="payments-shop-"))
     database = f"payments_shop_{os.getpid()}"
     env = {
@@ -68,6 +70,7 @@ def shop_stack(base_env: dict[str, str], sink: SmtpSink) -> Iterator[dict[str, s
         "REDIS_URL": f"{REDIS_HOST}/{OWN_REDIS_DB}",
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(sink.port),
+        "SHOP_DISPUTE_WEBHOOK_URL": disputes_url,
         "EFFECTS_TIMEOUT_SECONDS": str(EFFECTS_TIMEOUT_SECONDS),
         "EFFECTS_RELAY_INTERVAL_SECONDS": "1",
         "RECONCILE_INTERVAL_SECONDS": "3600",
@@ -101,7 +104,11 @@ def _start(name: str, args: list[str], env: dict[str, str], ready: str) -> Proce
 
 @pytest.mark.long
 def test_one_payment_one_receipt_even_with_the_relay_killed_mid_send(base_env):
-    with holding_smtp_sink() as sink, shop_stack(base_env, sink) as env:
+    with (
+        holding_smtp_sink() as sink,
+        http_receiver() as (shop_webhook, posts),
+        shop_stack(base_env, sink, f"{shop_webhook}/disputes") as env,
+    ):
         engine = create_engine(
             env["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg2://")
         )
@@ -183,3 +190,26 @@ def test_one_payment_one_receipt_even_with_the_relay_killed_mid_send(base_env):
             assert receipt["To"] == "ada@example.com" and "2500 EUR" in receipt.get_content()
             assert effect.status == "done" and effect.attempts == 2
             assert receipt["Message-ID"] == f"<{effect.idempotency_key}@payments>"
+
+            # A dispute, sent twice: the shop's own webhook hears of it once, with its key.
+            dispute = stripe_events.resource("dispute") | {
+                "id": stripe_events.new_id("dp"),
+                "charge": stripe_events.new_id("ch"),
+                "amount": 2500,
+            }
+            body, headers = stripe_events.signed(
+                stripe_events.event("charge.dispute.created", dispute), WEBHOOK_SECRET
+            )
+            for _ in range(2):
+                posted = requests.post(
+                    f"http://127.0.0.1:{port}/webhook", data=body, headers=headers, timeout=10
+                )
+                assert posted.status_code == 200
+            wait_until(lambda: posts.all() != [], 60, "the shop's webhook hearing of the dispute")
+            with engine.connect() as conn:
+                key = conn.execute(
+                    text("SELECT idempotency_key FROM outbox_effects WHERE name = 'dispute-alert'")
+                ).scalar_one()
+            (alert,) = posts.all()
+            assert alert.path == "/disputes" and alert.body["dispute"] == dispute["id"]
+            assert alert.headers["Idempotency-Key"] == key
