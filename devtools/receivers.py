@@ -134,7 +134,10 @@ class _PostHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
-        body = json.loads(self.rfile.read(length) or b"null")
+        raw = self.rfile.read(length)
+        # JSON as effects send it; anything else (a form, as Stripe's v1 API takes) as text.
+        json_body = "json" in self.headers.get("Content-Type", "")
+        body = json.loads(raw or b"null") if json_body else raw.decode(errors="replace")
         self.server.received.add(Post(self.path, dict(self.headers.items()), body))
         status = self.server.statuses.pop(0) if self.server.statuses else 200
         self.send_response(status)

@@ -9,6 +9,7 @@ from typing import Any
 
 from shared.config.readers import (
     _api_clients,
+    _api_version,
     _connected_accounts,
     _database_url,
     _encryption_keys,
@@ -120,6 +121,7 @@ def _stripe_keys(env: Mapping[str, str]) -> Fields:
         "stripe_secret_key": _secret_key(env),
         "stripe_publishable_key": _publishable_key(env),
         "stripe_webhook_secrets": _webhook_secrets(env),
+        "stripe_api_version": _api_version(env),
     }
 
 

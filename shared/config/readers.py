@@ -3,11 +3,13 @@ one is wrong in a one-line ConfigError."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from shared.config.settings import (
     DEFAULT_RECONCILE_LOOKBACK_SECONDS,
+    DEFAULT_STRIPE_API_VERSION,
     OPERATOR_SCOPES,
     STRIPE_EVENTS_RETENTION_SECONDS,
     ConfigError,
@@ -250,3 +252,17 @@ def _handler_queues(env: Mapping[str, str]) -> tuple[str, ...]:
     if taken:
         raise ConfigError(f"HANDLER_QUEUES may not name the service's own queues: {sorted(taken)}")
     return names
+
+
+_API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
+
+
+def _api_version(env: Mapping[str, str]) -> str:
+    """STRIPE_API_VERSION, as Stripe names versions (2026-10-28.endive); the locked SDK's own
+    when unset."""
+    version = env.get("STRIPE_API_VERSION", "").strip() or DEFAULT_STRIPE_API_VERSION
+    if not _API_VERSION.match(version):
+        raise ConfigError(
+            f"STRIPE_API_VERSION must be a Stripe API version such as {DEFAULT_STRIPE_API_VERSION}"
+        )
+    return version

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import stripe
+
 
 class ConfigError(Exception):
     """A required setting is missing or malformed. The message names the variable."""
@@ -18,6 +20,9 @@ DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 3600
 DEFAULT_HANDLER_MAX_ATTEMPTS = 8
 DEFAULT_INGEST_BATCH_SIZE = 50
 DEFAULT_STRIPE_TIMEOUT_SECONDS = 20
+# The API version every call asks for unless STRIPE_API_VERSION says otherwise: the one the
+# locked SDK is written for (its types and parsing follow it).
+DEFAULT_STRIPE_API_VERSION: str = stripe.api_version
 DEFAULT_HANDLER_MAX_PERMANENT_ATTEMPTS = 3
 DEFAULT_RETRY_BASE_SECONDS = 2
 DEFAULT_SWEEP_INTERVAL_SECONDS = 60
@@ -89,6 +94,8 @@ class Settings:
     # ingests each on its own, as a task.
     ingest_batch_size: int = DEFAULT_INGEST_BATCH_SIZE
     stripe_timeout_seconds: int = DEFAULT_STRIPE_TIMEOUT_SECONDS
+    # Sent as Stripe-Version on every call this service makes (shared.infra.stripe_gateway).
+    stripe_api_version: str = DEFAULT_STRIPE_API_VERSION
     log_level: str = "INFO"
     # Attempts for failures that retrying cannot fix (a handler bug); transient ones get
     # handler_max_attempts.

@@ -81,6 +81,8 @@ def make_stripe_client(settings: Settings) -> stripe.StripeClient:
     base_addresses: Any = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
     return stripe.StripeClient(
         settings.stripe_secret_key,
+        # One version for every call, chosen in the settings, never whatever a default becomes.
+        stripe_version=settings.stripe_api_version,
         base_addresses=base_addresses,
         # The SDK retries connection errors, 409s and 5xx with its own idempotency key.
         max_network_retries=STRIPE_MAX_NETWORK_RETRIES,
