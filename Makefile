@@ -7,7 +7,7 @@ DEV_ENV := set -a; . ./.env.dev; set +a; export PATH="$(CURDIR)/$(BIN):$$PATH"
 T ?= tests
 # Parallel test processes (pytest-xdist) of make test, and of its second run on RabbitMQ beside
 # it; JOBS=0 runs the tests in pytest's own process.
-JOBS ?= 5
+JOBS ?= 4
 RABBITMQ_JOBS ?= 1
 # The chaos suite's broker: its own Redis, or its own three-node RabbitMQ cluster.
 CHAOS_BROKER ?= redis
