@@ -20,7 +20,11 @@ from shared.ledger.event_rows import IngestResult
 from shared.ledger.event_rules import EventRefused, WebhookRejected
 from shared.ledger.ingest.delivery import ingest_delivery
 from shared.ledger.ingest.first_delivery import ingest_batch
-from shared.ledger.ingest.queue_bodies import UndecryptableBody, queued_deliveries
+from shared.ledger.ingest.queue_bodies import (
+    UndecryptableBody,
+    expand_thin_deliveries,
+    queued_deliveries,
+)
 from shared.ledger.recovery.quarantine import quarantine, undecryptable_countdown
 from shared.ledger.recovery.reconcile import reconcile_with_stripe
 from shared.ledger.recovery.sweeper import sweep_pending
@@ -28,6 +32,7 @@ from shared.ledger.retention import prune
 from shared.ledger.retry import INGEST_MAX_COUNTDOWN_SECONDS, GiveUp, Retry
 from shared.ledger.runs.enqueue import enqueue_handler_run, retry_options
 from shared.ledger.runs.task import run_handler_once
+from shared.ledger.thin_events import expand_queued
 from shared.observability.health import record_canary
 from shared.observability.logs import bind, clear_context
 from shared.observability.metrics import (
@@ -106,6 +111,9 @@ def ingest_batch_of(items: list[BatchItem]) -> list[str]:
     deliveries, alone = queued_deliveries(items)
     try:
         rt = runtime()
+        fetch, version = rt.gateway.fetch_related, rt.settings.stripe_api_version
+        deliveries, failed = expand_thin_deliveries(deliveries, rt.cipher, fetch, version)
+        alone += failed
         # Half the soft time limit: what is left then runs alone, each under its own limits.
         deadline = time.monotonic() + rt.policy.soft_time_limit_seconds / 2
         batch = ingest_batch(
@@ -152,6 +160,8 @@ def _start_runs(result: IngestResult, retries: dict[str, Retry]) -> None:
 def _ingest(
     task: Task, rt: Runtime, body: str, source: str
 ) -> tuple[IngestResult, dict[str, Retry]]:
+    # A thin event's object is fetched here, in the worker: never in the webhook's request.
+    body = expand_queued(body, rt.cipher, rt.gateway.fetch_related, rt.settings.stripe_api_version)
     return ingest_delivery(
         rt.sessions,
         body,

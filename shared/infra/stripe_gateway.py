@@ -132,6 +132,18 @@ class StripeGateway:
     def retrieve_payment_intent(self, payment_intent_id: str) -> CreatedIntent:
         return _intent(self._client.v1.payment_intents.retrieve(payment_intent_id))
 
+    def fetch_related(self, url: str) -> dict[str, Any] | None:
+        """The object at a thin event's ``related_object.url`` as Stripe has it now; None when
+        it no longer exists. Anything else Stripe answers raises (a transient error retries)."""
+        try:
+            response = self._client.raw_request("get", url)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        obj: dict[str, Any] = self._client.deserialize(response, api_mode="V1").to_dict()
+        return obj
+
     def create_refund(
         self,
         payment_intent_id: str,

@@ -189,7 +189,15 @@ def test_the_dev_tools_find_the_repository_they_live_in():
 # it and the shared modules beside them (event_rules, event_rows, retry, statement_limits,
 # handlers), never one before it.
 LEDGER_ROOMS = ("recovery", "ingest", "runs")
-LEDGER_SHARED = ("event_rules", "event_rows", "retry", "statement_limits", "handlers", "retention")
+LEDGER_SHARED = (
+    "event_rules",
+    "event_rows",
+    "retry",
+    "statement_limits",
+    "handlers",
+    "retention",
+    "thin_events",
+)
 
 
 def _room(module: str) -> str:

@@ -12,6 +12,7 @@ from cryptography.fernet import InvalidToken
 
 from shared.infra.crypto import PayloadCipher
 from shared.ledger.event_rules import EventRefused, EventScope, check_event
+from shared.ledger.thin_events import FetchRelated, expand_queued
 
 # The refusal reason of a queue body that is not a token at all (plain JSON).
 UNSIGNED = "unsigned"
@@ -112,3 +113,19 @@ def _lock_order(event: QueuedEvent) -> tuple[str, int, str]:
     obj = event.event.get("data", {}).get("object", {})
     object_id = obj.get("id") if isinstance(obj, dict) else None
     return (str(object_id or ""), int(event.event.get("created") or 0), event.id)
+
+
+def expand_thin_deliveries(
+    deliveries: Iterable[QueuedDelivery], cipher: PayloadCipher, fetch: FetchRelated, version: str
+) -> tuple[list[QueuedDelivery], list[str]]:
+    """The deliveries with every thin event's related object fetched (shared.ledger.thin_events),
+    and the keys of those whose fetch failed: they run alone, where the retry policy decides."""
+    expanded, failed = [], []
+    for delivery in deliveries:
+        try:
+            body = expand_queued(delivery.body, cipher, fetch, version)
+        except Exception:  # noqa: BLE001 - the task's own path says what is wrong
+            failed.append(delivery.key)
+            continue
+        expanded.append(QueuedDelivery(delivery.key, body, delivery.source))
+    return expanded, failed

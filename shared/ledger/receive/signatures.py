@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import stripe
 
 from shared.ledger.event_rules import EventScope, WebhookRejected, check_event
+from shared.ledger.thin_events import check_thin_event, is_thin
 
 if TYPE_CHECKING:
     pass
@@ -55,7 +56,9 @@ def parse_event_body(body: str) -> dict[str, Any]:
         event = json.loads(body)
     except ValueError:
         raise WebhookRejected("invalid_event", "body is not JSON") from None
-    return check_event(event)
+    # A thin event (shared.ledger.thin_events) is queued as it came; the worker fetches its
+    # object.
+    return check_thin_event(event) if is_thin(event) else check_event(event)
 
 
 def verify_delivery(
