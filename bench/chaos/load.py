@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import random
 import threading
@@ -23,12 +24,17 @@ from devtools import stripe_events
 from devtools.standin import StandIn
 from shared.config import load_settings
 
+# The share of real payments whose payment_intent.succeeded is also sent thin.
+THIN_TWIN_SHARE = 0.25
+
 
 @dataclass
 class Ledger:
     """What the load generator did, from its side."""
 
     accepted: set[str] = field(default_factory=set)
+    # Thin twins sent of the stand-in's own snapshot events (one event each for the ledger).
+    thin_twins: int = 0
     deliveries_2xx: int = 0
     deliveries_refused: int = 0
     # Refusals by HTTP status (0: no answer within the client's timeout).
@@ -80,7 +86,8 @@ class LoadGenerator:
             ).status_code
         except requests.RequestException:
             status = 0
-        self.ledger.record(event["id"], status)
+        # A thin twin is its snapshot event's delivery, as the ledger records it.
+        self.ledger.record(event.get("snapshot_event") or event["id"], status)
         if not 200 <= status < 300:
             with self.retry_lock:
                 self.retry_queue.append((time.monotonic() + 2, event))
@@ -113,11 +120,50 @@ class LoadGenerator:
                     intent_id = response.json()["paymentIntentId"]
                     self.standin.pay(intent_id, "4242424242424242")
                     self.payment_ids.append(intent_id)
+                    if self.rng.random() < THIN_TWIN_SHARE:
+                        self.thin_twin(intent_id)
                     return
             except requests.RequestException:
                 pass
             time.sleep(1)  # the database may be down: a client retries with the same key
         log(f"gave up creating payment {index}")
+
+    def thin_twin(self, intent_id: str) -> None:
+        """The thin twin of the stand-in's payment_intent.succeeded, as Stripe sends both while
+        an endpoint migrates to thin events: the worker fetches the PaymentIntent, and the
+        ledger must apply the pair once, whichever arrives first."""
+        since = int(time.time()) - 60
+        for _ in range(20):
+            snapshots = [
+                event
+                for event in self.standin.events(since=since)
+                if event["type"] == "payment_intent.succeeded"
+                and event["data"]["object"].get("id") == intent_id
+            ]
+            if snapshots:
+                break
+            time.sleep(0.5)
+        else:
+            return
+        snapshot = snapshots[0]
+        created = dt.datetime.fromtimestamp(snapshot["created"], dt.UTC)
+        with self.ledger.lock:
+            self.ledger.thin_twins += 1
+        self.deliver(
+            {
+                "id": stripe_events.new_id("evt"),
+                "object": "v2.core.event",
+                "type": "v1.payment_intent.succeeded",
+                "created": created.isoformat().replace("+00:00", "Z"),
+                "livemode": False,
+                "related_object": {
+                    "id": intent_id,
+                    "type": "payment_intent",
+                    "url": f"/v1/payment_intents/{intent_id}",
+                },
+                "snapshot_event": snapshot["id"],
+            }
+        )
 
     def synthetic_pair(self, index: int) -> None:
         """processing then succeeded for one PaymentIntent, possibly swapped or duplicated."""

@@ -68,6 +68,9 @@ class Stack:
             "RETRY_BASE_SECONDS": "1",
             # Runs held by a SIGKILLed worker wait for their lease to end; keep it short here.
             "HANDLER_TIME_LIMIT_SECONDS": "15",
+            # An effect held by a SIGKILLed relay comes back after its lease (12 times this):
+            # the endpoint is local and quick, so keep that short too.
+            "EFFECTS_TIMEOUT_SECONDS": "2",
             "SWEEP_INTERVAL_SECONDS": str(args.sweep_interval),
             "SWEEP_PENDING_SECONDS": str(args.sweep_after),
             "RECONCILE_INTERVAL_SECONDS": str(args.reconcile_interval),

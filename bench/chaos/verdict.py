@@ -177,6 +177,7 @@ def report(outcome: Outcome, poison_sent: int) -> int:
         ("deliveries answered 2xx", ledger.deliveries_2xx),
         ("deliveries refused (retried)", _refusals(ledger)),
         ("accepted (distinct event ids)", len(ledger.accepted)),
+        ("thin twins sent of snapshot events", ledger.thin_twins),
         ("handler runs expected", after.expected_runs),
         ("applied", after.applied),
         ("lost", after.lost),
