@@ -90,7 +90,10 @@ def _enqueue(api: ApiContext, delivery: VerifiedDelivery) -> Answer:
             503, "queue_unavailable", "Could not queue the event; Stripe will retry."
         )
     bind(event_id=delivery.event_id)
-    WEBHOOK_SECRET_MATCHES.labels(secret_index=str(delivery.secret_index)).inc()
+    index = delivery.secret_index
+    names = api.settings.stripe_webhook_endpoints
+    endpoint = names[index] if index < len(names) else str(index)
+    WEBHOOK_SECRET_MATCHES.labels(secret_index=str(index), endpoint=endpoint).inc()
     WEBHOOK_EVENTS.labels(type=delivery.event_type, result="queued").inc()
     log.info(
         "webhook %s (%s) queued, verified with secret #%d",

@@ -29,6 +29,7 @@ from shared.config.readers import (
     _secret_key,
     _token,
     _url,
+    _webhook_endpoint_names,
     _webhook_secrets,
 )
 from shared.config.settings import (
@@ -121,6 +122,7 @@ def _stripe_keys(env: Mapping[str, str]) -> Fields:
         "stripe_secret_key": _secret_key(env),
         "stripe_publishable_key": _publishable_key(env),
         "stripe_webhook_secrets": _webhook_secrets(env),
+        "stripe_webhook_endpoints": _webhook_endpoint_names(env),
         "stripe_api_version": _api_version(env),
     }
 

@@ -61,14 +61,36 @@ def _publishable_key(env: Mapping[str, str]) -> str:
     return value
 
 
-def _webhook_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+_ENDPOINT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def _webhook_endpoints(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """STRIPE_WEBHOOK_SECRET: one whsec_ secret, or several separated by commas (a secret being
+    rolled, or one per endpoint while an endpoint migrates to a new API version), each may be
+    named ``name=whsec_...``; an unnamed one is named by its position (0 first)."""
     raw = _required(env, "STRIPE_WEBHOOK_SECRET")
-    secrets = tuple(part.strip() for part in raw.split(",") if part.strip())
-    if not secrets or not all(s.startswith("whsec_") for s in secrets):
-        raise ConfigError(
-            "STRIPE_WEBHOOK_SECRET must be one whsec_ secret, or several separated by commas"
-        )
-    return secrets
+    endpoints = []
+    for index, part in enumerate(p.strip() for p in raw.split(",") if p.strip()):
+        name, _, secret = part.partition("=")
+        if part.startswith("whsec_"):
+            name, secret = str(index), part
+        if not secret.startswith("whsec_") or not _ENDPOINT_NAME.match(name):
+            raise ConfigError(
+                "STRIPE_WEBHOOK_SECRET must be whsec_ secrets separated by commas, each may be "
+                "named name=whsec_... (lowercase letters, digits, _ . -)"
+            )
+        endpoints.append((name, secret))
+    if not endpoints:
+        raise ConfigError("STRIPE_WEBHOOK_SECRET must hold at least one whsec_ secret")
+    return tuple(endpoints)
+
+
+def _webhook_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(secret for _, secret in _webhook_endpoints(env))
+
+
+def _webhook_endpoint_names(env: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(name for name, _ in _webhook_endpoints(env))
 
 
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], *, required: bool) -> str:

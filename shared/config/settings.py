@@ -94,6 +94,9 @@ class Settings:
     # ingests each on its own, as a task.
     ingest_batch_size: int = DEFAULT_INGEST_BATCH_SIZE
     stripe_timeout_seconds: int = DEFAULT_STRIPE_TIMEOUT_SECONDS
+    # The name of each webhook secret's endpoint, in the same order (STRIPE_WEBHOOK_SECRET's
+    # name=whsec_...; its position when unnamed): what the which-secret-matched metric says.
+    stripe_webhook_endpoints: tuple[str, ...] = ()
     # Sent as Stripe-Version on every call this service makes (shared.infra.stripe_gateway).
     stripe_api_version: str = DEFAULT_STRIPE_API_VERSION
     log_level: str = "INFO"

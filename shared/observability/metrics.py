@@ -101,9 +101,10 @@ SWEPT = Counter(
 )
 WEBHOOK_SECRET_MATCHES = Counter(
     "webhook_signature_secret_matches_total",
-    "Verified webhooks by which configured secret matched (0 = first). While rolling a secret, "
-    "the old one is unused once its count stops growing.",
-    ["secret_index"],
+    "Verified webhooks by which configured secret matched (0 = first), and its endpoint's name. "
+    "While rolling a secret or migrating an endpoint, the old one is unused once its count "
+    "stops growing.",
+    ["secret_index", "endpoint"],
 )
 EVENTS_REFUSED = Counter(
     "events_refused_total",

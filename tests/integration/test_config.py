@@ -116,6 +116,16 @@ def test_web_process_stops_with_one_line_naming_the_variable():
     assert result.stderr.strip() == "configuration error: STRIPE_SECRET_KEY is not set"
 
 
+def test_webhook_secrets_may_name_their_endpoints(base_env):
+    env = {**base_env, "STRIPE_WEBHOOK_SECRET": "v2025=whsec_old,whsec_rolling,v2026=whsec_new"}
+    settings = load_settings(env)
+    assert settings.stripe_webhook_secrets == ("whsec_old", "whsec_rolling", "whsec_new")
+    assert settings.stripe_webhook_endpoints == ("v2025", "1", "v2026")
+    for bad in ("Bad Name=whsec_x", "v1=sk_test_x", "v1="):
+        with pytest.raises(ConfigError, match="STRIPE_WEBHOOK_SECRET"):
+            load_settings({**base_env, "STRIPE_WEBHOOK_SECRET": bad})
+
+
 def test_nothing_but_config_reads_the_environment():
     readers = []
     for path in REPO_ROOT.glob("*/**/*.py"):

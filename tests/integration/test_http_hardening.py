@@ -243,11 +243,22 @@ def test_long_idempotency_key_is_rejected(settings, database):
     assert response.get_json()["error"]["field"] == "Idempotency-Key"
 
 
-def _matches(index: str) -> float:
-    value = REGISTRY.get_sample_value(
-        "webhook_signature_secret_matches_total", {"secret_index": index}
-    )
+def _matches(index: str, endpoint: str | None = None) -> float:
+    labels = {"secret_index": index, "endpoint": endpoint or index}
+    value = REGISTRY.get_sample_value("webhook_signature_secret_matches_total", labels)
     return value or 0.0
+
+
+def test_the_metric_names_the_endpoint_whose_secret_matched(quiet_settings, quiet_redis):
+    named = replace(quiet_settings, stripe_webhook_endpoints=("v2025", "v2026"))
+    client = create_app(named).test_client()
+    before = _matches("1", "v2026")
+    body, headers = stripe_events.signed(
+        stripe_events.event("payment_intent.created", stripe_events.payment_intent()),
+        OLD_WEBHOOK_SECRET,
+    )
+    assert client.post("/webhook", data=body, headers=headers).status_code == 200
+    assert _matches("1", "v2026") == before + 1
 
 
 def test_metric_tells_which_secret_matched(quiet_settings, quiet_redis):
