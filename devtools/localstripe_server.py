@@ -15,7 +15,12 @@ from aiohttp import web
 from localstripe import resources
 from localstripe.server import app
 
-from devtools import stripe_idempotency, stripe_lifecycle, stripe_test_mode
+from devtools import (
+    stripe_idempotency,
+    stripe_lifecycle,
+    stripe_test_mode,
+    stripe_webhook_endpoints,
+)
 
 
 def _skip_disk_snapshots() -> None:
@@ -76,6 +81,8 @@ def teach_stripe(stand_in: web.Application) -> None:
     # What follows a payment: refunds, capture, cancellation, disputes, with Stripe's events
     # in Stripe's shape (amount_received, amount_capturable, pending_webhooks, request, ...).
     stripe_lifecycle.install(stand_in)
+    # Several endpoints, and deleting one: an endpoint's migration to a new API version.
+    stripe_webhook_endpoints.install(stand_in)
 
 
 def main() -> None:

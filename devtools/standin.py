@@ -39,18 +39,33 @@ class StandIn:
             raise StandInError(f"POST {path}: HTTP {response.status_code} {body.get('error')}")
         return body
 
-    def register_webhook(self, url: str, events: list[str] | None = None) -> None:
-        """Point the stand-in's webhooks at ``url``, signed with our first configured secret."""
+    def register_webhook(
+        self,
+        url: str,
+        events: list[str] | None = None,
+        *,
+        endpoint_id: str = WEBHOOK_ENDPOINT_ID,
+        secret: str | None = None,
+    ) -> None:
+        """Point the stand-in's webhook endpoint ``endpoint_id`` at ``url``, signed with
+        ``secret`` (our first configured one unless given)."""
         data: list[tuple[str, str]] = [
             ("url", url),
-            ("secret", self._settings.stripe_webhook_secrets[0]),
+            ("secret", secret or self._settings.stripe_webhook_secrets[0]),
         ]
         data += [("events[]", event) for event in events or []]
         response = requests.post(
-            f"{self._base}/_config/webhooks/{WEBHOOK_ENDPOINT_ID}", data=data, timeout=self._timeout
+            f"{self._base}/_config/webhooks/{endpoint_id}", data=data, timeout=self._timeout
         )
         if response.status_code != 200:
             raise StandInError(f"webhook registration failed: HTTP {response.status_code}")
+
+    def delete_webhook(self, endpoint_id: str) -> bool:
+        """Delete an endpoint; False if the stand-in had none of that id."""
+        response = requests.delete(
+            f"{self._base}/_config/webhooks/{endpoint_id}", timeout=self._timeout
+        )
+        return response.status_code == 200
 
     def pay(self, payment_intent_id: str, card_number: str) -> dict[str, Any]:
         """Confirm the PaymentIntent with a test card, as Stripe.js does (and as the Stripe.js
