@@ -12,9 +12,10 @@ from api.admin import AdminInputError, bad_input, guard_operators, list_limit
 from api.context import ApiContext, Limits
 from shared.db import transaction
 from shared.effects.relay import effects_of, replay_dead_effects
-from shared.models import OutboxEffect, RunStatus
+from shared.models import OutboxEffect
+from shared.models.effects import EFFECT_STATUSES
 
-STATUSES = {status.value for status in RunStatus}
+STATUSES = {status.value for status in EFFECT_STATUSES}
 
 
 def effect_view(row: OutboxEffect) -> dict[str, Any]:

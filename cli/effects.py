@@ -7,9 +7,10 @@ import click
 from cli.common import format_table, operator_runtime
 from shared.db import transaction
 from shared.effects.relay import effects_of, replay_dead_effects
-from shared.models import OutboxEffect, RunStatus
+from shared.models import OutboxEffect
+from shared.models.effects import EFFECT_STATUSES
 
-STATUSES = [status.value for status in RunStatus]
+STATUSES = [status.value for status in EFFECT_STATUSES]
 
 
 def _last_line(error: str | None) -> str:

@@ -8,6 +8,7 @@ import datetime as dt
 import click
 
 from cli.common import format_table, operator_runtime
+from cli.held import events_held, events_release
 from shared.ledger.event_rows import EventNotFound
 from shared.ledger.event_rules import EventRefused
 from shared.ledger.handlers import UnknownHandler
@@ -27,6 +28,10 @@ from shared.ledger.runs.enqueue import enqueue_handler_run
 @click.group()
 def events() -> None:
     """Recorded Stripe events."""
+
+
+events.add_command(events_held)
+events.add_command(events_release)
 
 
 @events.command("replay")

@@ -19,6 +19,7 @@ def start_worker_metrics(settings: Settings) -> WSGIServer:
     from shared.infra.broker import make_producer, queue_depths
     from shared.infra.topology import dead_letter_depth
     from shared.ledger.recovery.dead_letters import count_dead
+    from shared.ledger.recovery.held import count_held
     from shared.observability.metrics import LedgerCollector, scrape_registry
 
     # Its own small pool and producer, separate from the tasks'.
@@ -31,6 +32,7 @@ def start_worker_metrics(settings: Settings) -> WSGIServer:
             lambda: queue_depths(producer),
             lambda: dead_letter_depth(producer),
             lambda: count_dead_effects(sessions),
+            lambda: count_held(sessions),
         ),
     )
     app = make_wsgi_app(registry)

@@ -47,6 +47,8 @@ class RecordedEvent:
     # The handlers that run as tasks of their own (batch=False, or a queue of their own): their
     # runs are created pending, for the caller to enqueue once the event is committed.
     deferred: list[str] = field(default_factory=list)
+    # The handlers that do not accept the event's API version: their runs are written held.
+    held: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -87,17 +89,29 @@ def _record(
     uncounted_attempts: int = 0,
 ) -> RecordedEvent | None:
     recorded = insert_events(session, [(event, source)], cipher, registry).get(event["id"])
-    if recorded is None or not (recorded.handlers or recorded.deferred):
+    if recorded is None or not (recorded.handlers or recorded.deferred or recorded.held):
         return recorded
     claimed = (
         {"attempts": 1 + uncounted_attempts, "leased_until": func.now() + claim_lease}
         if claim_lease
         else {}
     )
-    # One statement for all of them; a deferred run is never claimed here.
-    rows = [{"event_id": recorded.id, "handler": name, **claimed} for name in recorded.handlers]
+    # One statement for all of them (every row with the same columns); a run for a task of its
+    # own, or held, is never claimed here.
     unclaimed = {"attempts": 0, "leased_until": None} if claim_lease else {}
-    rows += [{"event_id": recorded.id, "handler": name, **unclaimed} for name in recorded.deferred]
+    pending, held = RunStatus.PENDING, RunStatus.HELD
+    rows = [
+        {"event_id": recorded.id, "handler": name, "status": pending, **claimed}
+        for name in recorded.handlers
+    ]
+    rows += [
+        {"event_id": recorded.id, "handler": name, "status": pending, **unclaimed}
+        for name in recorded.deferred
+    ]
+    rows += [
+        {"event_id": recorded.id, "handler": name, "status": held, **unclaimed}
+        for name in recorded.held
+    ]
     session.execute(insert(RUNS_TABLE).values(rows))
     return recorded
 
@@ -155,10 +169,13 @@ def _recorded_event(
     event: dict[str, Any], stored: dict[str, Any], at: dt.datetime, registry: HandlerRegistry
 ) -> RecordedEvent:
     names = sorted(registry.handlers_for(event["type"]))
-    inline = [name for name in names if registry.policy_of(name).in_batch]
-    deferred = [name for name in names if name not in inline]
+    version = event.get("api_version")
+    held = [name for name in names if not registry.policy_of(name).accepts(version)]
+    runnable = [name for name in names if name not in held]
+    inline = [name for name in runnable if registry.policy_of(name).in_batch]
+    deferred = [name for name in runnable if name not in inline]
     created = utc_from_timestamp(event["created"])
-    return RecordedEvent(event["id"], event["type"], created, at, stored, inline, deferred)
+    return RecordedEvent(event["id"], event["type"], created, at, stored, inline, deferred, held)
 
 
 def pending_handlers(session: Session, event_id: str) -> list[str]:

@@ -90,7 +90,7 @@ def _prunable(horizon: dt.datetime) -> ColumnElement[bool]:
     owed = exists().where(
         and_(
             HandlerRun.event_id == StripeEvent.id,
-            HandlerRun.status.in_((RunStatus.PENDING, RunStatus.DEAD)),
+            HandlerRun.status.in_((RunStatus.PENDING, RunStatus.DEAD, RunStatus.HELD)),
         )
     )
     return and_(StripeEvent.received_at < horizon, ~owed)

@@ -19,7 +19,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models.base import Base, RunStatus, now_column
 
-_STATUS_CHECK = "status IN (" + ", ".join(f"'{status}'" for status in RunStatus) + ")"
+# An effect is never held: the run that asked for it was applied.
+EFFECT_STATUSES = (RunStatus.PENDING, RunStatus.DONE, RunStatus.DEAD)
+_STATUS_CHECK = "status IN (" + ", ".join(f"'{status}'" for status in EFFECT_STATUSES) + ")"
 
 
 class OutboxEffect(Base):

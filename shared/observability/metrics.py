@@ -164,9 +164,11 @@ class LedgerCollector(Collector):
         queue_depths: Callable[[], dict[str, int]],
         broker_dead_letters: Callable[[], int | None] = lambda: None,
         count_dead_effects: Callable[[], int | None] = lambda: None,
+        count_held: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._count_dead = count_dead
         self._count_dead_effects = count_dead_effects
+        self._count_held = count_held
         self._queue_depths = queue_depths
         self._broker_dead_letters = broker_dead_letters
 
@@ -190,15 +192,14 @@ class LedgerCollector(Collector):
         yield from self._collect_broker_dead_letters()
 
     def _collect_dead_effects(self) -> Iterable[Metric]:
-        try:
-            count = self._count_dead_effects()
-        except Exception:
-            log.warning("effects_dead: database unreachable", exc_info=True)
-            return
-        if count is not None:
-            gauge = GaugeMetricFamily("effects_dead", "Side effects in the dead-letter list.")
-            gauge.add_metric([], count)
-            yield gauge
+        yield from _gauge(
+            "effects_dead", "Side effects in the dead-letter list.", self._count_dead_effects
+        )
+        yield from _gauge(
+            "held_runs",
+            "Handler runs held: their event's API version is not one the handler reads.",
+            self._count_held,
+        )
 
     def _collect_broker_dead_letters(self) -> Iterable[Metric]:
         try:
@@ -213,3 +214,16 @@ class LedgerCollector(Collector):
             )
             gauge.add_metric([], count)
             yield gauge
+
+
+def _gauge(name: str, documentation: str, count: Callable[[], int | None]) -> Iterable[Metric]:
+    """A gauge read from the database at scrape time; no sample when it cannot be read."""
+    try:
+        value = count()
+    except Exception:
+        log.warning("%s: database unreachable", name, exc_info=True)
+        return
+    if value is not None:
+        gauge = GaugeMetricFamily(name, documentation)
+        gauge.add_metric([], value)
+        yield gauge

@@ -17,6 +17,7 @@ from shared.infra.crypto import PayloadCipher
 from shared.ledger.handlers import EventView, HandlerRegistry
 from shared.ledger.ingest.first_delivery import record_and_apply
 from shared.ledger.ingest.redelivery import ingest
+from shared.ledger.recovery.held import list_held, release_held
 from shared.ledger.retry import RetryPolicy
 from shared.models import HandlerRun
 from shared.runtime import check_handler_queues
@@ -114,3 +115,43 @@ def test_every_handler_queue_must_be_declared():
     with pytest.raises(ConfigError, match="HANDLER_QUEUES does not list: slow"):
         check_handler_queues(_registry(), settings)
     check_handler_queues(_registry(), replace(settings, handler_queues=("slow",)))
+
+
+def test_an_event_of_a_version_its_handler_does_not_read_is_held_then_released(db, cipher):
+    handlers = HandlerRegistry()
+    handlers.handles("fast.versioned", name="fast.any")(lambda s, e: CALLED.append("fast.any"))
+    handlers.handles("fast.versioned", name="fast.new_only", api_versions=("2026-10-28.endive",))(
+        lambda s, e: CALLED.append("fast.new_only")
+    )
+    CALLED.clear()
+    old = {**make_event("fast.versioned"), "api_version": "2025-10-29.clover"}
+    new = {**make_event("fast.versioned"), "api_version": "2026-10-28.endive"}
+    for event in (old, new):
+        record_and_apply(db, event, "webhook", cipher, None, POLICY, registry=handlers)
+    assert CALLED == ["fast.any", "fast.any", "fast.new_only"]
+    assert _runs(db, old["id"]) == {"fast.any": ("done", 1), "fast.new_only": ("held", 0)}
+    assert [(r.event_id, r.handler) for r in list_held(db)] == [(old["id"], "fast.new_only")]
+    sent: list[tuple[str, str]] = []
+    released = release_held(db, lambda e, h: sent.append((e, h)), event_id=old["id"])
+    assert released == sent == [(old["id"], "fast.new_only")]
+    assert _runs(db, old["id"])["fast.new_only"] == ("pending", 0)
+    assert release_held(db, lambda e, h: sent.append((e, h)), event_id=old["id"]) == []
+
+
+def test_a_redelivery_writes_a_held_run_held(db, cipher: PayloadCipher):
+    handlers = HandlerRegistry()
+    handlers.handles("fast.versioned", name="fast.new_only", api_versions=("v2",))(
+        lambda s, e: None
+    )
+    event = {**make_event("fast.versioned"), "api_version": "v1"}
+    result = ingest(
+        db,
+        cipher.encrypt(event),
+        "webhook",
+        cipher,
+        SCOPE,
+        claim_lease=dt.timedelta(seconds=30),
+        registry=handlers,
+    )
+    assert result.claimed_handlers == [] and result.pending_handlers == []
+    assert _runs(db, event["id"]) == {"fast.new_only": ("held", 0)}

@@ -112,3 +112,9 @@ def outbox(session: Session, event: EventView) -> None:
     event.effects.http("notice", obj["url"], {"object": obj["id"]})
     if obj.get("fail_after_asking"):
         raise ValueError("failed after asking for its effects")
+
+
+@registry.handles("test.versioned", name="tests.versioned", api_versions=("2026-10-28.endive",))
+def versioned(session: Session, event: EventView) -> None:
+    """Reads only 2026-10-28.endive's payloads: an event of another version is held for it."""
+    _effect(session, event, "tests.versioned")

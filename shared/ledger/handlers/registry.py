@@ -100,10 +100,16 @@ class HandlerPolicy:
     time_limit_seconds: int | None = None
     retry_base_seconds: float | None = None
     batch: bool = True
+    # The Stripe API versions whose payloads it reads; None: it reads only what every version
+    # keeps, and takes any. An event of another version is held for it (RunStatus.HELD).
+    api_versions: tuple[str, ...] | None = None
 
     @property
     def in_batch(self) -> bool:
         return self.batch and self.queue is None
+
+    def accepts(self, api_version: str | None) -> bool:
+        return self.api_versions is None or api_version in self.api_versions
 
 
 class HandlerRegistry:
@@ -121,10 +127,13 @@ class HandlerRegistry:
         time_limit_seconds: int | None = None,
         retry_base_seconds: float | None = None,
         batch: bool = True,
+        api_versions: tuple[str, ...] | None = None,
     ) -> Callable[[Handler], Handler]:
         if not event_types:
             raise ValueError("a handler must name at least one event type")
-        policy = HandlerPolicy(queue, max_attempts, time_limit_seconds, retry_base_seconds, batch)
+        policy = HandlerPolicy(
+            queue, max_attempts, time_limit_seconds, retry_base_seconds, batch, api_versions
+        )
         if time_limit_seconds is not None and policy.in_batch:
             raise ValueError(f"{name}: a time limit of its own needs batch=False or a queue")
 

@@ -48,6 +48,7 @@ from shared.ledger.runs.apply import HandlerFailed, apply_new_runs
 from shared.ledger.runs.reporting import RunsOutcome, report_outcome
 from shared.ledger.runs.rows import INSERT_RUN_OUTCOMES, outcome_row, pending_row
 from shared.ledger.statement_limits import limit_statements
+from shared.models import RunStatus
 from shared.observability.logs import bound
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,7 @@ def _one_try(
                 )
             rows.extend(outcome_row(run, outcome) for run in runs)
             rows.extend(pending_row(event.id, name) for name in new.deferred)
+            rows.extend(pending_row(event.id, name, RunStatus.HELD) for name in new.held)
             applied[event.id] = _Applied(new, outcome, list(new.deferred))
         if rows:
             session.execute(INSERT_RUN_OUTCOMES, rows)

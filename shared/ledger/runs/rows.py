@@ -138,12 +138,13 @@ def outcome_row(run: HandlerRun, outcome: RunsOutcome) -> dict[str, Any]:
     }
 
 
-def pending_row(event_id: str, handler: str) -> dict[str, Any]:
-    """A run of a handler with a queue of its own, written pending and untried for its task."""
+def pending_row(event_id: str, handler: str, status: str = RunStatus.PENDING) -> dict[str, Any]:
+    """A run written untried: pending for its own task (a handler out of the batch), or held
+    (a handler that does not accept the event's API version)."""
     return {
         "event_id": event_id,
         "handler": handler,
-        "status": RunStatus.PENDING,
+        "status": status,
         "attempts": 0,
         "last_error": None,
         "retry_in": None,
