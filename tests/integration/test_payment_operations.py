@@ -293,16 +293,24 @@ def test_operations_are_rate_limited_like_the_operator_api(settings, database):
 
 def test_every_operator_route_is_rate_limited(settings, database):
     """Each route under /admin/, whatever blueprint serves it: the limiter tells views apart by
-    their names, and a view without one (a bare functools.partial) was silently not limited."""
+    their names, and a view without one (a bare functools.partial) was silently not limited.
+    One app; each route asked from a client address of its own, so each has a budget of its
+    own (the limit is per client)."""
     limited = replace(settings, admin_rate_limit="3 per minute", rate_limit_storage_url="memory://")
-    rules = [r for r in create_app(limited).url_map.iter_rules() if r.rule.startswith("/admin")]
+    app = create_app(limited)
+    rules = [r for r in app.url_map.iter_rules() if r.rule.startswith("/admin")]
     assert len(rules) >= 8
-    for rule in rules:
-        client = create_app(limited).test_client()
+    client = app.test_client()
+    for number, rule in enumerate(rules, start=1):
         method = "POST" if "POST" in (rule.methods or ()) else "GET"
         path = re.sub(r"<[^>]+>", "x", rule.rule)
         guesses = [
-            client.open(path, method=method, headers={"Authorization": "Bearer guess"})
+            client.open(
+                path,
+                method=method,
+                headers={"Authorization": "Bearer guess"},
+                environ_base={"REMOTE_ADDR": f"10.9.0.{number}"},
+            )
             for _ in range(4)
         ]
         assert [g.status_code for g in guesses] == [401, 401, 401, 429], rule.rule
